@@ -1,0 +1,308 @@
+"""Gradient-based VAE attention (Liu et al., CVPR 2020, Sec. 3.2-3.3) as pure functions.
+
+Notation: ``features`` ``A`` is the encoder's feature map at the chosen conv layer,
+``(B, h, w, c)``; ``head_fn(A) -> (mu, logvar)`` is the rest of the encoder, each ``(B, D)``.
+For latent dim ``i`` a score ``z_i`` (``mu_i``, the reparameterized sample, or any function of
+``mu, logvar``) is differentiated with respect to ``A``; the Grad-CAM weights are
+``alpha_ik = mean_{h,w} dz_i / dA_k`` and the map is ``M_i = ReLU(sum_k alpha_ik A_k)``.
+
+All ``D`` maps come from a single ``jax.vjp`` of the head, vmapped over one-hot cotangents.
+Because only the spatial *mean* of the gradient is needed, the vjp is taken with respect to a
+spatially constant shift ``delta`` of ``A`` (``(B, c)``): ``d z_i / d delta_k`` equals
+``sum_{h,w} dz_i / dA_hwk`` exactly, for any head. A model whose first layer after ``A`` is
+``Dense(flatten(A))`` can apply the shift on the Dense kernel summed over ``h, w`` instead, so the
+backward pass never touches the ``(D, B, h, w, c)`` gradient tensor (see
+:func:`vae_xai.encoder_split.split_encoder`, ``dense_after=``); that is what makes all ``D`` maps
+cost about as much as one ordinary backward pass.
+
+Every function here is jit-able and vmap-able; use ``latent_chunk`` to bound memory for large
+``D`` with the generic (non-Dense) path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+HeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+ShiftHeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+Score = Literal["mean", "sample"] | ScoreFn
+Rectify = Literal["relu", "abs", "none"] | None
+
+__all__ = [
+    "aggregate_attention",
+    "anomaly_attention",
+    "gradcam_weights",
+    "latent_attention",
+    "latent_scores",
+    "normal_difference_score",
+    "rectify_map",
+    "reference_statistics",
+    "released_code_attention",
+    "upsample",
+]
+
+
+def _check_features(features: ArrayLike) -> jax.Array:
+    features = jnp.asarray(features)
+    if features.ndim != 4:
+        raise ValueError(
+            f"features must be a conv feature map of shape (B, h, w, c); got shape {features.shape}"
+        )
+    if not jnp.issubdtype(features.dtype, jnp.floating):
+        raise TypeError(f"features must be floating point; got dtype {features.dtype}")
+    return features
+
+
+def latent_scores(
+    mu: jax.Array, logvar: jax.Array, *, score: Score = "mean", key: jax.Array | None = None
+) -> jax.Array:
+    """The per-latent quantity whose gradient defines the attention, ``(B, D)``.
+
+    ``"mean"``: ``mu`` (deterministic). ``"sample"``: the reparameterized sample
+    ``mu + eps * exp(logvar / 2)`` with ``eps ~ N(0, 1)`` drawn from ``key`` (the paper's choice).
+    A callable ``score(mu, logvar) -> (B, D)`` is used as is.
+    """
+    if callable(score):
+        out = score(mu, logvar)
+        if out.shape != mu.shape:
+            raise ValueError(f"score function returned shape {out.shape}; expected {mu.shape}")
+        return out
+    if score == "mean":
+        return mu
+    if score == "sample":
+        if key is None:
+            raise ValueError('score="sample" needs a PRNG key: pass key=jax.random.key(...)')
+        eps = jax.random.normal(key, mu.shape, mu.dtype)
+        return mu + eps * jnp.exp(0.5 * logvar)
+    raise ValueError(f'score must be "mean", "sample" or a callable; got {score!r}')
+
+
+def rectify_map(maps: jax.Array, rectify: Rectify) -> jax.Array:
+    """Apply the map rectifier: ``"relu"`` (paper), ``"abs"`` (released code) or ``"none"``."""
+    if rectify == "relu":
+        return jax.nn.relu(maps)
+    if rectify == "abs":
+        return jnp.abs(maps)
+    if rectify in ("none", None):
+        return maps
+    raise ValueError(f'rectify must be "relu", "abs" or "none"; got {rectify!r}')
+
+
+def gradcam_weights(
+    head_fn: HeadFn,
+    features: ArrayLike,
+    *,
+    score: Score = "mean",
+    key: jax.Array | None = None,
+    latent_chunk: int | None = None,
+    shift_head_fn: ShiftHeadFn | None = None,
+) -> jax.Array:
+    """Grad-CAM weights ``alpha[b, i, k] = mean_{h,w} d z_bi / d A_bhwk``, shape ``(B, D, c)``.
+
+    Args:
+      head_fn: ``A (B, h, w, c) -> (mu, logvar)``, each ``(B, D)``. Must act on each sample
+        independently (e.g. BatchNorm in inference mode).
+      features: the feature map ``A``, ``(B, h, w, c)``.
+      score: see :func:`latent_scores`.
+      key: PRNG key for ``score="sample"``.
+      latent_chunk: if set, latent dims are processed ``latent_chunk`` at a time
+        (``lax.map``), bounding peak memory by ``latent_chunk`` instead of ``D`` gradients.
+      shift_head_fn: optional faster equivalent of ``delta -> head_fn(A + delta[:, None, None])``
+        for ``delta`` of shape ``(B, c)`` (must be exact; see the module docstring).
+    """
+    features = _check_features(features)
+    b, h, w, c = features.shape
+    if shift_head_fn is None:
+
+        def shift_head_fn(delta: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return head_fn(features + delta[:, None, None, :])
+
+    def scores_of_shift(delta: jax.Array) -> jax.Array:
+        mu, logvar = shift_head_fn(delta)
+        if mu.ndim != 2 or mu.shape[0] != b or logvar.shape != mu.shape:
+            raise ValueError(
+                f"head_fn must return (mu, logvar) of shape (B={b}, D); got {mu.shape} and "
+                f"{logvar.shape}"
+            )
+        return latent_scores(mu, logvar, score=score, key=key)
+
+    delta0 = jnp.zeros((b, c), features.dtype)
+    z, pullback = jax.vjp(scores_of_shift, delta0)
+    d = z.shape[1]
+
+    def one_latent(onehot: jax.Array) -> jax.Array:  # (D,) -> (B, c)
+        (grad_sum,) = pullback(jnp.broadcast_to(onehot, z.shape).astype(z.dtype))
+        return grad_sum
+
+    eye = jnp.eye(d, dtype=z.dtype)
+    if latent_chunk is None or latent_chunk >= d:
+        sums = jax.vmap(one_latent)(eye)
+    else:
+        if latent_chunk < 1:
+            raise ValueError(f"latent_chunk must be a positive integer; got {latent_chunk}")
+        sums = jax.lax.map(one_latent, eye, batch_size=int(latent_chunk))
+    return jnp.transpose(sums, (1, 0, 2)) / (h * w)  # (B, D, c)
+
+
+def latent_attention(
+    head_fn: HeadFn,
+    features: ArrayLike,
+    *,
+    score: Score = "mean",
+    key: jax.Array | None = None,
+    rectify: Rectify = "relu",
+    latent_chunk: int | None = None,
+    shift_head_fn: ShiftHeadFn | None = None,
+) -> jax.Array:
+    """One Grad-CAM map per latent dimension, ``(B, D, h, w)`` at the feature map's resolution.
+
+    ``M_bi = rectify(sum_k alpha_bik A_bk)`` with ``alpha`` from :func:`gradcam_weights`
+    (paper Sec. 3.2; ``rectify="relu"`` is the paper's choice). Use :func:`upsample` to bring
+    the maps to the input size and :func:`aggregate_attention` for the overall map (Eq. 4).
+
+    Example::
+
+        split = split_encoder(model, variables, x, layer="conv2", method="encode")
+        maps = latent_attention(split.head_fn, split.features)          # (B, D, h, w)
+        overall = upsample(aggregate_attention(maps), x.shape[1:3])    # (B, H, W)
+    """
+    features = _check_features(features)
+    alpha = gradcam_weights(
+        head_fn,
+        features,
+        score=score,
+        key=key,
+        latent_chunk=latent_chunk,
+        shift_head_fn=shift_head_fn,
+    )
+    maps = jnp.einsum("bdc,bhwc->bdhw", alpha, features)
+    return rectify_map(maps, rectify)
+
+
+def aggregate_attention(maps: ArrayLike) -> jax.Array:
+    """Overall attention ``M = (1/D) sum_i M_i`` (paper Eq. 4): ``(B, D, h, w) -> (B, h, w)``."""
+    maps = jnp.asarray(maps)
+    if maps.ndim != 4:
+        raise ValueError(f"maps must have shape (B, D, h, w); got {maps.shape}")
+    return jnp.mean(maps, axis=1)
+
+
+def upsample(maps: ArrayLike, size: tuple[int, int], *, method: str = "bilinear") -> jax.Array:
+    """Resize the trailing two (spatial) axes of ``maps`` to ``size = (H, W)``.
+
+    Works for ``(B, h, w)`` and ``(B, D, h, w)``. Bilinear by default, as Grad-CAM does.
+    """
+    maps = jnp.asarray(maps)
+    if maps.ndim < 2:
+        raise ValueError(f"maps must have at least 2 (spatial) axes; got shape {maps.shape}")
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"size must be (H, W); got {size}")
+    return jax.image.resize(maps, maps.shape[:-2] + size, method=method)
+
+
+def normal_difference_score(
+    ref_mu: ArrayLike, ref_var: ArrayLike, *, key: jax.Array | None, sample: bool = True
+) -> ScoreFn:
+    """Score function for anomaly attention (paper Sec. 3.3, Eq. 5).
+
+    For a test image with posterior ``N(mu_y, sigma_y^2)`` and the normal-data reference
+    ``N(mu_x, sigma_x^2)``, scores are drawn from the normal difference distribution
+    ``N(mu_x - mu_y, sigma_x^2 + sigma_y^2)``: ``(mu_x - mu_y) + eps * sqrt(sigma_x^2 +
+    sigma_y^2)``. With ``sample=False`` the mean ``mu_x - mu_y`` is used (deterministic).
+    ``ref_mu``/``ref_var`` broadcast against ``(B, D)`` (scalars or ``(D,)``).
+    """
+    ref_mu = jnp.asarray(ref_mu)
+    ref_var = jnp.asarray(ref_var)
+    if sample and key is None:
+        raise ValueError("anomaly attention with sample=True needs a PRNG key")
+
+    def score(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+        mean = ref_mu - mu
+        if not sample:
+            return mean
+        eps = jax.random.normal(key, mu.shape, mu.dtype)
+        return mean + eps * jnp.sqrt(ref_var + jnp.exp(logvar))
+
+    return score
+
+
+def anomaly_attention(
+    head_fn: HeadFn,
+    features: ArrayLike,
+    *,
+    key: jax.Array | None = None,
+    ref_mu: ArrayLike = 0.0,
+    ref_var: ArrayLike = 1.0,
+    sample: bool = True,
+    rectify: Rectify = "relu",
+    latent_chunk: int | None = None,
+    shift_head_fn: ShiftHeadFn | None = None,
+) -> jax.Array:
+    """Per-latent anomaly attention maps ``(B, D, h, w)`` (paper Sec. 3.3).
+
+    The reference statistics default to the N(0, 1) prior; pass the output of
+    :func:`reference_statistics` on the (normal) training set to use empirical ones.
+    """
+    score = normal_difference_score(ref_mu, ref_var, key=key, sample=sample)
+    return latent_attention(
+        head_fn,
+        features,
+        score=score,
+        rectify=rectify,
+        latent_chunk=latent_chunk,
+        shift_head_fn=shift_head_fn,
+    )
+
+
+def reference_statistics(mu: ArrayLike, logvar: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """Empirical latent statistics ``(mu_x, sigma_x^2)``, each ``(D,)``, of normal data.
+
+    ``mu``/``logvar`` are the encoder outputs ``(N, D)`` over the training set. ``mu_x`` is
+    the mean of ``mu``; ``sigma_x^2`` is the variance of the aggregate posterior by the law of
+    total variance, ``mean(exp(logvar)) + var(mu)``, i.e. the spread of ``z`` over normal data.
+    For data too large for memory, combine per-batch sums (the formula is linear in the
+    moments ``E[mu]``, ``E[mu^2]``, ``E[exp(logvar)]``).
+    """
+    mu = jnp.asarray(mu)
+    logvar = jnp.asarray(logvar)
+    if mu.ndim != 2 or mu.shape != logvar.shape:
+        raise ValueError(f"mu and logvar must both be (N, D); got {mu.shape}, {logvar.shape}")
+    if not bool(jnp.all(jnp.isfinite(mu)) & jnp.all(jnp.isfinite(logvar))):
+        raise ValueError("mu/logvar contain NaN or inf")
+    return jnp.mean(mu, 0), jnp.mean(jnp.exp(logvar), 0) + jnp.var(mu, 0)
+
+
+def released_code_attention(
+    head_fn: HeadFn,
+    features: ArrayLike,
+    *,
+    output_size: tuple[int, int] | None = None,
+    eps: float = 1e-12,
+) -> jax.Array:
+    """The variant of the authors' released (MNIST-only) code, for comparison: ``(B, H, W)``.
+
+    One backward pass of ``sum(mu)`` over all latents and the whole batch; the gradient is
+    divided by its root-mean-square over the whole batch; ``alpha = mean_{h,w}`` of it; the map
+    ``sum_k alpha_k A_k`` is upsampled to ``output_size`` (if given) and then ``abs`` is taken
+    (not ReLU). The paper's per-latent form (:func:`latent_attention`) is the default elsewhere.
+    """
+    features = _check_features(features)
+
+    def total_mu(a: jax.Array) -> jax.Array:
+        mu, _ = head_fn(a)
+        return jnp.sum(mu)
+
+    grads = jax.grad(total_mu)(features)
+    grads = grads / (jnp.sqrt(jnp.mean(jnp.square(grads))) + eps)
+    alpha = jnp.mean(grads, axis=(1, 2))  # (B, c)
+    maps = jnp.einsum("bc,bhwc->bhw", alpha, features)
+    if output_size is not None:
+        maps = upsample(maps, output_size)
+    return jnp.abs(maps)

@@ -1,0 +1,255 @@
+"""Training: a pytree state, jitted donated steps on a mesh, and a resumable loop.
+
+The pieces compose for any model:
+
+* :class:`TrainState` holds ``step``, ``params``, ``opt_state`` and ``model_state`` (e.g.
+  BatchNorm statistics or a second network's state); it is a pytree so it can be jitted,
+  sharded and checkpointed as one object.
+* ``update_fn(state, batch, key) -> (state, metrics)`` is a pure function; :func:`jit_step`
+  compiles it with the state donated, the batch sharded over the mesh's ``"data"`` axis and
+  everything else replicated. The step's PRNG key is ``fold_in(seed_key, state.step)``, so a
+  resumed run replays exactly the keys of an uninterrupted one.
+* :func:`fit` runs the loop: restores the latest orbax checkpoint found in ``workdir``,
+  draws batches from ``batch_fn(step)`` (a deterministic function of the step, so resuming
+  also replays the data), logs metrics to ``workdir/metrics.jsonl``, shows a progress bar and
+  checkpoints every ``checkpoint_every`` steps and at the end.
+* :func:`vae_update_fn` is the ELBO update for the VAEs in :mod:`vae_xai.models`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from vae_xai import losses
+from vae_xai.sharding import batch_sharding, make_mesh, replicated, shard_batch
+
+Batch = Mapping[str, Any]
+UpdateFn = Callable[["TrainState", Batch, jax.Array], tuple["TrainState", dict[str, jax.Array]]]
+
+__all__ = [
+    "TrainState",
+    "checkpoint_manager",
+    "create_state",
+    "fit",
+    "jit_step",
+    "restore_params",
+    "vae_update_fn",
+]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: a pytree of arrays."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    model_state: Any = flax.struct.field(default_factory=dict)
+
+
+def create_state(
+    params: Any, optimizer: optax.GradientTransformation, model_state: Any = None
+) -> TrainState:
+    """A fresh state at step 0."""
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        model_state={} if model_state is None else model_state,
+    )
+
+
+def jit_step(update_fn: UpdateFn, mesh: Mesh, seed: int = 0) -> Callable[..., Any]:
+    """Compile ``update_fn`` for the mesh: ``step(state, batch) -> (state, metrics)``.
+
+    The state is donated (its buffers are reused for the new state) and replicated; the batch
+    is sharded over ``"data"``; the per-step key is ``fold_in(key(seed), state.step)``.
+    """
+    base_key = jax.random.key(seed)
+    rep = replicated(mesh)
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        key = jax.random.fold_in(base_key, state.step)
+        new_state, metrics = update_fn(state, batch, key)
+        return new_state.replace(step=state.step + 1), metrics
+
+    return jax.jit(
+        step,
+        in_shardings=(rep, batch_sharding(mesh)),
+        out_shardings=(rep, rep),
+        donate_argnums=(0,),
+    )
+
+
+def vae_update_fn(
+    model: Any,
+    optimizer: optax.GradientTransformation,
+    *,
+    beta: float = 1.0,
+    likelihood: str = "bernoulli",
+    image_key: str = "image",
+) -> UpdateFn:
+    """ELBO update for a VAE returning ``{"mu", "logvar", "logits"}``.
+
+    Loss per example: ``-log p(x|z) + beta * KL(q(z|x) || N(0, I))`` with a Bernoulli
+    (``logits``) or unit-variance Gaussian (``logits`` read as the mean) likelihood; the
+    batch mean is minimized with ``optimizer``.
+    """
+    if likelihood not in ("bernoulli", "gaussian"):
+        raise ValueError(f'likelihood must be "bernoulli" or "gaussian"; got {likelihood!r}')
+
+    def update(state: TrainState, batch: Batch, key: jax.Array):
+        x = batch[image_key]
+
+        def loss_fn(params):
+            out = model.apply({"params": params}, x, key)
+            if likelihood == "bernoulli":
+                rec = losses.bernoulli_nll(out["logits"], x)
+            else:
+                rec = losses.gaussian_nll(out["logits"], x)
+            kl = losses.gaussian_kl(out["mu"], out["logvar"])
+            loss = jnp.mean(rec + beta * kl)
+            return loss, {"loss": loss, "recon": jnp.mean(rec), "kl": jnp.mean(kl)}
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(params=params, opt_state=opt_state), metrics
+
+    return update
+
+
+def checkpoint_manager(
+    workdir: str | pathlib.Path, *, max_to_keep: int = 2
+) -> ocp.CheckpointManager:
+    """An orbax manager for ``workdir/checkpoints`` (created if missing)."""
+    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def _abstract(state: TrainState, mesh: Mesh) -> Any:
+    rep = replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
+
+
+def restore_params(workdir: str | pathlib.Path, state: TrainState, *, mesh: Mesh | None = None):
+    """Restore the latest checkpoint of ``workdir`` into the structure of ``state``.
+
+    Raises FileNotFoundError (naming the folder) when there is none.
+    """
+    mesh = mesh or make_mesh()
+    with checkpoint_manager(workdir) as manager:
+        latest = manager.latest_step()
+        if latest is None:
+            raise FileNotFoundError(
+                f"no checkpoint found under {pathlib.Path(workdir) / 'checkpoints'}"
+            )
+        return manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
+
+
+def _to_float(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in metrics.items()}
+
+
+def _truncate_log(path: pathlib.Path, last_step: int) -> None:
+    """Drop log lines after the restored step so a resumed run does not duplicate them."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", -1) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut by a kill: drop it
+            continue
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def fit(
+    state: TrainState,
+    update_fn: UpdateFn,
+    batch_fn: Callable[[int], Batch],
+    *,
+    workdir: str | pathlib.Path,
+    num_steps: int,
+    mesh: Mesh | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    log_every: int = 50,
+    progress: bool = True,
+    hooks: Mapping[int, Callable[[int, TrainState], None]] | None = None,
+) -> TrainState:
+    """Train to ``num_steps``, resuming from the latest checkpoint in ``workdir``.
+
+    Args:
+      state: the initial state (used as is when ``workdir`` has no checkpoint, and as the
+        structure to restore into otherwise).
+      update_fn: see :func:`jit_step`.
+      batch_fn: ``step -> batch`` (NumPy or JAX arrays, leading axis the batch). Must be a
+        deterministic function of ``step`` so that a resumed run sees the same data.
+      workdir: the run folder (``checkpoints/``, ``metrics.jsonl``).
+      num_steps: total number of steps of the run (not of this call).
+      mesh: device mesh (default: all devices on ``"data"``).
+      seed: seeds the per-step keys.
+      checkpoint_every: save period in steps; the final step is always saved.
+      log_every: metrics period in steps (each log forces a device sync).
+      progress: show a tqdm progress bar.
+      hooks: ``{period: fn(step, state)}`` called after every ``period``-th step (e.g. eval).
+
+    Returns:
+      The final state.
+    """
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0; got {num_steps}")
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = mesh or make_mesh()
+    log_path = workdir / "metrics.jsonl"
+    step_fn = jit_step(update_fn, mesh, seed)
+
+    with checkpoint_manager(workdir) as manager:
+        latest = manager.latest_step()
+        if latest is not None:
+            state = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
+            _truncate_log(log_path, latest)
+        else:
+            state = jax.device_put(state, replicated(mesh))
+        start = int(state.step)
+        bar = tqdm(
+            total=num_steps, initial=start, disable=not progress, desc=workdir.name, unit="step"
+        )
+        with log_path.open("a") as log, bar:
+            for step in range(start, num_steps):
+                batch = shard_batch(batch_fn(step), mesh)
+                state, metrics = step_fn(state, batch)
+                done = step + 1
+                if done % log_every == 0 or done == num_steps:
+                    values = _to_float(metrics)
+                    if not all(np.isfinite(v) for v in values.values()):
+                        raise FloatingPointError(
+                            f"non-finite metrics at step {done}: {values}; last checkpoint kept"
+                        )
+                    log.write(json.dumps({"step": done, **values}) + "\n")
+                    log.flush()
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
+                for period, hook in (hooks or {}).items():
+                    if done % period == 0:
+                        hook(done, state)
+                if done % checkpoint_every == 0 or done == num_steps:
+                    manager.save(done, args=ocp.args.StandardSave(state))
+                bar.update(1)
+        manager.wait_until_finished()
+    return state
