@@ -1,0 +1,142 @@
+"""Host-side figures: attention overlays, per-latent grids, ROC curves (matplotlib, Agg).
+
+Every function takes NumPy-convertible arrays, writes one PNG and returns its path; none of
+them needs a display.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
+
+__all__ = ["overlay", "save_image_rows", "save_latent_grid", "save_roc_curves"]
+
+
+def _image(x: ArrayLike) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    return np.clip(x, 0.0, 1.0)
+
+
+def _normalize(m: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    m = np.asarray(m, np.float32)
+    top = float(np.max(m)) if vmax is None else vmax
+    return m / top if top > 0 else np.zeros_like(m)
+
+
+def overlay(image: ArrayLike, heat: ArrayLike, *, alpha: float = 0.5, vmax: float | None = None):
+    """RGB ``(H, W, 3)`` of a heat map (jet) blended over a grayscale or RGB image."""
+    img = _image(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    heat_rgb = plt.get_cmap("jet")(_normalize(heat, vmax))[..., :3]
+    return (1 - alpha) * img + alpha * heat_rgb
+
+
+def save_image_rows(
+    path: str | pathlib.Path,
+    rows: Mapping[str, Sequence[ArrayLike]],
+    *,
+    col_titles: Sequence[str] | None = None,
+    title: str | None = None,
+    cmap: str = "gray",
+    cell: float = 1.4,
+) -> pathlib.Path:
+    """A grid with one labelled row per entry of ``rows``; each cell an image or RGB array."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(rows)
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(
+        len(names), ncols, figsize=(cell * ncols + 1.2, cell * len(names) + 0.6), squeeze=False
+    )
+    for r, name in enumerate(names):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(rows[name]):
+                cellv = np.asarray(rows[name][c], np.float32)
+                if cellv.ndim == 3 and cellv.shape[-1] == 1:
+                    cellv = cellv[..., 0]
+                ax.imshow(cellv, cmap=cmap if cellv.ndim == 2 else None)
+            else:
+                ax.axis("off")
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if r == 0 and col_titles is not None and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_latent_grid(
+    path: str | pathlib.Path,
+    images: ArrayLike,
+    maps: ArrayLike,
+    *,
+    latent_ids: Sequence[int] | None = None,
+    title: str | None = None,
+    alpha: float = 0.55,
+) -> pathlib.Path:
+    """Per-latent attention for several samples (paper Fig. 1).
+
+    ``images`` ``(N, H, W[, C])``; ``maps`` ``(N, D, H, W)`` upsampled to the image size.
+    Row 0 shows the inputs, then one row per latent dim (``latent_ids``, default all) with
+    each map overlaid on its input. A latent's maps share one colour scale across samples so
+    that consistency across samples is visible.
+    """
+    images = np.asarray(images)
+    maps = np.asarray(maps)
+    if maps.ndim != 4 or maps.shape[0] != images.shape[0]:
+        raise ValueError(f"maps must be (N, D, H, W) for N={images.shape[0]}; got {maps.shape}")
+    ids = list(range(maps.shape[1])) if latent_ids is None else list(latent_ids)
+    rows: dict[str, list[np.ndarray]] = {"input": [_image(im) for im in images]}
+    for i in ids:
+        vmax = float(maps[:, i].max())
+        rows[f"z{i}"] = [
+            overlay(images[n], maps[n, i], alpha=alpha, vmax=vmax) for n in range(len(images))
+        ]
+    return save_image_rows(path, rows, title=title, cell=1.1)
+
+
+def save_roc_curves(
+    path: str | pathlib.Path,
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike, float]],
+    *,
+    title: str | None = None,
+    max_points: int = 2000,
+) -> pathlib.Path:
+    """ROC curves ``{label: (fpr, tpr, auc)}`` on one axes (subsampled for plotting only)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    for label, (fpr, tpr, auc) in curves.items():
+        fpr = np.asarray(fpr)
+        tpr = np.asarray(tpr)
+        if len(fpr) > max_points:
+            idx = np.unique(np.linspace(0, len(fpr) - 1, max_points).astype(int))
+            fpr, tpr = fpr[idx], tpr[idx]
+        ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
