@@ -1,0 +1,26 @@
+"""Evaluation metrics.
+
+``localization``: anomaly-localization metrics on arbitrary score maps (pooled pixel
+AUROC, ROC curve, best IoU, MVTec-AD AUPRO, image AUROC). Their public functions are
+re-exported here.
+"""
+
+from vae_xai.metrics.localization import (
+    aupro,
+    auroc_histogram_error_bound,
+    best_iou,
+    image_auroc,
+    pixel_auroc,
+    pro_curve,
+    roc_curve,
+)
+
+__all__ = [
+    "aupro",
+    "auroc_histogram_error_bound",
+    "best_iou",
+    "image_auroc",
+    "pixel_auroc",
+    "pro_curve",
+    "roc_curve",
+]
