@@ -1,0 +1,116 @@
+"""dSprites as ground-truth data for the disentanglement metrics, rendered on device.
+
+:class:`DSpritesGroundTruth` satisfies :class:`vae_xai.metrics.disentanglement.GroundTruthData`
+with the five factors that vary in dSprites -- shape (3), scale (6), orientation (40),
+posX (32), posY (32); the constant colour is excluded, as in disentanglement_lib. Observations
+come straight from :func:`data_pipelines.dsprites.render_from_classes`: every factor
+combination maps to exactly one image, so no dataset file and no host data loading are
+needed, and ``sample_observations_from_factors`` ignores its ``rng``.
+
+:func:`make_batch_fn` gives training batches the same way: ``batch_fn(step)`` draws factor
+classes uniformly (= a uniform draw over the 737,280 dSprites images) from
+``fold_in(key(seed), step)`` and renders them in one jitted call, so it is deterministic in
+``step`` (what :func:`vae_xai.train.fit` needs to resume exactly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import dsprites
+
+__all__ = ["DSpritesGroundTruth", "make_batch_fn"]
+
+
+@jax.jit
+def _render_nhwc(classes: jax.Array) -> jax.Array:
+    return dsprites.render_from_classes(classes)[..., None]
+
+
+class DSpritesGroundTruth:
+    """dSprites factors -> images for the metrics, ``(num, 64, 64, 1)`` float32 in {0, 1}.
+
+    Attributes:
+      factor_names: ``("shape", "scale", "orientation", "posX", "posY")``.
+      factor_sizes: ``(3, 6, 40, 32, 32)``.
+      channel_axis: whether observations carry a trailing channel axis (the VAEs expect it).
+      to_numpy: return NumPy instead of device arrays (device arrays avoid a host round trip
+        when the representation function is a jitted JAX encoder).
+    """
+
+    factor_names: tuple[str, ...] = tuple(dsprites.FACTOR_NAMES)
+    factor_sizes: tuple[int, ...] = tuple(dsprites.FACTOR_SIZES)
+
+    def __init__(self, *, channel_axis: bool = True, to_numpy: bool = False) -> None:
+        self.channel_axis = channel_axis
+        self.to_numpy = to_numpy
+
+    @property
+    def num_factors(self) -> int:
+        return len(self.factor_sizes)
+
+    def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        """``(num, 5)`` int64 factor classes, each factor uniform in ``[0, size)``."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator; got {type(rng).__name__}")
+        if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 0:
+            raise ValueError(f"num must be a non-negative int; got {num!r}")
+        return rng.integers(0, np.asarray(self.factor_sizes), size=(int(num), self.num_factors))
+
+    def sample_observations_from_factors(
+        self, factors: np.ndarray, rng: np.random.Generator | None = None
+    ) -> jax.Array | np.ndarray:
+        """Render ``(num, 5)`` factor classes; ``rng`` is unused (rendering is deterministic).
+
+        Returns ``(num, 64, 64, 1)`` (or ``(num, 64, 64)`` without ``channel_axis``) float32.
+        """
+        del rng
+        f = np.asarray(factors)
+        if f.ndim != 2 or f.shape[1] != self.num_factors:
+            raise ValueError(
+                f"factors must be (num, {self.num_factors}) classes of {self.factor_names}; "
+                f"got shape {f.shape}"
+            )
+        if f.dtype.kind not in "iu":
+            raise TypeError(f"factors must be integer classes; got dtype {f.dtype}")
+        sizes = np.asarray(self.factor_sizes)
+        if f.size and (f.min() < 0 or np.any(f >= sizes)):
+            raise ValueError(f"factor classes out of range; sizes are {self.factor_sizes}")
+        images = _render_nhwc(jnp.asarray(f, jnp.int32))
+        if not self.channel_axis:
+            images = images[..., 0]
+        return np.asarray(images) if self.to_numpy else images
+
+
+def make_batch_fn(
+    seed: int, batch_size: int, *, keys: Sequence[str] = ("image",)
+) -> Callable[[int], dict[str, jax.Array]]:
+    """``batch_fn(step) -> {key: (batch_size, 64, 64, 1) float32}`` rendered on device.
+
+    Each key gets its own independent uniform draw (e.g. ``("image", "image_disc")`` for
+    FactorVAE's two half-batches). Deterministic in ``(seed, step)``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    keys = tuple(keys)
+    if not keys or len(set(keys)) != len(keys):
+        raise ValueError(f"keys must be distinct and non-empty; got {keys}")
+    base = jax.random.key(seed)
+
+    @jax.jit
+    def render_step(step: jax.Array) -> dict[str, jax.Array]:
+        classes = dsprites.sample_factor_classes(
+            jax.random.fold_in(base, step), len(keys) * batch_size
+        )
+        images = dsprites.render_from_classes(classes)[..., None]
+        images = images.reshape(len(keys), batch_size, *images.shape[1:])
+        return {k: images[i] for i, k in enumerate(keys)}
+
+    def batch_fn(step: int) -> dict[str, jax.Array]:
+        return render_step(jnp.asarray(step, jnp.uint32))
+
+    return batch_fn
