@@ -151,6 +151,10 @@ def restore_params(workdir: str | pathlib.Path, state: TrainState, *, mesh: Mesh
     Raises FileNotFoundError (naming the folder) when there is none.
     """
     mesh = mesh or make_mesh()
+    if not (pathlib.Path(workdir) / "checkpoints").is_dir():
+        raise FileNotFoundError(
+            f"no checkpoint found under {pathlib.Path(workdir) / 'checkpoints'}"
+        )
     with checkpoint_manager(workdir) as manager:
         latest = manager.latest_step()
         if latest is None:
