@@ -1,0 +1,406 @@
+"""Paper Table 3 and Figure 8: beta-VAE, FactorVAE and AD-FactorVAE on dSprites.
+
+Usage::
+
+    python -m experiments.dsprites_disentanglement --workdir=workdirs/dsprites/ad_factorvae \
+        --config=experiments/configs/dsprites_disentanglement.py:ad_factorvae --seeds=0,1,2
+    # CPU smoke run, and FactorVAE side by side in the attention figure:
+    python -m experiments.dsprites_disentanglement --workdir=workdirs/dsprites/ad_small \
+        --config=experiments/configs/dsprites_disentanglement.py:ad_factorvae,small --seeds=0 \
+        --compare_workdir=workdirs/dsprites/fv_small
+
+Each seed trains in ``workdir/seed_N`` (resuming from its checkpoints), on batches rendered on
+device from uniformly random factors (``batch_fn(step)`` seeded by the step). Then the encoder
+mean is scored with the FactorVAE metric, the beta-VAE score and MIG
+(:mod:`vae_xai.metrics.disentanglement`) on images rendered from factor values, and the seed
+folder gets ``eval.json``, ``traversal.png`` (latent traversals) and ``attention_pairs.png``
+(Figure 8: attention maps of the two top latent dims for a few inputs). ``workdir/results.json``
+holds per-seed results and mean/std over seeds next to the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from data_pipelines.dsprites_gt import DSpritesGroundTruth, make_batch_fn
+from experiments.configs.dsprites_disentanglement import METHODS, PAPER_FACTOR_VAE_SCORE
+from vae_xai import disentangle as dis
+from vae_xai import plots
+from vae_xai.metrics import disentanglement as metrics_lib
+from vae_xai.models.conv_vae import dsprites_vae
+from vae_xai.models.factor_vae import FactorDiscriminator, init_factor_vae
+from vae_xai.train import TrainState, create_state, fit, restore_params, vae_update_fn
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (one seed_N subfolder per seed).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    "experiments/configs/dsprites_disentanglement.py:ad_factorvae",
+    "Config file and variant, e.g. ...:factorvae,small",
+)
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Comma-separated training seeds.")
+_COMPARE = flags.DEFINE_string(
+    "compare_workdir",
+    None,
+    "Workdir of another method's run (same seeds) to show side by side in the attention figure.",
+)
+_SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Only train (no metrics / figures).")
+
+DATA_SEED_OFFSET = 1_000_003  # data stream != the per-step key stream of jit_step
+
+
+# ------------------------------------------------------------------------- building blocks
+
+
+def build(config: ml_collections.ConfigDict, seed: int):
+    """Model, initial state and update function of ``config.method`` for one seed.
+
+    Returns ``(model, state, update_fn, batch_keys)``; ``state.params`` is the VAE's params
+    for beta-VAE and ``{"vae": ..., "disc": ...}`` otherwise.
+    """
+    if config.method not in METHODS:
+        raise ValueError(f"config.method must be one of {METHODS}; got {config.method!r}")
+    model = dsprites_vae(config.latent_dim)
+    key = jax.random.key(seed)
+    o = config.optim
+    if config.method == "beta_vae":
+        params = jax.jit(model.init)(key, jnp.zeros((1, 64, 64, 1)))["params"]
+        optimizer = optax.adam(o.vae_lr, b1=o.vae_b1, b2=o.vae_b2)
+        update = vae_update_fn(model, optimizer, beta=config.beta)
+        return model, create_state(params, optimizer), update, ("image",)
+
+    if config.method == "factorvae" and config.ad.weight > 0:
+        raise ValueError(
+            "method 'factorvae' with ad.weight > 0 is AD-FactorVAE: use the ad_factorvae config"
+        )
+    if config.method == "ad_factorvae" and config.ad.weight <= 0:
+        raise ValueError("method 'ad_factorvae' needs ad.weight > 0 (lambda of Eq. 7)")
+    if config.disc_batch not in ("independent", "same"):
+        raise ValueError(f'disc_batch must be "independent" or "same"; got {config.disc_batch!r}')
+    disc = FactorDiscriminator(
+        hidden=config.disc.hidden,
+        num_layers=config.disc.num_layers,
+        negative_slope=config.disc.negative_slope,
+    )
+    params = jax.jit(
+        lambda k: init_factor_vae(
+            k, model, disc, input_shape=(64, 64, 1), latent_dim=config.latent_dim
+        )
+    )(key)
+    optimizer = dis.factor_vae_optimizer(
+        vae_lr=o.vae_lr,
+        vae_b1=o.vae_b1,
+        vae_b2=o.vae_b2,
+        disc_lr=o.disc_lr,
+        disc_b1=o.disc_b1,
+        disc_b2=o.disc_b2,
+    )
+    independent = config.disc_batch == "independent"
+    update = dis.factor_vae_update_fn(
+        model,
+        disc,
+        optimizer,
+        gamma=config.gamma,
+        ad_weight=config.ad.weight,
+        ad_layer=config.ad.layer,
+        ad_dense_after=config.ad.dense_after or None,
+        ad_pair=config.ad.pair,
+        ad_score=config.ad.score,
+        ad_upsample=config.ad.upsample,
+        ad_eps=config.ad.eps,
+        disc_image_key="image_disc" if independent else None,
+    )
+    keys = ("image", "image_disc") if independent else ("image",)
+    return model, create_state(params, optimizer), update, keys
+
+
+def vae_params_of(state: TrainState) -> Any:
+    """The VAE's parameters from a beta-VAE or (AD-)FactorVAE state."""
+    params = state.params
+    return params["vae"] if isinstance(params, dict) and "disc" in params else params
+
+
+def train_seed(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, seed: int
+) -> tuple[Any, TrainState, float]:
+    """Train (or resume) one seed; returns ``(model, state, total training wall seconds)``.
+
+    The wall time (compilation included) is accumulated over resumed calls in
+    ``workdir/train_wall.json``.
+    """
+    model, state, update, keys = build(config, seed)
+    batch_fn = make_batch_fn(DATA_SEED_OFFSET + seed, config.batch_size, keys=keys)
+    wall_path = workdir / "train_wall.json"
+    before = json.loads(wall_path.read_text())["seconds"] if wall_path.exists() else 0.0
+    start = time.time()
+    state = fit(
+        state,
+        update,
+        batch_fn,
+        workdir=workdir,
+        num_steps=config.num_steps,
+        seed=seed,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+    )
+    total = before + time.time() - start
+    wall_path.write_text(json.dumps({"seconds": total, "step": int(state.step)}))
+    return model, state, total
+
+
+def load_run(workdir: pathlib.Path, seed: int) -> tuple[Any, Any, ml_collections.ConfigDict]:
+    """``(model, vae_params, config)`` of a finished seed of another run (its config.json)."""
+    path = workdir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a dsprites_disentanglement run?")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    model, state, _, _ = build(config, seed)
+    state = restore_params(workdir / f"seed_{seed}", state)
+    return model, vae_params_of(state), config
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def evaluate(
+    config: ml_collections.ConfigDict, model: Any, vae_params: Any, seed: int
+) -> dict[str, Any]:
+    """The three metrics on the encoder mean, plus the mean top-2 attention overlap."""
+    gt = DSpritesGroundTruth()
+    rep = dis.representation_fn(model, vae_params)
+    rng = np.random.default_rng(config.eval.seed_offset + seed)
+    out: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    known = {"factor_vae", "beta_vae", "mig"}
+    for name in config.eval.metrics:
+        if name not in known:
+            raise ValueError(f"unknown metric {name!r}; choose from {sorted(known)}")
+        t = time.time()
+        kwargs = dict(config.eval[name])
+        if name == "factor_vae":
+            out[name] = metrics_lib.factor_vae_score(gt, rep, rng, **kwargs)
+        elif name == "beta_vae":
+            out[name] = metrics_lib.beta_vae_score(gt, rep, rng, **kwargs)
+        else:
+            out[name] = metrics_lib.mig(gt, rep, rng, **kwargs)
+        timings[name] = time.time() - t
+        logging.info("seed %d %s: %s (%.0f s)", seed, name, _short(out[name]), timings[name])
+    out["attention_overlap"] = attention_overlap(config, model, vae_params, seed)
+    out["eval_wall_s"] = timings
+    return out
+
+
+def _short(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if not isinstance(v, list)}
+
+
+def _inputs(n: int, seed: int) -> jax.Array:
+    gt = DSpritesGroundTruth()
+    return gt.sample_observations_from_factors(gt.sample_factors(n, np.random.default_rng(seed)))
+
+
+def _maps_and_pairs(config, model, vae_params, x):
+    """Upsampled maps ``(N, D, 64, 64)`` (mean score), top-2 pairs and their L_AD, per input."""
+    maps, enc = dis.attention_maps(
+        model,
+        vae_params,
+        x,
+        layer=config.ad.layer,
+        dense_after=config.ad.dense_after or None,
+        score="mean",
+        upsample_to=(64, 64),
+    )
+    pair_by = config.ad.pair if config.ad.pair in ("attention", "kl", "abs_mu") else "attention"
+    pairs = dis.top_pairs(dis.pair_scores(maps, enc["mu"], enc["logvar"], method=pair_by))
+    l_ad, _ = dis.pair_ad_loss(maps, enc["mu"], enc["logvar"], pair=pair_by)
+    return maps, pairs, l_ad
+
+
+def attention_overlap(config, model, vae_params, seed: int) -> dict[str, float]:
+    """Mean / std over images of L_AD between the two top latent dims (lower = separated)."""
+    x = _inputs(config.eval.overlap_batch, 20_000 + seed)
+    _, _, l_ad = jax.jit(lambda p, x: _maps_and_pairs(config, model, p, x))(vae_params, x)
+    l_ad = np.asarray(l_ad)
+    return {"mean": float(l_ad.mean()), "std": float(l_ad.std()), "num_images": int(l_ad.size)}
+
+
+def save_traversal(path: pathlib.Path, config, model, vae_params) -> None:
+    """Latent traversals of one input: a row per dim (sorted by KL), values in +-limit."""
+    x = _inputs(1, config.figure.input_seed)
+    enc = model.apply({"params": vae_params}, x, method="encode")
+    mu, logvar = np.asarray(enc["mu"][0]), np.asarray(enc["logvar"][0])
+    kl = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar)
+    values = np.linspace(-config.figure.traversal_limit, config.figure.traversal_limit,
+                         config.figure.traversal_steps)  # fmt: skip
+    order = np.argsort(-kl)
+    z = np.repeat(mu[None, None], len(order), 0).repeat(len(values), 1)  # (D, S, D)
+    for r, d in enumerate(order):
+        z[r, :, d] = values
+    logits = model.apply(
+        {"params": vae_params}, jnp.asarray(z.reshape(-1, mu.size)), method="decode"
+    )
+    images = np.asarray(jax.nn.sigmoid(logits)).reshape(len(order), len(values), 64, 64)
+    rows = {f"z{d} KL={kl[d]:.2f}": list(images[r]) for r, d in enumerate(order)}
+    plots.save_image_rows(
+        path,
+        {"input": [np.asarray(x[0])], **rows},
+        col_titles=[f"{v:+.1f}" for v in values],
+        title=f"{config.method}: latent traversals (rows sorted by KL)",
+    )
+
+
+_SHORT = {"beta_vae": "bVAE", "factorvae": "FV", "ad_factorvae": "AD-FV"}
+
+
+def save_attention_pairs(path: pathlib.Path, runs: Sequence[tuple[str, Any, Any, Any]]) -> None:
+    """Figure 8: for each run, the maps of its two top latent dims over the same inputs.
+
+    ``runs`` = ``[(label, config, model, vae_params), ...]``; inputs from the first config.
+    """
+    config0 = runs[0][1]
+    x = _inputs(config0.figure.num_inputs, config0.figure.input_seed)
+    images = np.asarray(x)
+    rows: dict[str, list[np.ndarray]] = {"input": list(images)}
+    titles = [""] * len(images)
+    for label, config, model, params in runs:
+        fn = jax.jit(lambda p, x, c=config, m=model: _maps_and_pairs(c, m, p, x))
+        maps, pairs, l_ad = fn(params, x)
+        maps, pairs, l_ad = np.asarray(maps), np.asarray(pairs), np.asarray(l_ad)
+        for k in range(2):
+            rows[f"{label} top-{k + 1}"] = [
+                plots.overlay(images[n], maps[n, pairs[n, k]]) for n in range(len(images))
+            ]
+        short = _SHORT.get(label, label[:8])
+        titles = [
+            f"{t}\n{short}: z{pairs[n, 0]},z{pairs[n, 1]} L={l_ad[n]:.2f}".strip()
+            for n, t in enumerate(titles)
+        ]
+    plots.save_image_rows(
+        path,
+        rows,
+        col_titles=titles,
+        title="Attention of the two top latent dims (Fig. 8); L = their L_AD overlap",
+    )
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean / std (ddof=0) / values over seeds of the headline numbers."""
+    fields = {
+        "factor_vae_score": ("factor_vae", "eval_accuracy"),
+        "beta_vae_score": ("beta_vae", "eval_accuracy"),
+        "mig": ("mig", "discrete_mig"),
+        "attention_overlap": ("attention_overlap", "mean"),
+    }
+    out = {}
+    for name, (metric, key) in fields.items():
+        vals = [r[metric][key] for r in per_seed.values() if metric in r]
+        if vals:
+            out[name] = {
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals)),
+                "values": [float(v) for v in vals],
+            }
+    return out
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    seeds: Sequence[int],
+    *,
+    compare_workdir: str | pathlib.Path | None = None,
+    skip_eval: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate every seed; writes and returns ``results.json``'s content."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved.get("method") != config.method:
+            raise ValueError(
+                f"{workdir} holds a {saved.get('method')!r} run; this config is "
+                f"{config.method!r}. Use another --workdir."
+            )
+    config_path.write_text(config.to_json_best_effort(indent=2))
+    results_path = workdir / "results.json"
+    per_seed: dict[str, dict[str, Any]] = {}
+    if results_path.exists():
+        per_seed = json.loads(results_path.read_text()).get("seeds", {})
+
+    for seed in seeds:
+        seed_dir = workdir / f"seed_{seed}"
+        model, state, wall = train_seed(config, seed_dir, seed)
+        step = int(state.step)
+        logging.info("seed %d: trained to step %d (%.0f s of training in total)", seed, step, wall)
+        if skip_eval:
+            continue
+        eval_path = seed_dir / "eval.json"
+        previous = json.loads(eval_path.read_text()) if eval_path.exists() else {}
+        if previous.get("step") == step:
+            result = previous  # already evaluated at this step
+        else:
+            vae_params = vae_params_of(state)
+            t = time.time()
+            result = evaluate(config, model, vae_params, seed)
+            result["step"] = step
+            result["train_wall_s"] = wall
+            save_traversal(seed_dir / "traversal.png", config, model, vae_params)
+            runs = [(config.method, config, model, vae_params)]
+            if compare_workdir is not None:
+                other = load_run(pathlib.Path(compare_workdir), seed)
+                runs.append((other[2].method, other[2], other[0], other[1]))
+            save_attention_pairs(seed_dir / "attention_pairs.png", runs)
+            result["total_eval_wall_s"] = time.time() - t
+            eval_path.write_text(json.dumps(result, indent=2))
+        per_seed[str(seed)] = result
+        summary = {
+            "method": config.method,
+            "variant": config.variant,
+            "num_steps": config.num_steps,
+            "batch_size": config.batch_size,
+            "paper_factor_vae_score": PAPER_FACTOR_VAE_SCORE[config.method],
+            "summary": summarize(per_seed),
+            "seeds": per_seed,
+        }
+        results_path.write_text(json.dumps(summary, indent=2))
+        logging.info("results so far: %s", json.dumps(summary["summary"]))
+    return json.loads(results_path.read_text()) if results_path.exists() else {}
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required")
+    try:
+        seeds = [int(s) for s in _SEEDS.value]
+    except ValueError as err:
+        raise app.UsageError(f"--seeds must be integers, got {_SEEDS.value}") from err
+    out = run(
+        _CONFIG.value,
+        _WORKDIR.value,
+        seeds,
+        compare_workdir=_COMPARE.value,
+        skip_eval=_SKIP_EVAL.value,
+    )
+    if out:
+        print(json.dumps({"method": out["method"], **out["summary"]}, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
