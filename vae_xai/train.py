@@ -19,6 +19,7 @@ The pieces compose for any model:
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -131,10 +132,23 @@ def vae_update_fn(
     return update
 
 
+class _QuietOrbax(logging.Filter):
+    """Drop orbax's per-save INFO lines (they drown the progress bar); keep its warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+_QUIET_ORBAX = _QuietOrbax()
+
+
 def checkpoint_manager(
     workdir: str | pathlib.Path, *, max_to_keep: int = 2
 ) -> ocp.CheckpointManager:
     """An orbax manager for ``workdir/checkpoints`` (created if missing)."""
+    absl_logger = logging.getLogger("absl")
+    if _QUIET_ORBAX not in absl_logger.filters:
+        absl_logger.addFilter(_QUIET_ORBAX)
     directory = pathlib.Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     return ocp.CheckpointManager(directory, options=options)
