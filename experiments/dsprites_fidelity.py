@@ -229,13 +229,16 @@ def save_figure(
     frame_ids: Sequence[int],
     n_show: int = 16,
 ) -> None:
-    """Real (top), best render (middle) and their XOR (bottom) for ``n_show`` spread frames."""
+    """Real (top), best render (middle) and XOR (bottom): the worst ``n_show // 2`` frames
+    plus evenly spread ones, in frame order."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pick = np.unique(np.linspace(0, len(matches) - 1, min(n_show, len(matches))).astype(int))
+    worst = np.argsort([m.iou for m in matches], kind="stable")[: n_show // 2]
+    spread = np.linspace(0, len(matches) - 1, n_show - len(worst)).astype(int)
+    pick = np.unique(np.concatenate([worst, spread]))
     cols = 8
     groups = int(np.ceil(len(pick) / cols))
     fig, axes = plt.subplots(3 * groups, cols, figsize=(cols * 1.3, 3 * groups * 1.45))

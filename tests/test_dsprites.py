@@ -369,6 +369,42 @@ def test_load_hdf5_layout_with_stub_h5py(tmp_path, monkeypatch):
         ds.load_official(path)
 
 
+def test_load_tfds_repacks_features_with_stub(monkeypatch):
+    """TFDS features (image (64,64,1), label_*/value_*) -> the official layout; a minimal
+    stand-in for tensorflow_datasets keeps this runnable without TensorFlow."""
+    import types
+
+    classes = ds.classes_from_flat_index(np.array([5, 70000, 737279]))
+    values = ds.latent_values_from_classes(classes)
+    imgs = (np.asarray(ds.render_from_classes(classes)) > 0.5).astype(np.uint8)
+    names = ("shape", "scale", "orientation", "x_position", "y_position")
+    examples = [
+        {"image": imgs[i][..., None]}
+        | {f"label_{k}": classes[i, j + 1] for j, k in enumerate(names)}
+        | {f"value_{k}": np.float32(values[i, j + 1]) for j, k in enumerate(names)}
+        for i in range(3)
+    ]
+
+    class FakeDataset(list):
+        def take(self, n):
+            return FakeDataset(self[:n])
+
+    calls = {}
+
+    def load(name, split, data_dir, shuffle_files):
+        calls.update(name=name, split=split)
+        return FakeDataset(examples)
+
+    fake = types.SimpleNamespace(load=load, as_numpy=lambda d: iter(d))
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    data = ds.load_tfds("train")
+    assert calls == {"name": "dsprites", "split": "train"}
+    np.testing.assert_array_equal(data.latents_classes, classes)
+    np.testing.assert_allclose(data.latents_values, values, atol=1e-6)
+    np.testing.assert_array_equal(data.imgs, imgs)
+    assert len(ds.load_tfds("train", max_examples=2)) == 2
+
+
 # ---------------------------------------------------------------------------- real data
 
 
