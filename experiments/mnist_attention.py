@@ -29,7 +29,9 @@ from vae_xai.metrics import image_auroc
 from vae_xai.models import ConvVAE, mnist_vae
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/mnist_attention.py", "ml_collections config file[:variant]."
+    "config",
+    str(pathlib.Path(__file__).parent / "configs" / "mnist_attention.py"),
+    "ml_collections config file[:variant].",
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (checkpoints, figures, JSON).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the four MNIST IDX files.")

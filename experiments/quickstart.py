@@ -28,7 +28,9 @@ from vae_xai.encoder_split import split_encoder
 from vae_xai.models import dsprites_vae
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/quickstart.py", "ml_collections config file[:variant]."
+    "config",
+    str(pathlib.Path(__file__).parent / "configs" / "quickstart.py"),
+    "ml_collections config file[:variant].",
 )
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/quickstart", "Output folder.")
 
