@@ -70,13 +70,14 @@ def main(argv):
         return att.upsample(maps, x.shape[1:3])
 
     maps = maps_for(shown)
-    labels = [f"{i} (KL {kl_per_dim[i]:.2f})" for i in order]
+    labels = [f"z{i}\nKL {kl_per_dim[i]:.2f}" for i in order]
     grid = plots.save_latent_grid(
         workdir / "latent_attention.png",
         shown,
         np.asarray(maps),
         latent_ids=order,
-        title=f"Per-latent attention at {cfg.layer}, rows sorted by KL: " + ", ".join(labels[:4]),
+        latent_labels=labels,
+        title=f"Per-latent attention ({cfg.layer})",
     )
     recon = jax.nn.sigmoid(out["logits"][: cfg.num_samples])
     recs = plots.save_image_rows(

@@ -7,6 +7,12 @@ gradient of ``lambda * L_AD`` really flows through the attention computation.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -354,3 +360,56 @@ def test_bad_config_raises(setup):
         dis.factor_vae_loss_fn(model, disc, gamma=-1.0)
     with pytest.raises(ValueError, match="ad_score"):
         dis.factor_vae_loss_fn(model, disc, ad_score="z")
+
+
+MULTI_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+    import jax, numpy as np
+    assert len(jax.devices()) == 2, jax.devices()
+    from test_factor_vae import tiny_vae, tiny_disc, D
+    from vae_xai import disentangle as dis
+    from vae_xai.models.factor_vae import init_factor_vae
+    from vae_xai.sharding import make_mesh, shard_batch
+    from vae_xai.train import create_state, jit_step, replicated
+    rng = np.random.default_rng(1)
+    batch = {{k: (rng.random((6, 16, 16, 1)) > 0.7).astype(np.float32)
+             for k in ("image", "image_disc")}}
+    results = []
+    for n in (2, 1):
+        model, disc = tiny_vae(), tiny_disc()
+        params = init_factor_vae(jax.random.key(0), model, disc, input_shape=(16, 16, 1),
+                                 latent_dim=D)
+        opt = dis.factor_vae_optimizer(vae_lr=1e-3, disc_lr=1e-3)
+        update = dis.factor_vae_update_fn(model, disc, opt, gamma=10.0, ad_weight=5.0,
+                                          ad_layer="conv2", ad_dense_after="fc1")
+        mesh = make_mesh(n)
+        step = jit_step(update, mesh)
+        state = jax.device_put(create_state(params, opt), replicated(mesh))
+        for _ in range(2):
+            state, metrics = step(state, shard_batch(batch, mesh))
+        results.append((jax.device_get(metrics), jax.tree.leaves(jax.device_get(state.params))))
+    (m2, p2), (m1, p1) = results
+    for k in m1:
+        np.testing.assert_allclose(m2[k], m1[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    for a, b in zip(p2, p1):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    print("OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_ad_step_on_two_fake_devices_matches_one(tmp_path):
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    script = tmp_path / "multi.py"
+    script.write_text(MULTI_DEVICE_SCRIPT.format(repo=str(repo), tests=str(repo / "tests")))
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout

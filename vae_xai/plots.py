@@ -88,6 +88,7 @@ def save_latent_grid(
     maps: ArrayLike,
     *,
     latent_ids: Sequence[int] | None = None,
+    latent_labels: Sequence[str] | None = None,
     title: str | None = None,
     alpha: float = 0.55,
 ) -> pathlib.Path:
@@ -95,8 +96,8 @@ def save_latent_grid(
 
     ``images`` ``(N, H, W[, C])``; ``maps`` ``(N, D, H, W)`` upsampled to the image size.
     Row 0 shows the inputs, then one row per latent dim (``latent_ids``, default all) with
-    each map overlaid on its input. A latent's maps share one colour scale across samples so
-    that consistency across samples is visible.
+    each map overlaid on its input, labelled ``latent_labels`` (default ``z<i>``). A latent's
+    maps share one colour scale across samples so that consistency across samples is visible.
     """
     images = np.asarray(images)
     maps = np.asarray(maps)
@@ -104,9 +105,12 @@ def save_latent_grid(
         raise ValueError(f"maps must be (N, D, H, W) for N={images.shape[0]}; got {maps.shape}")
     ids = list(range(maps.shape[1])) if latent_ids is None else list(latent_ids)
     rows: dict[str, list[np.ndarray]] = {"input": [_image(im) for im in images]}
-    for i in ids:
+    labels = [f"z{i}" for i in ids] if latent_labels is None else list(latent_labels)
+    if len(labels) != len(ids):
+        raise ValueError(f"{len(labels)} latent_labels for {len(ids)} latents")
+    for i, label in zip(ids, labels, strict=True):
         vmax = float(maps[:, i].max())
-        rows[f"z{i}"] = [
+        rows[label] = [
             overlay(images[n], maps[n, i], alpha=alpha, vmax=vmax) for n in range(len(images))
         ]
     return save_image_rows(path, rows, title=title, cell=1.1)
