@@ -379,10 +379,13 @@ def representation_fn(model: nn.Module, vae_params: Any) -> Callable[[Any], jax.
     """
 
     @jax.jit
-    def encode(x: jax.Array) -> jax.Array:
+    def apply(params: Any, x: jax.Array) -> jax.Array:  # params as an argument, not a constant
         x = jnp.asarray(x, jnp.float32)
         if x.ndim == 3:
             x = x[..., None]
-        return model.apply({"params": vae_params}, x, method="encode")["mu"]
+        return model.apply({"params": params}, x, method="encode")["mu"]
+
+    def encode(x: Any) -> jax.Array:
+        return apply(vae_params, x)
 
     return encode
