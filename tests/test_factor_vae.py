@@ -413,3 +413,21 @@ def test_ad_step_on_two_fake_devices_matches_one(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+def test_experiment_configs():
+    from experiments.configs.dsprites_disentanglement import get_config
+
+    full = get_config("ad_factorvae")
+    assert (full.num_steps, full.batch_size, full.gamma) == (300_000, 64, 40.0)
+    assert full.ad.weight > 0 and full.ad.layer == "conv4" and full.ad.pair == "attention"
+    assert full.eval.factor_vae.num_train == 10_000 and full.eval.factor_vae.num_eval == 5_000
+    assert (full.optim.disc_b1, full.optim.disc_b2, full.optim.vae_lr) == (0.5, 0.9, 1e-4)
+    assert get_config("factorvae").ad.weight == 0.0
+    assert get_config("beta_vae").beta == 4.0
+    small = get_config("factorvae,small")
+    assert small.num_steps < 1000 and small.eval.factor_vae.num_train < 10_000
+    with pytest.raises(ValueError, match="unknown method"):
+        get_config("vae")
+    with pytest.raises(ValueError, match="small"):
+        get_config("factorvae,tiny")
