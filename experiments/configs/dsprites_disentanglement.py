@@ -8,9 +8,8 @@ betas (0.5, 0.9); beta = 4 for beta-VAE and gamma = 40 for (AD-)FactorVAE as in 
 Table 3; the metrics at disentanglement_lib's standard sizes.
 
 ``small``: a CPU smoke schedule -- a few hundred steps at batch 32 with a 10x larger VAE
-learning rate (so that something is learnt in so few steps) and metrics on 1/10 of the
-standard votes (MIG at its standard 10,000 points).
-Its numbers say that the pipeline runs, not what the method achieves.
+learning rate (so that something is learnt in so few steps) and metrics on 1/10 (FactorVAE)
+and 1/20 (beta-VAE) of the standard votes (MIG at its standard 10,000 points). Its numbers say that the pipeline runs, not what the method achieves.
 
 The AD weight ``lambda`` is not given in the paper text we have; 1.0 is used (the value of
 the one public third-party reproduction we know of); ``--config.ad.weight`` changes it.
