@@ -89,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dict(batch_size=64, num_train=1_000, num_eval=500, num_variance_estimate=5_000)
         )
         c.eval.beta_vae = ml_collections.ConfigDict(
-            dict(batch_size=64, num_train=1_000, num_eval=500)
+            dict(batch_size=64, num_train=500, num_eval=300)
         )
         c.eval.mig = ml_collections.ConfigDict(dict(num_train=10_000, batch_size=64))
         c.eval.overlap_batch = 128
