@@ -1,0 +1,610 @@
+"""One-class VAE anomaly localization: training, anomaly maps over a dataset, evaluation.
+
+The pieces behind the paper's localization tables (Liu et al., CVPR 2020, Tables 1-2), so
+that the launchers in ``experiments/`` only parse flags and load data:
+
+* **Training** (:func:`one_class_update_fn`, :func:`train_one_class`): the ELBO on normal
+  images only, with optional on-device augmentation, for models with or without BatchNorm
+  (BatchNorm in train mode inside the step; its running averages live in
+  ``state.model_state["batch_stats"]``). Resumable through :func:`vae_xai.train.fit`.
+* **Maps** (all ``(N, H, W)`` float32 NumPy at the input resolution, higher = more anomalous):
+  :func:`reconstruction_error_maps` -- the "vanilla VAE" baseline, per-pixel squared error
+  of the reconstruction at ``z = mu`` summed over channels; :func:`anomaly_attention_maps`
+  -- the paper's anomaly attention (Sec. 3.3, Eq. 5) at a named encoder layer, averaged over
+  the latent dims (Eq. 4) and bilinearly upsampled.
+* **Evaluation** (:func:`localization_metrics`, :func:`evaluate_maps`): pooled pixel AUROC,
+  best IoU, AUPRO (FPR <= 0.3) and image AUROC (image score = max of the map), overall and
+  per defect type (a defect type's subset is its images plus every normal test image).
+* **Figures** (:func:`save_overlays`, :func:`save_roc_figure`).
+
+Models follow the convention of :mod:`vae_xai.models.resnet_vae` and
+:mod:`vae_xai.models.ucsd_vae`: ``encode(x, train)`` returns named feature maps plus
+``mu``/``logvar``; ``__call__(x, key, train)`` adds ``logits``; the image mean is
+``sigmoid(logits)``. Every model input is ``(B, H, W, C)`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.typing import ArrayLike
+
+from vae_xai import losses, metrics, plots
+from vae_xai.attention import aggregate_attention, anomaly_attention, reference_statistics, upsample
+from vae_xai.encoder_split import split_encoder
+from vae_xai.train import TrainState, UpdateFn, checkpoint_manager, create_state, fit
+
+Likelihood = Literal["gaussian", "bernoulli"]
+AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+__all__ = [
+    "anomaly_attention_maps",
+    "attention_maps_for_layers",
+    "encoder_statistics",
+    "epoch_batch_fn",
+    "evaluate_maps",
+    "image_scores",
+    "init_state",
+    "localization_metrics",
+    "one_class_update_fn",
+    "reconstruction_error_maps",
+    "reconstruction_nll",
+    "reference_sets",
+    "save_overlays",
+    "save_roc_figure",
+    "train_one_class",
+    "variables_of",
+]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def reconstruction_nll(
+    logits: jax.Array, x: jax.Array, *, likelihood: Likelihood = "gaussian", variance: float = 0.5
+) -> jax.Array:
+    """``-log p(x | z)`` per example ``(B,)`` from decoder ``logits`` ``(B, H, W, C)``.
+
+    ``"gaussian"``: mean ``sigmoid(logits)`` with fixed ``variance`` (0.5 makes it the plain
+    sum of squared errors, the common "MSE(sum) + KL" VAE); ``"bernoulli"``: cross-entropy
+    on the logits (continuous targets in [0, 1]).
+    """
+    if likelihood == "gaussian":
+        return losses.gaussian_nll(jax.nn.sigmoid(logits), x, variance=variance)
+    if likelihood == "bernoulli":
+        return losses.bernoulli_nll(logits, x)
+    raise ValueError(f'likelihood must be "gaussian" or "bernoulli"; got {likelihood!r}')
+
+
+def one_class_update_fn(
+    model: Any,
+    optimizer: optax.GradientTransformation,
+    *,
+    beta: float = 1.0,
+    likelihood: Likelihood = "gaussian",
+    variance: float = 0.5,
+    augment: AugmentFn | None = None,
+    image_key: str = "image",
+) -> UpdateFn:
+    """ELBO update ``(state, batch, key) -> (state, metrics)`` for :func:`vae_xai.train.fit`.
+
+    Loss per example: ``reconstruction_nll + beta * KL(q(z|x) || N(0, I))``, batch mean.
+    ``augment(key, images) -> images`` (e.g. random mirror + rotation) runs on device on the
+    batch before the model. If ``state.model_state`` has ``batch_stats``, the model is run
+    with ``train=True, mutable=["batch_stats"]`` (batch statistics; running averages updated
+    and stored back); otherwise with ``train=True`` and no mutable state. Under the sharded
+    jit of :func:`vae_xai.train.jit_step` the BatchNorm statistics are over the global batch.
+    """
+    if likelihood not in ("gaussian", "bernoulli"):
+        raise ValueError(f'likelihood must be "gaussian" or "bernoulli"; got {likelihood!r}')
+
+    def update(state: TrainState, batch: Mapping[str, Any], key: jax.Array):
+        x = jnp.asarray(batch[image_key])
+        k_aug, k_z = jax.random.split(key)
+        if augment is not None:
+            x = augment(k_aug, x)
+        has_bn = "batch_stats" in state.model_state
+
+        def loss_fn(params):
+            if has_bn:
+                variables = {"params": params, "batch_stats": state.model_state["batch_stats"]}
+                out, updates = model.apply(variables, x, k_z, train=True, mutable=["batch_stats"])
+            else:
+                out, updates = model.apply({"params": params}, x, k_z, train=True), {}
+            rec = reconstruction_nll(out["logits"], x, likelihood=likelihood, variance=variance)
+            kl = losses.gaussian_kl(out["mu"], out["logvar"])
+            loss = jnp.mean(rec + beta * kl)
+            aux = {"loss": loss, "recon": jnp.mean(rec), "kl": jnp.mean(kl)}
+            return loss, (aux, updates)
+
+        grads, (aux, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+        upd, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, upd)
+        model_state = {**state.model_state, **updates}
+        return state.replace(params=params, opt_state=opt_state, model_state=model_state), aux
+
+    return update
+
+
+def init_state(
+    model: Any,
+    optimizer: optax.GradientTransformation,
+    input_shape: Sequence[int],
+    *,
+    seed: int = 0,
+    key: jax.Array | None = None,
+) -> TrainState:
+    """A fresh :class:`TrainState` for ``model`` on inputs ``(B, *input_shape)``.
+
+    Non-``params`` collections from ``model.init`` (BatchNorm's ``batch_stats``) go to
+    ``state.model_state``. The init key defaults to ``jax.random.key(seed, impl="rbg")``:
+    XLA compiles a threefry draw per parameter shape, which for a ResNet took ~35 s on a
+    loaded CPU against ~8 s with ``rbg``. Initial values are then backend-specific (resuming
+    is unaffected: it restores the checkpoint); pass a threefry ``key`` to override.
+    """
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    key = jax.random.key(seed, impl="rbg") if key is None else key
+    variables = dict(jax.jit(functools.partial(model.init, train=False))(key, x))
+    params = variables.pop("params")
+    return create_state(params, optimizer, variables)
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+    """``{"params": ..., **model_state}``: the variables for ``model.apply`` in eval mode."""
+    return {"params": state.params, **state.model_state}
+
+
+def epoch_batch_fn(
+    images: np.ndarray, batch_size: int, *, seed: int = 0
+) -> Callable[[int], dict[str, np.ndarray]]:
+    """``step -> {"image": (batch_size, H, W, C)}``, a deterministic function of ``step``.
+
+    Epoch ``e`` (steps ``e * n_per_epoch`` ...) visits a permutation drawn from
+    ``default_rng([seed, e])``; incomplete last batches are dropped, so a resumed run sees
+    exactly the data of an uninterrupted one.
+    """
+    n = len(images)
+    if not 0 < batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, {n}] (the number of images); got {batch_size}")
+    per_epoch = n // batch_size
+
+    @functools.lru_cache(maxsize=2)
+    def permutation(epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, epoch]).permutation(n)
+
+    def batch_fn(step: int) -> dict[str, np.ndarray]:
+        epoch, i = divmod(int(step), per_epoch)
+        idx = np.sort(permutation(epoch)[i * batch_size : (i + 1) * batch_size])
+        return {"image": images[idx]}
+
+    return batch_fn
+
+
+def train_one_class(
+    model: Any,
+    images: np.ndarray,
+    *,
+    workdir: str | pathlib.Path,
+    num_steps: int,
+    batch_size: int,
+    learning_rate: float = 3e-4,
+    beta: float = 1.0,
+    likelihood: Likelihood = "gaussian",
+    variance: float = 0.5,
+    augment: AugmentFn | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    log_every: int = 50,
+    progress: bool = True,
+    mesh: Any = None,
+) -> tuple[TrainState, dict[str, Any]]:
+    """Train ``model`` on normal ``images`` ``(N, H, W, C)`` with Adam; resumable.
+
+    Returns the final state and ``{"steps", "steps_run", "wall_s", "last"}`` (``steps_run``
+    is the number of steps this call ran, 0 when ``workdir`` already held the final
+    checkpoint; ``last`` the last logged metrics).
+    """
+    images = np.asarray(images, np.float32)
+    optimizer = optax.adam(learning_rate)
+    state = init_state(model, optimizer, images.shape[1:], seed=seed)
+    update = one_class_update_fn(
+        model, optimizer, beta=beta, likelihood=likelihood, variance=variance, augment=augment
+    )
+    with checkpoint_manager(workdir) as manager:
+        start = manager.latest_step() or 0
+    t0 = time.perf_counter()
+    state = fit(
+        state,
+        update,
+        epoch_batch_fn(images, batch_size, seed=seed),
+        workdir=workdir,
+        num_steps=num_steps,
+        mesh=mesh,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        progress=progress,
+    )
+    wall = time.perf_counter() - t0
+    last: dict[str, Any] = {}
+    log_path = pathlib.Path(workdir) / "metrics.jsonl"
+    if log_path.exists():
+        lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
+        if lines:
+            last = json.loads(lines[-1])
+    steps = int(state.step)
+    return state, {"steps": steps, "steps_run": steps - start, "wall_s": wall, "last": last}
+
+
+# ----------------------------------------------------------------------------- maps
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _padded(x: np.ndarray, start: int, stop: int, batch_size: int) -> np.ndarray:
+    """``x[start:stop]`` padded to ``batch_size`` by repeating the last row (one compile)."""
+    chunk = x[start:stop]
+    if len(chunk) < batch_size:
+        pad = np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)
+        chunk = np.concatenate([chunk, pad])
+    return chunk
+
+
+def _check_images(images: ArrayLike) -> np.ndarray:
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty (N, H, W, C) array; got {images.shape}")
+    return images
+
+
+def encoder_statistics(
+    model: Any, variables: Mapping[str, Any], images: ArrayLike, *, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior ``(mu, logvar)``, each ``(N, D)``, in eval mode (BatchNorm running stats)."""
+    images = _check_images(images)
+
+    @jax.jit
+    def run(x):
+        out = model.apply(variables, x, train=False, method="encode")
+        return out["mu"], out["logvar"]
+
+    mus, logvars = [], []
+    for start, stop in _batches(len(images), batch_size):
+        mu, logvar = run(_padded(images, start, stop, batch_size))
+        mus.append(np.asarray(mu)[: stop - start])
+        logvars.append(np.asarray(logvar)[: stop - start])
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+def reconstruction_error_maps(
+    model: Any, variables: Mapping[str, Any], images: ArrayLike, *, batch_size: int = 32
+) -> np.ndarray:
+    """Per-pixel squared reconstruction error ``sum_c (x - sigmoid(logits(mu)))^2``, ``(N, H, W)``.
+
+    The "vanilla VAE" baseline of the paper's tables: decode the posterior mean (no sampling,
+    so the map is deterministic) in eval mode.
+    """
+    images = _check_images(images)
+
+    @jax.jit
+    def run(x):
+        out = model.apply(variables, x, None, train=False)
+        return jnp.sum(jnp.square(x - jax.nn.sigmoid(out["logits"])), axis=-1)
+
+    maps = [
+        np.asarray(run(_padded(images, s, e, batch_size)))[: e - s]
+        for s, e in _batches(len(images), batch_size)
+    ]
+    return np.concatenate(maps).astype(np.float32)
+
+
+def anomaly_attention_maps(
+    model: Any,
+    variables: Mapping[str, Any],
+    images: ArrayLike,
+    *,
+    layer: str,
+    key: jax.Array,
+    ref_mu: ArrayLike = 0.0,
+    ref_var: ArrayLike = 1.0,
+    sample: bool = True,
+    num_samples: int = 1,
+    dense_after: str | None = None,
+    batch_size: int = 16,
+    output_size: tuple[int, int] | None = None,
+    latent_chunk: int | None = None,
+    rectify: str = "relu",
+) -> np.ndarray:
+    """Anomaly attention (paper Sec. 3.3) at encoder ``layer``, ``(N, H, W)`` float32.
+
+    For each image: split the encoder at ``layer`` (eval mode), draw the latent scores from
+    ``N(ref_mu - mu, ref_var + sigma^2)`` (Eq. 5; the mean ``ref_mu - mu`` if not ``sample``),
+    take the per-latent Grad-CAM maps, average them over the latent dims (Eq. 4) and over
+    ``num_samples`` independent draws, and upsample bilinearly to ``output_size`` (default
+    the input's ``(H, W)``). ``ref_mu``/``ref_var`` are the N(0, 1) prior by default or the
+    empirical statistics from :func:`vae_xai.attention.reference_statistics`. Batch ``b``
+    uses ``fold_in(key, b)``, so the maps are reproducible for a given ``batch_size``.
+    """
+    images = _check_images(images)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+    if not sample:
+        num_samples = 1
+    size = tuple(images.shape[1:3]) if output_size is None else tuple(output_size)
+    ref_mu = jnp.asarray(ref_mu, jnp.float32)
+    ref_var = jnp.asarray(ref_var, jnp.float32)
+
+    @jax.jit
+    def run(x, k):
+        split = split_encoder(
+            model, variables, x, layer=layer, method="encode", dense_after=dense_after, train=False
+        )
+
+        def one(sample_key):
+            maps = anomaly_attention(
+                **split.attention_kwargs(),
+                key=sample_key,
+                ref_mu=ref_mu,
+                ref_var=ref_var,
+                sample=sample,
+                rectify=rectify,
+                latent_chunk=latent_chunk,
+            )
+            return aggregate_attention(maps)
+
+        overall = jnp.mean(jax.lax.map(one, jax.random.split(k, num_samples)), axis=0)
+        return upsample(overall, size)
+
+    out = []
+    for b, (start, stop) in enumerate(_batches(len(images), batch_size)):
+        maps = run(_padded(images, start, stop, batch_size), jax.random.fold_in(key, b))
+        out.append(np.asarray(maps)[: stop - start])
+    return np.concatenate(out).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def image_scores(maps: ArrayLike, *, reduce: Literal["max", "mean"] = "max") -> np.ndarray:
+    """Per-image anomaly scores ``(N,)`` from maps ``(N, H, W)``: their max (or mean)."""
+    maps = np.asarray(maps)
+    flat = maps.reshape(len(maps), -1)
+    if reduce == "max":
+        return flat.max(axis=1)
+    if reduce == "mean":
+        return flat.mean(axis=1)
+    raise ValueError(f'reduce must be "max" or "mean"; got {reduce!r}')
+
+
+def localization_metrics(
+    maps: ArrayLike,
+    masks: ArrayLike,
+    labels: ArrayLike,
+    *,
+    max_fpr: float = 0.3,
+    image_score: Literal["max", "mean"] = "max",
+) -> dict[str, Any]:
+    """Pooled localization metrics of one map type on one set of images.
+
+    Args:
+      maps: ``(N, H, W)`` scores (raw, never normalized per image).
+      masks: ``(N, H, W)`` ground truth in {0, 1}.
+      labels: ``(N,)`` image labels, 1 anomalous.
+      max_fpr: AUPRO integration limit.
+      image_score: how a map becomes an image score for the image AUROC.
+
+    Returns:
+      ``{"pixel_auroc", "best_iou", "aupro", "image_auroc", "n_images", "n_anomalous"}``;
+      a metric that is undefined on this set (no anomalous pixels, or a single image class)
+      is ``None``.
+    """
+    maps = np.asarray(maps, np.float32)
+    masks = np.asarray(masks).astype(bool)
+    labels = np.asarray(labels).astype(np.int32)
+    if maps.shape != masks.shape or maps.ndim != 3:
+        raise ValueError(f"maps and masks must both be (N, H, W); got {maps.shape}, {masks.shape}")
+    if labels.shape != (len(maps),):
+        raise ValueError(f"labels must be (N,) with N={len(maps)}; got {labels.shape}")
+    if not np.all(np.isfinite(maps)):
+        raise ValueError("maps contain NaN or inf")
+    has_pos, has_neg = bool(masks.any()), bool((~masks).any())
+    pixel_ok = has_pos and has_neg
+    out: dict[str, Any] = {
+        "pixel_auroc": float(metrics.pixel_auroc(maps, masks)) if pixel_ok else None,
+        "best_iou": float(metrics.best_iou(maps, masks)) if has_pos else None,
+        "aupro": float(metrics.aupro(maps, masks, max_fpr=max_fpr)) if pixel_ok else None,
+        "image_auroc": None,
+        "n_images": len(maps),
+        "n_anomalous": int(labels.sum()),
+    }
+    if 0 < labels.sum() < len(labels):
+        out["image_auroc"] = float(
+            metrics.image_auroc(image_scores(maps, reduce=image_score), labels)
+        )
+    return out
+
+
+def evaluate_maps(
+    maps_by_name: Mapping[str, ArrayLike],
+    masks: ArrayLike,
+    labels: ArrayLike,
+    groups: ArrayLike | None = None,
+    *,
+    max_fpr: float = 0.3,
+    image_score: Literal["max", "mean"] = "max",
+) -> dict[str, dict[str, Any]]:
+    """:func:`localization_metrics` for each map type, overall and per group (defect type).
+
+    ``groups`` ``(N,)`` names each image's defect type. The subset of a defect type is its
+    own images plus all normal (``label == 0``) images, so every metric, including the image
+    AUROC, is defined per type; groups with only normal images are skipped.
+
+    Returns:
+      ``{name: {"overall": metrics, "per_defect": {group: metrics}}}``.
+    """
+    labels = np.asarray(labels)
+    normal = labels == 0
+    results: dict[str, dict[str, Any]] = {}
+    for name, maps in maps_by_name.items():
+        maps = np.asarray(maps)
+        entry: dict[str, Any] = {
+            "overall": localization_metrics(
+                maps, masks, labels, max_fpr=max_fpr, image_score=image_score
+            )
+        }
+        if groups is not None:
+            groups_arr = np.asarray(groups).astype(str)
+            per: dict[str, Any] = {}
+            for g in sorted(set(groups_arr[~normal].tolist())):
+                sel = (groups_arr == g) | normal
+                per[g] = localization_metrics(
+                    maps[sel],
+                    np.asarray(masks)[sel],
+                    labels[sel],
+                    max_fpr=max_fpr,
+                    image_score=image_score,
+                )
+            entry["per_defect"] = per
+        results[name] = entry
+    return results
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def save_roc_figure(
+    path: str | pathlib.Path,
+    maps_by_name: Mapping[str, ArrayLike],
+    masks: ArrayLike,
+    *,
+    title: str | None = None,
+) -> pathlib.Path:
+    """Pooled pixel ROC curves of several map types on one PNG."""
+    masks = np.asarray(masks).astype(bool)
+    curves = {}
+    for name, maps in maps_by_name.items():
+        fpr, tpr, _ = metrics.roc_curve(np.asarray(maps, np.float32), masks, drop_intermediate=True)
+        curves[name] = (fpr, tpr, float(metrics.pixel_auroc(np.asarray(maps, np.float32), masks)))
+    return plots.save_roc_curves(path, curves, title=title)
+
+
+def save_overlays(
+    folder: str | pathlib.Path,
+    images: ArrayLike,
+    masks: ArrayLike,
+    groups: ArrayLike,
+    maps_by_name: Mapping[str, ArrayLike],
+    *,
+    per_group: int = 4,
+    prefix: str = "overlay",
+    title: str | None = None,
+) -> list[pathlib.Path]:
+    """One PNG per group (defect type): rows input, mask, then each map over the input.
+
+    Heat maps share one colour scale per map type over the whole test set (the 99.5th
+    percentile), so that colours are comparable across images and defect types, as the
+    pooled metrics are.
+    """
+    images = np.asarray(images)
+    masks = np.asarray(masks)
+    groups = np.asarray(groups).astype(str)
+    vmax = {
+        name: float(np.percentile(np.asarray(m), 99.5)) or 1.0 for name, m in maps_by_name.items()
+    }
+    paths = []
+    for g in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == g)[:per_group]
+        rows: dict[str, list[np.ndarray]] = {
+            "input": [images[i] for i in idx],
+            "mask": [masks[i].astype(np.float32) for i in idx],
+        }
+        for name, maps in maps_by_name.items():
+            maps = np.asarray(maps)
+            rows[name] = [
+                np.clip(plots.overlay(images[i], maps[i], vmax=vmax[name]), 0.0, 1.0) for i in idx
+            ]
+        paths.append(
+            plots.save_image_rows(
+                pathlib.Path(folder) / f"{prefix}_{g}.png",
+                rows,
+                col_titles=[str(i) for i in idx],
+                title=f"{title + ': ' if title else ''}{g}",
+            )
+        )
+    return paths
+
+
+def attention_maps_for_layers(
+    model: Any,
+    variables: Mapping[str, Any],
+    test_images: ArrayLike,
+    *,
+    layers: Sequence[str],
+    references: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    key: jax.Array,
+    dense_after: Callable[[str], str | None] = lambda layer: None,
+    sample: bool = True,
+    num_samples: int = 1,
+    batch_size: int = 16,
+) -> dict[str, np.ndarray]:
+    """``{"attention_<ref>_<layer>": (N, H, W)}`` for every layer and reference statistics.
+
+    ``references`` maps a name (e.g. ``"prior"``, ``"empirical"``) to ``(ref_mu, ref_var)``.
+    Every (reference, layer) pair uses the same ``key``, so they see the same noise draws.
+    """
+    out = {}
+    for ref_name, (ref_mu, ref_var) in references.items():
+        for layer in layers:
+            out[f"attention_{ref_name}_{layer}"] = anomaly_attention_maps(
+                model,
+                variables,
+                test_images,
+                layer=layer,
+                key=key,
+                ref_mu=ref_mu,
+                ref_var=ref_var,
+                sample=sample,
+                num_samples=num_samples,
+                dense_after=dense_after(layer),
+                batch_size=batch_size,
+            )
+    return out
+
+
+def reference_sets(
+    model: Any,
+    variables: Mapping[str, Any],
+    train_images: ArrayLike,
+    names: Sequence[str],
+    *,
+    batch_size: int = 32,
+) -> dict[str, tuple[np.ndarray | float, np.ndarray | float]]:
+    """Reference statistics ``{name: (ref_mu, ref_var)}`` for anomaly attention.
+
+    ``"prior"``: N(0, 1). ``"empirical"``: the aggregate posterior of the (normal) training
+    images in eval mode (:func:`vae_xai.attention.reference_statistics`).
+    """
+    out: dict[str, tuple[np.ndarray | float, np.ndarray | float]] = {}
+    for name in names:
+        if name == "prior":
+            out[name] = (0.0, 1.0)
+        elif name == "empirical":
+            mu, logvar = encoder_statistics(model, variables, train_images, batch_size=batch_size)
+            ref_mu, ref_var = reference_statistics(mu, logvar)
+            out[name] = (np.asarray(ref_mu), np.asarray(ref_var))
+        else:
+            raise ValueError(f'reference statistics must be "prior" or "empirical"; got {name!r}')
+    return out
