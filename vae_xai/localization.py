@@ -50,6 +50,7 @@ __all__ = [
     "anomaly_attention_maps",
     "attention_maps_for_layers",
     "encoder_statistics",
+    "evaluate_one_class",
     "epoch_batch_fn",
     "evaluate_maps",
     "image_scores",
@@ -61,6 +62,7 @@ __all__ = [
     "reference_sets",
     "save_overlays",
     "save_roc_figure",
+    "summary_table",
     "train_one_class",
     "variables_of",
 ]
@@ -608,3 +610,102 @@ def reference_sets(
         else:
             raise ValueError(f'reference statistics must be "prior" or "empirical"; got {name!r}')
     return out
+
+
+def evaluate_one_class(
+    model: Any,
+    variables: Mapping[str, Any],
+    *,
+    train_images: ArrayLike,
+    test_images: ArrayLike,
+    masks: ArrayLike,
+    labels: ArrayLike,
+    groups: ArrayLike | None = None,
+    layers: Sequence[str],
+    references: Sequence[str] = ("prior", "empirical"),
+    dense_after: Callable[[str], str | None] = lambda layer: None,
+    sample: bool = True,
+    num_samples: int = 1,
+    batch_size: int = 16,
+    seed: int = 0,
+    max_fpr: float = 0.3,
+    image_score: Literal["max", "mean"] = "max",
+    figure_dir: str | pathlib.Path | None = None,
+    overlay_layer: str | None = None,
+    overlays_per_group: int = 4,
+    title: str | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Reconstruction-error and anomaly-attention maps on a test set, their metrics, figures.
+
+    Map types: ``"recon"`` (:func:`reconstruction_error_maps`) and
+    ``"attention_<ref>_<layer>"`` for each reference in ``references`` (``"prior"``,
+    ``"empirical"``, see :func:`reference_sets`) and each encoder layer in ``layers``.
+    Attention noise comes from ``jax.random.key(seed)``.
+
+    With ``figure_dir`` set, writes ``roc.png`` (pooled pixel ROC of every map type) and one
+    ``overlay_<group>.png`` per group (``groups``, or normal/anomalous from ``labels``) with
+    the input, mask, reconstruction error and the attention at ``overlay_layer`` (default:
+    the first of ``layers``) for each reference.
+
+    Returns:
+      ``(results, maps)``: ``results = {"metrics": evaluate_maps(...), "figures": [...],
+      "eval_wall_s": float}``; ``maps`` the ``(N, H, W)`` maps by name.
+    """
+    t0 = time.perf_counter()
+    test_images = _check_images(test_images)
+    maps = {
+        "recon": reconstruction_error_maps(model, variables, test_images, batch_size=batch_size)
+    }
+    refs = reference_sets(model, variables, train_images, references, batch_size=batch_size)
+    maps.update(
+        attention_maps_for_layers(
+            model,
+            variables,
+            test_images,
+            layers=layers,
+            references=refs,
+            key=jax.random.key(seed),
+            dense_after=dense_after,
+            sample=sample,
+            num_samples=num_samples,
+            batch_size=batch_size,
+        )
+    )
+    results: dict[str, Any] = {
+        "metrics": evaluate_maps(
+            maps, masks, labels, groups, max_fpr=max_fpr, image_score=image_score
+        ),
+        "figures": [],
+    }
+    if figure_dir is not None:
+        figure_dir = pathlib.Path(figure_dir)
+        figs = [save_roc_figure(figure_dir / "roc.png", maps, masks, title=title)]
+        layer = overlay_layer or layers[0]
+        shown = {"recon": maps["recon"]}
+        shown.update({f"attention_{r}_{layer}": maps[f"attention_{r}_{layer}"] for r in references})
+        if groups is None:
+            groups = np.where(np.asarray(labels) > 0, "anomalous", "normal")
+        figs += save_overlays(
+            figure_dir,
+            test_images,
+            masks,
+            groups,
+            shown,
+            per_group=overlays_per_group,
+            title=title,
+        )
+        results["figures"] = [str(p) for p in figs]
+    results["eval_wall_s"] = time.perf_counter() - t0
+    return results, maps
+
+
+def summary_table(metrics_by_map: Mapping[str, Mapping[str, Any]]) -> str:
+    """A plain-text table of the overall metrics of each map type (for logs)."""
+    cols = ("pixel_auroc", "best_iou", "aupro", "image_auroc")
+    width = max(len(n) for n in metrics_by_map) + 2
+    lines = ["map".ljust(width) + "".join(c.rjust(13) for c in cols)]
+    for name, entry in metrics_by_map.items():
+        vals = entry["overall"]
+        cells = ["-" if vals[c] is None else f"{vals[c]:.4f}" for c in cols]
+        lines.append(name.ljust(width) + "".join(c.rjust(13) for c in cells))
+    return "\n".join(lines)

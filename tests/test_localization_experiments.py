@@ -1,0 +1,173 @@
+"""Anomaly-localization library and launchers: evaluation helpers on hand-made cases, and the
+MVTec-AD / UCSD Ped1 experiments end to end on tiny generated fixtures (train, resume,
+results.json, figures, errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from experiments import mvtec_localization, ucsd_localization
+from experiments.configs import mvtec_localization as mvtec_cfg
+from experiments.configs import ucsd_localization as ucsd_cfg
+from tests.fixtures_anomaly import make_mvtec_category, make_ucsd_ped1
+from vae_xai import localization as loc
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"pixel_auroc", "best_iou", "aupro", "image_auroc", "n_images", "n_anomalous"}
+
+
+# ----------------------------------------------------------------------------- library
+
+
+def test_localization_metrics_and_per_defect_subsets():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((5, 6, 6), np.uint8)
+    masks[2, 1:3, 1:3] = 1
+    masks[3, 3:, 3:] = 1
+    masks[4, 0, :] = 1
+    labels = np.array([0, 0, 1, 1, 1])
+    groups = np.array(["good", "good", "crack", "crack", "hole"])
+    maps = rng.random(masks.shape).astype(np.float32)
+    maps[masks == 1] += 0.5
+    res = loc.evaluate_maps({"m": maps}, masks, labels, groups)["m"]
+    overall = res["overall"]
+    assert set(overall) == METRIC_KEYS
+    assert overall["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
+    assert overall["image_auroc"] == pytest.approx(
+        roc_auc_score(labels, maps.reshape(5, -1).max(1))
+    )
+    # a defect type's subset: its own images plus all normal images
+    assert set(res["per_defect"]) == {"crack", "hole"}
+    sel = np.array([True, True, False, False, True])
+    hole = res["per_defect"]["hole"]
+    assert hole["n_images"] == 3 and hole["n_anomalous"] == 1
+    assert hole["pixel_auroc"] == pytest.approx(
+        roc_auc_score(masks[sel].ravel(), maps[sel].ravel())
+    )
+    # undefined metrics are None: no anomalous pixels / a single image class
+    none = loc.localization_metrics(maps[:2], masks[:2], labels[:2])
+    assert none["pixel_auroc"] is None and none["best_iou"] is None and none["image_auroc"] is None
+    with pytest.raises(ValueError, match="NaN"):
+        loc.localization_metrics(np.full_like(maps, np.nan), masks, labels)
+
+
+def test_epoch_batch_fn_is_deterministic_and_covers_epochs():
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    fn = loc.epoch_batch_fn(images, 3, seed=1)
+    again = loc.epoch_batch_fn(images, 3, seed=1)
+    for step in (0, 4, 2, 7):
+        np.testing.assert_array_equal(fn(step)["image"], again(step)["image"])
+    epoch0 = np.concatenate([fn(s)["image"].ravel() for s in range(3)])
+    assert len(set(epoch0.tolist())) == 9  # one epoch = 3 disjoint batches (1 dropped)
+    with pytest.raises(ValueError, match="batch_size"):
+        loc.epoch_batch_fn(images, 11)
+
+
+def test_configs():
+    full = mvtec_cfg.get_config(None)
+    assert (full.image_size, full.model.width, tuple(full.model.stage_sizes)) == (
+        256,
+        64,
+        (2, 2, 2, 2),
+    )
+    assert full.model.latent_dim == 32
+    assert mvtec_cfg.get_config("small").image_size == 128
+    ucsd = ucsd_cfg.get_config("full")
+    assert ucsd.image_size == 100 and tuple(ucsd.eval.layers) == ("conv1", "conv2", "conv3")
+    for get in (mvtec_cfg.get_config, ucsd_cfg.get_config):
+        with pytest.raises(ValueError, match="unknown variant"):
+            get("huge")
+
+
+# ----------------------------------------------------------------------------- MVTec-AD
+
+
+def test_mvtec_end_to_end_and_resume(tmp_path):
+    make_mvtec_category(tmp_path / "data", "toy", size=40)
+    workdir = tmp_path / "run"
+    config = mvtec_cfg.get_config("tiny")
+    results = mvtec_localization.run(
+        config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
+    )
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["metrics"] == results["metrics"]
+    names = {"recon", "attention_prior_stage3", "attention_empirical_stage3"}
+    assert set(on_disk["metrics"]) == names
+    for entry in on_disk["metrics"].values():
+        assert set(entry["overall"]) == METRIC_KEYS
+        assert set(entry["per_defect"]) == {"crack", "hole"}
+        for m in [entry["overall"], *entry["per_defect"].values()]:
+            for k in ("pixel_auroc", "best_iou", "aupro", "image_auroc"):
+                assert 0.0 <= m[k] <= 1.0
+    assert on_disk["train"]["steps"] == 2 and on_disk["train"]["steps_run"] == 2
+    assert on_disk["num_train_images"] == 4 and on_disk["num_test_images"] == 5
+    figures = workdir / "figures"
+    for name in ("roc.png", "overlay_good.png", "overlay_crack.png", "overlay_hole.png"):
+        assert (figures / name).stat().st_size > 0, name
+    assert sorted(on_disk["figures"]) == sorted(str(p) for p in figures.glob("*.png"))
+
+    # a second invocation resumes from the final checkpoint instead of retraining
+    log = (workdir / "metrics.jsonl").read_text()
+    again = mvtec_localization.run(
+        config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
+    )
+    assert again["train"]["steps"] == 2 and again["train"]["steps_run"] == 0
+    assert (workdir / "metrics.jsonl").read_text() == log
+    assert again["metrics"]["recon"] == results["metrics"]["recon"]
+
+
+def test_mvtec_missing_category_and_data_dir(tmp_path):
+    make_mvtec_category(tmp_path / "data", "toy", size=40)
+    with pytest.raises(FileNotFoundError, match="unknown MVTec-AD category 'bottle'"):
+        mvtec_localization.run(
+            mvtec_cfg.get_config("tiny"),
+            category="bottle",
+            data_dir=tmp_path / "data",
+            workdir=tmp_path / "run",
+        )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "experiments.mvtec_localization", f"--workdir={tmp_path / 'w'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--data_dir is required" in proc.stderr
+    proc = subprocess.run(
+        [*cmd, f"--data_dir={tmp_path / 'data'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "--category is required" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- UCSD Ped1
+
+
+def test_ucsd_end_to_end(tmp_path):
+    make_ucsd_ped1(tmp_path / "data")
+    workdir = tmp_path / "run"
+    results = ucsd_localization.run(
+        ucsd_cfg.get_config("tiny"), data_dir=tmp_path / "data", workdir=workdir, progress=False
+    )
+    on_disk = json.loads((workdir / "results.json").read_text())
+    names = {"recon"} | {
+        f"attention_{r}_conv{i}" for r in ("prior", "empirical") for i in (1, 2, 3)
+    }
+    assert set(on_disk["metrics"]) == names == set(results["metrics"])
+    for entry in on_disk["metrics"].values():
+        overall = entry["overall"]
+        assert set(overall) == METRIC_KEYS
+        assert 0.0 <= overall["pixel_auroc"] <= 1.0 and 0.0 <= overall["image_auroc"] <= 1.0
+        assert overall["n_images"] == 5 and overall["n_anomalous"] == 3  # Test001, frames 2-4
+    assert on_disk["test_clips"] == ["Test001"] and on_disk["num_train_frames"] == 10
+    assert on_disk["paper_pixel_auroc"]["attention_conv2"] == 0.92
+    for name in ("roc.png", "overlay_normal.png", "overlay_anomalous.png"):
+        assert (workdir / "figures" / name).stat().st_size > 0, name
