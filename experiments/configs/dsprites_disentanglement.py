@@ -7,9 +7,10 @@ Full variant (paper / Kim & Mnih): Kim & Mnih's conv VAE (10 latents) and 6x1000
 betas (0.5, 0.9); beta = 4 for beta-VAE and gamma = 40 for (AD-)FactorVAE as in the paper's
 Table 3; the metrics at disentanglement_lib's standard sizes.
 
-``small``: a CPU smoke schedule -- a few hundred steps at batch 32 with a 10x larger VAE
-learning rate (so that something is learnt in so few steps) and metrics on 1/10 (FactorVAE)
-and 1/20 (beta-VAE) of the standard votes (MIG at its standard 10,000 points). Its numbers say that the pipeline runs, not what the method achieves.
+``small``: a CPU smoke schedule -- 300 steps at batch 32 with a 10x larger VAE learning rate
+(so that something is learnt in so few steps); metrics on 1/10 (FactorVAE) and 1/20 (beta-VAE)
+of the standard votes, MIG at its standard 10,000 points. Its numbers say that the pipeline
+runs, not what the methods achieve.
 
 The AD weight ``lambda`` is not given in the paper text we have; 1.0 is used (the value of
 the one public third-party reproduction we know of); ``--config.ad.weight`` changes it.
