@@ -46,7 +46,8 @@ from vae_xai.train import TrainState, create_state, fit, restore_params, vae_upd
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (one seed_N subfolder per seed).")
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
-    "experiments/configs/dsprites_disentanglement.py:ad_factorvae",
+    str(pathlib.Path(__file__).parent / "configs" / "dsprites_disentanglement.py")
+    + ":ad_factorvae",
     "Config file and variant, e.g. ...:factorvae,small",
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Comma-separated training seeds.")
