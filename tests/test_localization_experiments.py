@@ -90,6 +90,7 @@ def test_configs():
 # ----------------------------------------------------------------------------- MVTec-AD
 
 
+@pytest.mark.slow
 def test_mvtec_end_to_end_and_resume(tmp_path):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
     workdir = tmp_path / "run"

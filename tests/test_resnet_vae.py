@@ -270,6 +270,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_batchnorm_global_batch_on_four_devices():
     """Sharded over 4 devices, BatchNorm uses the global batch: same step as on 1 device."""
     env = dict(
