@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from vae_xai.losses import reparameterize
+
 HeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 ShiftHeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -78,8 +80,7 @@ def latent_scores(
     if score == "sample":
         if key is None:
             raise ValueError('score="sample" needs a PRNG key: pass key=jax.random.key(...)')
-        eps = jax.random.normal(key, mu.shape, mu.dtype)
-        return mu + eps * jnp.exp(0.5 * logvar)
+        return reparameterize(mu, logvar, key)
     raise ValueError(f'score must be "mean", "sample" or a callable; got {score!r}')
 
 

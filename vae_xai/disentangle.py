@@ -53,6 +53,7 @@ import optax
 from vae_xai import losses
 from vae_xai.attention import Rectify, latent_attention, upsample
 from vae_xai.encoder_split import split_encoder
+from vae_xai.losses import reparameterize
 from vae_xai.train import TrainState, UpdateFn
 
 PairMethod = Literal["attention", "kl", "abs_mu", "random", "all"]
@@ -105,16 +106,6 @@ def factor_vae_optimizer(
         },
         labels,
     )
-
-
-def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
-    """``z = mu + eps * exp(logvar / 2)``, ``eps = normal(key, mu.shape)``, ``(B, D)``.
-
-    Draws ``eps`` exactly as :class:`vae_xai.models.conv_vae.ConvVAE` and
-    :func:`vae_xai.attention.latent_scores` (``score="sample"``) do, so one key gives the same
-    ``z`` in all three places.
-    """
-    return mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * logvar)
 
 
 def attention_maps(

@@ -18,8 +18,19 @@ __all__ = [
     "gaussian_kl",
     "gaussian_nll",
     "permute_dims",
+    "reparameterize",
     "total_correlation",
 ]
+
+
+def reparameterize(mu: ArrayLike, logvar: ArrayLike, key: jax.Array) -> jax.Array:
+    """``z = mu + eps * exp(logvar / 2)`` with ``eps = normal(key, mu.shape)``, ``(B, D)``.
+
+    The one place ``eps`` is drawn, so that the models, the sampled attention score and the
+    FactorVAE step give the same ``z`` for the same key.
+    """
+    mu = jnp.asarray(mu)
+    return mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * jnp.asarray(logvar))
 
 
 def bernoulli_nll(logits: ArrayLike, x: ArrayLike) -> jax.Array:

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_xai.losses import reparameterize
+
 
 class ConvBlock(nn.Module):
     """``Conv`` followed by ReLU; its output is the feature map attention uses."""
@@ -117,12 +119,8 @@ class ConvVAE(nn.Module):
     def __call__(self, x: jax.Array, key: jax.Array | None = None) -> dict[str, Any]:
         out = self.encode(x)
         mu, logvar = out["mu"], out["logvar"]
-        if key is None:
-            z = mu
-        else:
-            z = mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * logvar)
-        out["z"] = z
-        out["logits"] = self.decode(z)
+        out["z"] = mu if key is None else reparameterize(mu, logvar, key)
+        out["logits"] = self.decode(out["z"])
         return out
 
 

@@ -40,6 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_xai.losses import reparameterize
+
 __all__ = [
     "STAGE_NAMES",
     "dense_after",
@@ -247,13 +249,8 @@ class ResNetVAE(nn.Module):
     ) -> dict[str, Any]:
         out = self.encode(x, train)
         mu, logvar = out["mu"], out["logvar"]
-        z = (
-            mu
-            if key is None
-            else mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * logvar)
-        )
-        out["z"] = z
-        out["logits"] = self.decode(z, train)
+        out["z"] = mu if key is None else reparameterize(mu, logvar, key)
+        out["logits"] = self.decode(out["z"], train)
         return out
 
 

@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_xai.losses import reparameterize
+
 __all__ = ["CONV_NAMES", "UCSDVAE", "dense_after"]
 
 CONV_NAMES: tuple[str, ...] = ("conv1", "conv2", "conv3")
@@ -133,11 +135,6 @@ class UCSDVAE(nn.Module):
     ) -> dict[str, Any]:
         out = self.encode(x, train)
         mu, logvar = out["mu"], out["logvar"]
-        z = (
-            mu
-            if key is None
-            else mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * logvar)
-        )
-        out["z"] = z
-        out["logits"] = self.decode(z, train)
+        out["z"] = mu if key is None else reparameterize(mu, logvar, key)
+        out["logits"] = self.decode(out["z"], train)
         return out
