@@ -63,6 +63,7 @@ def build_model(config: ml_collections.ConfigDict) -> ResNetVAE:
         latent_dim=m.latent_dim,
         head=m.head,
         bn_momentum=m.bn_momentum,
+        padding=m.get("padding", "zeros"),
     )
 
 

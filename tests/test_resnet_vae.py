@@ -287,3 +287,25 @@ def test_batchnorm_global_batch_on_four_devices():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("OK"), proc.stdout
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_padding_mode_border_behaviour(padding):
+    """A constant image gives border-free, constant feature maps only with reflect padding."""
+    from vae_xai.models.resnet_vae import ResNetVAE
+
+    model = ResNetVAE(
+        image_size=64, width=4, stage_sizes=(1, 1, 1, 1), latent_dim=4, padding=padding
+    )
+    x = jnp.full((1, 64, 64, 3), 0.7)
+    variables = model.init(jax.random.key(0), x)
+    # non-trivial BN statistics so that zero padding is not mapped back to the interior value
+    variables = jax.tree.map(lambda a: a + 0.1, variables)
+    out = model.apply(variables, x, method="encode")
+    for name in ("stem", "stage1", "stage2"):
+        fmap = out[name][0]
+        spread = float(jnp.max(jnp.abs(fmap - fmap[fmap.shape[0] // 2, fmap.shape[1] // 2])))
+        if padding == "reflect":
+            assert spread < 1e-5, (name, spread)
+        else:
+            assert spread > 1e-3, (name, spread)

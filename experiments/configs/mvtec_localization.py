@@ -44,7 +44,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.image_size = 256
     c.cache_dir = ""  # "" = <workdir>/data_cache
     c.model = ml_collections.ConfigDict(
-        dict(width=64, stage_sizes=(2, 2, 2, 2), latent_dim=32, head="flatten", bn_momentum=0.9)
+        dict(
+            width=64,
+            stage_sizes=(2, 2, 2, 2),
+            latent_dim=32,
+            head="flatten",
+            bn_momentum=0.9,
+            padding="zeros",  # or "reflect": see vae_xai.models.resnet_vae.ResNetVAE
+        )
     )
     c.train = ml_collections.ConfigDict(
         dict(

@@ -73,13 +73,15 @@ class BasicBlock(nn.Module):
     features: int
     strides: int = 1
     bn_momentum: float = 0.9
+    padding: PaddingMode = "zeros"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         s = (self.strides, self.strides)
-        y = nn.Conv(self.features, (3, 3), strides=s, padding=1, use_bias=False, name="conv1")(x)
+        pad = _pad(self.padding, 1)
+        y = nn.Conv(self.features, (3, 3), strides=s, padding=pad, use_bias=False, name="conv1")(x)
         y = nn.relu(_batch_norm(train, self.bn_momentum, name="bn1")(y))
-        y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(y)
+        y = nn.Conv(self.features, (3, 3), padding=pad, use_bias=False, name="conv2")(y)
         y = _batch_norm(train, self.bn_momentum, name="bn2", scale_init=nn.initializers.zeros)(y)
         if x.shape[-1] != self.features or self.strides != 1:
             x = nn.Conv(self.features, (1, 1), strides=s, use_bias=False, name="proj")(x)
@@ -87,17 +89,31 @@ class BasicBlock(nn.Module):
         return nn.relu(x + y)
 
 
+PaddingMode = Literal["zeros", "reflect"]
+
+
+def _pad(mode: PaddingMode, amount: int) -> int | str:
+    """Conv padding: ``amount`` zeros on each side, or the same amount reflected."""
+    if mode == "zeros":
+        return amount
+    if mode == "reflect":
+        return "REFLECT"  # flax pads ((k-1)//2, k//2) by reflection: (1,1) for 3x3, (3,3) for 7x7
+    raise ValueError(f'padding must be "zeros" or "reflect"; got {mode!r}')
+
+
 class Stem(nn.Module):
     """Stem: conv 7x7 s2 + BN + ReLU + maxpool 3x3 s2: ``(B, S, S, C) -> (B, S/4, S/4, w)``."""
 
     features: int
     bn_momentum: float = 0.9
+    padding: PaddingMode = "zeros"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.Conv(self.features, (7, 7), strides=(2, 2), padding=3, use_bias=False, name="conv")(
-            x
-        )
+        pad = _pad(self.padding, 3)
+        x = nn.Conv(
+            self.features, (7, 7), strides=(2, 2), padding=pad, use_bias=False, name="conv"
+        )(x)
         x = nn.relu(_batch_norm(train, self.bn_momentum, name="bn")(x))
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
@@ -109,6 +125,7 @@ class ResNetStage(nn.Module):
     num_blocks: int = 2
     strides: int = 1
     bn_momentum: float = 0.9
+    padding: PaddingMode = "zeros"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -117,6 +134,7 @@ class ResNetStage(nn.Module):
                 self.features,
                 strides=self.strides if i == 0 else 1,
                 bn_momentum=self.bn_momentum,
+                padding=self.padding,
                 name=f"block{i + 1}",
             )(x, train)
         return x
@@ -130,11 +148,14 @@ class ResNetEncoder(nn.Module):
     latent_dim: int = 32
     head: Literal["flatten", "pool"] = "flatten"
     bn_momentum: float = 0.9
+    padding: PaddingMode = "zeros"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         out: dict[str, jax.Array] = {}
-        h = Stem(self.width, bn_momentum=self.bn_momentum, name="stem")(x, train)
+        h = Stem(self.width, bn_momentum=self.bn_momentum, padding=self.padding, name="stem")(
+            x, train
+        )
         out["stem"] = h
         for i, blocks in enumerate(self.stage_sizes):
             h = ResNetStage(
@@ -142,6 +163,7 @@ class ResNetEncoder(nn.Module):
                 num_blocks=blocks,
                 strides=1 if i == 0 else 2,
                 bn_momentum=self.bn_momentum,
+                padding=self.padding,
                 name=f"stage{i + 1}",
             )(h, train)
             out[f"stage{i + 1}"] = h
@@ -195,6 +217,9 @@ class ResNetVAE(nn.Module):
       latent_dim: ``D`` (the paper uses 32).
       head: ``"flatten"`` (Dense on flatten(stage4), fast attention path) or ``"pool"``.
       bn_momentum: BatchNorm running-average momentum.
+      padding: encoder conv padding, ``"zeros"`` (torchvision's ResNet) or ``"reflect"``. With
+        zeros, the stride-2 3x3 convs on even-sized maps only ever read the top/left padding,
+        which can leave a positional artifact at the top-left border in attention maps.
 
     ``__call__(x, key=None, train=False)`` returns the encoder dict plus ``z`` (the
     reparameterized sample, or ``mu`` when ``key`` is None) and ``logits`` ``(B, S, S, C)``.
@@ -207,6 +232,7 @@ class ResNetVAE(nn.Module):
     latent_dim: int = 32
     head: Literal["flatten", "pool"] = "flatten"
     bn_momentum: float = 0.9
+    padding: PaddingMode = "zeros"
 
     def setup(self) -> None:
         if len(self.stage_sizes) != 4:
@@ -221,6 +247,7 @@ class ResNetVAE(nn.Module):
             latent_dim=self.latent_dim,
             head=self.head,
             bn_momentum=self.bn_momentum,
+            padding=self.padding,
         )
         self.decoder = ResNetDecoder(
             output_shape=(self.image_size, self.image_size, self.in_channels),
