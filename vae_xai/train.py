@@ -242,9 +242,10 @@ def fit(
         latest = manager.latest_step()
         if latest is not None:
             state = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
-            _truncate_log(log_path, latest)
         else:
             state = jax.device_put(state, replicated(mesh))
+        # drop lines logged after the restored step (or all, if killed before any checkpoint)
+        _truncate_log(log_path, latest or 0)
         start = int(state.step)
         bar = tqdm(
             total=num_steps, initial=start, disable=not progress, desc=workdir.name, unit="step"
