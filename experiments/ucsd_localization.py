@@ -79,21 +79,14 @@ def run(
     load_s = time.perf_counter() - t0
 
     model = build_model(config)
-    t = config.train
+    # config.train holds exactly train_one_class's keyword arguments
     state, train_info = localization.train_one_class(
         model,
         train["image"],
         workdir=workdir,
-        num_steps=t.num_steps,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        beta=t.beta,
-        likelihood=t.likelihood,
-        variance=t.variance,
         seed=config.seed,
-        checkpoint_every=t.checkpoint_every,
-        log_every=t.log_every,
         progress=progress,
+        **config.train.to_dict(),
     )
     e = config.eval
     evaluation, _ = localization.evaluate_one_class(
