@@ -65,7 +65,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -346,6 +346,40 @@ def _process_example(
     return arr, binarize_and_resize_mask(m, size_hw)
 
 
+def run_indexed(
+    work: Callable[[int], object],
+    n: int,
+    *,
+    num_workers: int | None,
+    progress: bool,
+    desc: str,
+    unit: str,
+) -> None:
+    """Call ``work(i)`` for ``i < n`` on a thread pool (default ``min(8, cpus)`` threads),
+    with an optional tqdm bar. Pillow releases the GIL while decoding and resizing, so
+    threads scale; the first exception is re-raised."""
+    workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=desc, unit=unit)
+    try:
+        if workers <= 1:
+            for i in range(n):
+                work(i)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(work, range(n)):
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _decode_all(
     examples: Sequence[Example],
     size_hw: tuple[int, int],
@@ -358,32 +392,11 @@ def _decode_all(
     n = len(examples)
     images = np.empty((n, *size_hw, channels), dtype=np.uint8)
     masks = np.empty((n, *size_hw), dtype=np.uint8)
-    workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=n, desc=desc, unit="img")
-
-    def work(i: int) -> int:
+    def work(i: int) -> None:
         images[i], masks[i] = _process_example(examples[i], size_hw, channels, resample)
-        return i
 
-    try:
-        if workers <= 1:
-            for i in range(n):
-                work(i)
-                if bar is not None:
-                    bar.update(1)
-        else:
-            # Pillow releases the GIL while decoding and resizing, so threads scale.
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(work, range(n)):
-                    if bar is not None:
-                        bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    run_indexed(work, n, num_workers=num_workers, progress=progress, desc=desc, unit="img")
     return images, masks
 
 

@@ -36,7 +36,6 @@ Batch with :func:`iterate_batches` (re-exported from :mod:`data_pipelines.mvtec_
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import pathlib
 import re
@@ -52,6 +51,7 @@ from data_pipelines.mvtec_ad import (
     binarize_and_resize_mask,
     iterate_batches,
     resize_image,
+    run_indexed,
 )
 
 __all__ = [
@@ -244,20 +244,7 @@ def _decode_frames(
                 )
             masks[i] = binarize_and_resize_mask(m, size_hw)
 
-    workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, desc=desc, unit="frame")
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for _ in pool.map(work, range(n)):
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    run_indexed(work, n, num_workers=num_workers, progress=progress, desc=desc, unit="frame")
     return frames, masks
 
 
