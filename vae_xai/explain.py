@@ -20,6 +20,7 @@ import optax
 from vae_xai import attention as att
 from vae_xai import train
 from vae_xai.encoder_split import split_encoder
+from vae_xai.localization import encoder_statistics
 from vae_xai.models import ConvVAE
 
 __all__ = ["encode_statistics", "explain_batch", "train_conv_vae"]
@@ -67,13 +68,8 @@ def encode_statistics(
 
     See :func:`vae_xai.attention.reference_statistics`.
     """
-    encode = jax.jit(lambda x: model.apply(variables, x, method="encode"))
-    mus, logvars = [], []
-    for i in range(0, len(images), batch_size):
-        out = encode(jnp.asarray(images[i : i + batch_size]))
-        mus.append(out["mu"])
-        logvars.append(out["logvar"])
-    return att.reference_statistics(jnp.concatenate(mus), jnp.concatenate(logvars))
+    mu, logvar = encoder_statistics(model, variables, images, batch_size=batch_size)
+    return att.reference_statistics(mu, logvar)
 
 
 def explain_batch(

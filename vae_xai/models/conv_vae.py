@@ -106,7 +106,10 @@ class ConvVAE(nn.Module):
         self.encoder = ConvEncoder(self.channels, self.hidden, self.latent_dim)
         self.decoder = ConvDecoder(self.channels, self.hidden, tuple(self.input_shape))
 
-    def encode(self, x: jax.Array) -> dict[str, jax.Array]:
+    def encode(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+        # ``train`` is accepted (and unused: no BatchNorm or dropout) so that code written for
+        # the BatchNorm models (``vae_xai.localization``) can call every model the same way.
+        del train
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(
                 f"expected input (B, {', '.join(map(str, self.input_shape))}); got {x.shape}"
