@@ -105,7 +105,6 @@ def run(
         progress=progress,
         **config.train.to_dict(),
     )
-    e = config.eval
     evaluation, _ = localization.evaluate_one_class(
         model,
         localization.variables_of(state),
@@ -114,19 +113,11 @@ def run(
         masks=test["mask"],
         labels=test["label"],
         groups=test["defect"],
-        layers=tuple(e.layers),
-        references=tuple(e.references),
         dense_after=functools.partial(dense_after, head=config.model.head),
-        sample=e.sample,
-        num_samples=e.num_samples,
-        batch_size=e.batch_size,
         seed=config.seed,
-        max_fpr=e.max_fpr,
-        image_score=e.image_score,
         figure_dir=workdir / "figures",
-        overlay_layer=e.overlay_layer if e.overlay_layer in e.layers else None,
-        overlays_per_group=e.overlays_per_defect,
         title=f"{category} ({config.variant}, {train_info['steps']} steps)",
+        **localization.eval_kwargs(config.eval),
     )
     results = {
         "category": category,

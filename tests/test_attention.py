@@ -231,6 +231,43 @@ def test_anomaly_attention_matches_reference(tiny):
     np.testing.assert_allclose(got, want, **TOL)
 
 
+def test_latent_kl_score_hand_computed():
+    # KL(N(mu, s^2) || N(m, v)) = 0.5 * (log v - log s^2 + (s^2 + (mu - m)^2) / v - 1)
+    mu = jnp.array([[0.0, 1.0, -2.0]])
+    logvar = jnp.log(jnp.array([[1.0, 0.25, 4.0]]))
+    ref_mu, ref_var = jnp.array([0.0, 0.0, 1.0]), jnp.array([1.0, 1.0, 2.0])
+    got = att.latent_kl_score(ref_mu, ref_var)(mu, logvar)
+    want = [
+        0.0,  # identical distributions
+        0.5 * (0.0 - np.log(0.25) + (0.25 + 1.0) - 1.0),
+        0.5 * (np.log(2.0) - np.log(4.0) + (4.0 + 9.0) / 2.0 - 1.0),
+    ]
+    np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-6)
+
+
+def test_anomaly_attention_kl_criterion_matches_reference(tiny):
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode", dense_after="fc1")
+    ref_mu, ref_var = jnp.linspace(-1, 1, 5), jnp.linspace(0.5, 2, 5)
+
+    def kl(mu, lv):
+        return 0.5 * (jnp.log(ref_var) - lv + (jnp.exp(lv) + (mu - ref_mu) ** 2) / ref_var - 1)
+
+    got = att.anomaly_attention(
+        **split.attention_kwargs(), ref_mu=ref_mu, ref_var=ref_var, criterion="kl"
+    )
+    want = reference_maps(split.head_fn, split.features, kl)
+    np.testing.assert_allclose(got, want, **TOL)
+    assert float(jnp.max(got)) > 0
+    # Unlike Eq. 5, the reference enters the map: moving ref_mu changes it.
+    moved = att.anomaly_attention(
+        **split.attention_kwargs(), ref_mu=ref_mu + 3.0, ref_var=ref_var, criterion="kl"
+    )
+    assert float(jnp.max(jnp.abs(moved - got))) > 1e-3
+    with pytest.raises(ValueError, match="criterion"):
+        att.anomaly_attention(**split.attention_kwargs(), criterion="mahalanobis")
+
+
 def test_reference_statistics_law_of_total_variance():
     rng = np.random.default_rng(0)
     mu = rng.normal(size=(500, 3))

@@ -87,6 +87,23 @@ def test_configs():
             get("huge")
 
 
+def test_eval_kwargs_maps_config_to_evaluate_one_class():
+    import inspect
+
+    params = inspect.signature(loc.evaluate_one_class).parameters
+    for get in (mvtec_cfg.get_config, ucsd_cfg.get_config):
+        e = get("small").eval
+        kw = loc.eval_kwargs(e)
+        assert set(kw) <= set(params)
+        assert kw["layers"] == tuple(e.layers) and kw["criteria"] == ("difference", "kl")
+        assert kw["overlay_layer"] == e.overlay_layer
+    e = mvtec_cfg.get_config("small").eval
+    e.overlay_layer = "stage1"  # not an evaluated layer: fall back to the default
+    assert "overlay_layer" not in loc.eval_kwargs(e)
+    with pytest.raises(ValueError, match="unknown eval config keys.*layer_typo"):
+        loc.eval_kwargs({**e.to_dict(), "layer_typo": 1})
+
+
 # ----------------------------------------------------------------------------- MVTec-AD
 
 
@@ -100,7 +117,9 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     )
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["metrics"] == results["metrics"]
-    names = {"recon", "attention_prior_stage3", "attention_empirical_stage3"}
+    names = {"recon"} | {
+        f"attention{c}_{r}_stage3" for c in ("", "_kl") for r in ("prior", "empirical")
+    }
     assert set(on_disk["metrics"]) == names
     for entry in on_disk["metrics"].values():
         assert set(entry["overall"]) == METRIC_KEYS
@@ -160,7 +179,10 @@ def test_ucsd_end_to_end(tmp_path):
     )
     on_disk = json.loads((workdir / "results.json").read_text())
     names = {"recon"} | {
-        f"attention_{r}_conv{i}" for r in ("prior", "empirical") for i in (1, 2, 3)
+        f"attention{c}_{r}_conv{i}"
+        for c in ("", "_kl")
+        for r in ("prior", "empirical")
+        for i in (1, 2, 3)
     }
     assert set(on_disk["metrics"]) == names == set(results["metrics"])
     for entry in on_disk["metrics"].values():

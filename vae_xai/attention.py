@@ -41,6 +41,7 @@ __all__ = [
     "anomaly_attention",
     "gradcam_weights",
     "latent_attention",
+    "latent_kl_score",
     "latent_scores",
     "normal_difference_score",
     "rectify_map",
@@ -234,6 +235,33 @@ def normal_difference_score(
     return score
 
 
+def latent_kl_score(ref_mu: ArrayLike, ref_var: ArrayLike) -> ScoreFn:
+    """Per-latent KL divergence of the test posterior from the normal reference, ``(B, D)``.
+
+    ``KL_i = KL(N(mu_i, sigma_i^2) || N(mu_x_i, sigma_x_i^2))
+    = 0.5 * (log sigma_x^2 - log sigma^2 + (sigma^2 + (mu - mu_x)^2) / sigma_x^2 - 1)``.
+
+    Used as the score of :func:`anomaly_attention` with ``criterion="kl"`` (our extension, not
+    in the paper). Its gradient is ``(mu_i - mu_x_i) / sigma_x_i^2 * dmu_i + ...``: each
+    latent's map is weighted, with the right sign, by how far that latent has moved from the
+    normal data, so latents that did not move contribute nothing and the map shows the
+    evidence *for* the deviation. With Eq. 5's difference score the gradient is ``-dmu_i``
+    whatever the deviation (the reference drops out of the map), and the ReLU keeps the
+    regions that push ``mu_i`` down, which point away from the anomaly whenever ``mu_i`` went up.
+    """
+    ref_mu = jnp.asarray(ref_mu)
+    ref_var = jnp.asarray(ref_var)
+
+    def score(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+        var = jnp.exp(logvar)
+        return 0.5 * (jnp.log(ref_var) - logvar + (var + jnp.square(mu - ref_mu)) / ref_var - 1.0)
+
+    return score
+
+
+AnomalyCriterion = Literal["difference", "kl"]
+
+
 def anomaly_attention(
     head_fn: HeadFn,
     features: ArrayLike,
@@ -242,6 +270,7 @@ def anomaly_attention(
     ref_mu: ArrayLike = 0.0,
     ref_var: ArrayLike = 1.0,
     sample: bool = True,
+    criterion: AnomalyCriterion = "difference",
     rectify: Rectify = "relu",
     latent_chunk: int | None = None,
     shift_head_fn: ShiftHeadFn | None = None,
@@ -250,8 +279,20 @@ def anomaly_attention(
 
     The reference statistics default to the N(0, 1) prior; pass the output of
     :func:`reference_statistics` on the (normal) training set to use empirical ones.
+
+    ``criterion`` picks the per-latent score that is differentiated:
+
+    * ``"difference"`` (default, the paper's Eq. 5): a draw from the normal difference
+      distribution, see :func:`normal_difference_score` (``sample``/``key`` apply).
+    * ``"kl"`` (our extension): the per-latent KL divergence from the reference,
+      see :func:`latent_kl_score`; deterministic, ``sample``/``key`` are ignored.
     """
-    score = normal_difference_score(ref_mu, ref_var, key=key, sample=sample)
+    if criterion == "difference":
+        score = normal_difference_score(ref_mu, ref_var, key=key, sample=sample)
+    elif criterion == "kl":
+        score = latent_kl_score(ref_mu, ref_var)
+    else:
+        raise ValueError(f'criterion must be "difference" or "kl"; got {criterion!r}')
     return latent_attention(
         head_fn,
         features,

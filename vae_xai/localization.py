@@ -43,6 +43,10 @@ from vae_xai.attention import aggregate_attention, anomaly_attention, reference_
 from vae_xai.encoder_split import split_encoder
 from vae_xai.train import TrainState, UpdateFn, checkpoint_manager, create_state, fit
 
+# Scores differentiated by anomaly attention: the paper's Eq. 5 draw, or the per-latent KL
+# divergence from the reference (vae_xai.attention.latent_kl_score).
+ANOMALY_CRITERIA = ("difference", "kl")
+
 Likelihood = Literal["gaussian", "bernoulli"]
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -324,6 +328,7 @@ def anomaly_attention_maps(
     ref_var: ArrayLike = 1.0,
     sample: bool = True,
     num_samples: int = 1,
+    criterion: str = "difference",
     dense_after: str | None = None,
     batch_size: int = 16,
     output_size: tuple[int, int] | None = None,
@@ -339,11 +344,15 @@ def anomaly_attention_maps(
     the input's ``(H, W)``). ``ref_mu``/``ref_var`` are the N(0, 1) prior by default or the
     empirical statistics from :func:`vae_xai.attention.reference_statistics`. Batch ``b``
     uses ``fold_in(key, b)``, so the maps are reproducible for a given ``batch_size``.
+    ``criterion="kl"`` differentiates each latent's KL divergence from the reference instead
+    of the Eq. 5 draw (see :func:`vae_xai.attention.anomaly_attention`); it is deterministic.
     """
     images = _check_images(images)
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; got {num_samples}")
-    if not sample:
+    if criterion not in ANOMALY_CRITERIA:
+        raise ValueError(f"criterion must be one of {ANOMALY_CRITERIA}; got {criterion!r}")
+    if not sample or criterion == "kl":
         num_samples = 1
     size = tuple(images.shape[1:3]) if output_size is None else tuple(output_size)
     ref_mu = jnp.asarray(ref_mu, jnp.float32)
@@ -362,6 +371,7 @@ def anomaly_attention_maps(
                 ref_mu=ref_mu,
                 ref_var=ref_var,
                 sample=sample,
+                criterion=criterion,
                 rectify=rectify,
                 latent_chunk=latent_chunk,
             )
@@ -560,30 +570,43 @@ def attention_maps_for_layers(
     dense_after: Callable[[str], str | None] = lambda layer: None,
     sample: bool = True,
     num_samples: int = 1,
+    criteria: Sequence[str] = ("difference",),
     batch_size: int = 16,
 ) -> dict[str, np.ndarray]:
-    """``{"attention_<ref>_<layer>": (N, H, W)}`` for every layer and reference statistics.
+    """Anomaly attention maps ``(N, H, W)`` for every criterion, reference and layer.
 
+    Keys: :func:`attention_map_name` (``"attention_<ref>_<layer>"`` for the paper's
+    ``"difference"`` criterion, ``"attention_kl_<ref>_<layer>"`` for ``"kl"``).
     ``references`` maps a name (e.g. ``"prior"``, ``"empirical"``) to ``(ref_mu, ref_var)``.
     Every (reference, layer) pair uses the same ``key``, so they see the same noise draws.
     """
     out = {}
-    for ref_name, (ref_mu, ref_var) in references.items():
-        for layer in layers:
-            out[f"attention_{ref_name}_{layer}"] = anomaly_attention_maps(
-                model,
-                variables,
-                test_images,
-                layer=layer,
-                key=key,
-                ref_mu=ref_mu,
-                ref_var=ref_var,
-                sample=sample,
-                num_samples=num_samples,
-                dense_after=dense_after(layer),
-                batch_size=batch_size,
-            )
+    for criterion in criteria:
+        for ref_name, (ref_mu, ref_var) in references.items():
+            for layer in layers:
+                out[attention_map_name(criterion, ref_name, layer)] = anomaly_attention_maps(
+                    model,
+                    variables,
+                    test_images,
+                    layer=layer,
+                    key=key,
+                    ref_mu=ref_mu,
+                    ref_var=ref_var,
+                    sample=sample,
+                    num_samples=num_samples,
+                    criterion=criterion,
+                    dense_after=dense_after(layer),
+                    batch_size=batch_size,
+                )
     return out
+
+
+def attention_map_name(criterion: str, reference: str, layer: str) -> str:
+    """The name of an anomaly attention map in results: ``attention[_kl]_<ref>_<layer>``."""
+    if criterion not in ANOMALY_CRITERIA:
+        raise ValueError(f"criterion must be one of {ANOMALY_CRITERIA}; got {criterion!r}")
+    prefix = "attention" if criterion == "difference" else f"attention_{criterion}"
+    return f"{prefix}_{reference}_{layer}"
 
 
 def reference_sets(
@@ -626,6 +649,7 @@ def evaluate_one_class(
     dense_after: Callable[[str], str | None] = lambda layer: None,
     sample: bool = True,
     num_samples: int = 1,
+    criteria: Sequence[str] = ("difference",),
     batch_size: int = 16,
     seed: int = 0,
     max_fpr: float = 0.3,
@@ -637,9 +661,10 @@ def evaluate_one_class(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Reconstruction-error and anomaly-attention maps on a test set, their metrics, figures.
 
-    Map types: ``"recon"`` (:func:`reconstruction_error_maps`) and
-    ``"attention_<ref>_<layer>"`` for each reference in ``references`` (``"prior"``,
-    ``"empirical"``, see :func:`reference_sets`) and each encoder layer in ``layers``.
+    Map types: ``"recon"`` (:func:`reconstruction_error_maps`) and the anomaly attention
+    ``"attention_<ref>_<layer>"`` (``"attention_kl_<ref>_<layer>"`` for the ``"kl"``
+    criterion) for each criterion in ``criteria``, reference in ``references`` (``"prior"``,
+    ``"empirical"``, see :func:`reference_sets`) and encoder layer in ``layers``.
     Attention noise comes from ``jax.random.key(seed)``.
 
     With ``figure_dir`` set, writes ``roc.png`` (pooled pixel ROC of every map type) and one
@@ -668,6 +693,7 @@ def evaluate_one_class(
             dense_after=dense_after,
             sample=sample,
             num_samples=num_samples,
+            criteria=criteria,
             batch_size=batch_size,
         )
     )
@@ -682,7 +708,10 @@ def evaluate_one_class(
         figs = [save_roc_figure(figure_dir / "roc.png", maps, masks, title=title)]
         layer = overlay_layer or layers[0]
         shown = {"recon": maps["recon"]}
-        shown.update({f"attention_{r}_{layer}": maps[f"attention_{r}_{layer}"] for r in references})
+        for criterion in criteria:
+            for r in references:
+                name = attention_map_name(criterion, r, layer)
+                shown[name] = maps[name]
         if groups is None:
             groups = np.where(np.asarray(labels) > 0, "anomalous", "normal")
         figs += save_overlays(
@@ -697,6 +726,28 @@ def evaluate_one_class(
         results["figures"] = [str(p) for p in figs]
     results["eval_wall_s"] = time.perf_counter() - t0
     return results, maps
+
+
+def eval_kwargs(eval_config: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`evaluate_one_class` keyword arguments from an experiment's ``config.eval``.
+
+    Reads ``layers``, ``references``, ``criteria``, ``sample``, ``num_samples``,
+    ``batch_size``, ``max_fpr``, ``image_score``, ``overlay_layer`` (ignored unless it is one
+    of ``layers``) and ``overlays_per_group``; a missing key keeps the function's default.
+    """
+    e = dict(eval_config)
+    out: dict[str, Any] = {k: tuple(e[k]) for k in ("layers", "references", "criteria") if k in e}
+    for k in ("sample", "num_samples", "batch_size", "max_fpr", "image_score"):
+        if k in e:
+            out[k] = e[k]
+    if "overlays_per_group" in e:
+        out["overlays_per_group"] = e["overlays_per_group"]
+    if e.get("overlay_layer") in out.get("layers", ()):
+        out["overlay_layer"] = e["overlay_layer"]
+    unknown = set(e) - {*out, "overlay_layer"}
+    if unknown:
+        raise ValueError(f"unknown eval config keys: {sorted(unknown)}")
+    return out
 
 
 def summary_table(metrics_by_map: Mapping[str, Mapping[str, Any]]) -> str:

@@ -72,13 +72,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(
             layers=("stage2", "stage3", "stage4"),
             references=("prior", "empirical"),
+            criteria=("difference", "kl"),
             sample=True,
             num_samples=1,
             batch_size=16,
             max_fpr=0.3,
             image_score="max",
             overlay_layer="stage3",
-            overlays_per_defect=4,
+            overlays_per_group=4,
         )
     )
     if variant == "small":
@@ -101,5 +102,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.augment.max_rotation_deg = 10.0
         c.eval.layers = ("stage3",)
         c.eval.batch_size = 4
-        c.eval.overlays_per_defect = 2
+        c.eval.overlays_per_group = 2
     return c

@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(
             layers=("conv1", "conv2", "conv3"),
             references=("prior", "empirical"),
+            criteria=("difference", "kl"),
             sample=True,
             num_samples=1,
             batch_size=64,
