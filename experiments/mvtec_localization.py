@@ -130,11 +130,9 @@ def run(
         "train": train_info,
         **evaluation,
         "paper": PAPER_TABLE2.get(category),
-        "notes": (
-            "recon = per-pixel squared error of the reconstruction at z=mu (summed over RGB); "
-            "attention_<ref>_<layer> = anomaly attention (Eq. 5) with the N(0,1) prior or the "
-            "empirical training-set statistics as reference; per-defect metrics use that "
-            "defect's images plus all good test images; image score = max of the map; "
+        "notes": localization.RESULT_NAMES_NOTE
+        + (
+            " Per-defect metrics use that defect's images plus all good test images; "
             "encoder trained from scratch (no pretrained weights)."
         ),
     }
@@ -160,7 +158,7 @@ def main(argv: list[str]) -> None:
     results = run(
         FLAGS.config, category=FLAGS.category, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir
     )
-    print(localization.summary_table(results["metrics"]))
+    print(localization.summary_table(results["metrics"], results["latent_detection"]))
     print(f"results: {pathlib.Path(FLAGS.workdir) / 'results.json'}")
 
 

@@ -114,11 +114,10 @@ def run(
         "train": train_info,
         **evaluation,
         "paper_pixel_auroc": PAPER_TABLE1,
-        "notes": (
-            "pixel metrics pooled over every frame of the test clips with pixel masks; "
-            "image_auroc = frame-level AUROC from the frame labels (score = max of the map); "
-            "recon = per-pixel squared error at z=mu; attention_<ref>_<layer> = anomaly "
-            "attention (Eq. 5) with the N(0,1) prior or the empirical training statistics."
+        "notes": localization.RESULT_NAMES_NOTE
+        + (
+            " Pixel metrics pooled over every frame of the test clips with pixel masks; "
+            "image_auroc is frame-level, from the frame labels."
         ),
     }
     (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -137,7 +136,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (checkpoints, results.json, figures)")
     results = run(FLAGS.config, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir)
-    print(localization.summary_table(results["metrics"]))
+    print(localization.summary_table(results["metrics"], results["latent_detection"]))
     print(f"results: {pathlib.Path(FLAGS.workdir) / 'results.json'}")
 
 

@@ -142,6 +142,43 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     assert again["train"]["steps"] == 2 and again["train"]["steps_run"] == 0
     assert (workdir / "metrics.jsonl").read_text() == log
     assert again["metrics"]["recon"] == results["metrics"]["recon"]
+    assert set(on_disk["latent_detection"]) == {"kl_prior", "kl_empirical"}
+    assert set(on_disk["latent_detection"]["kl_prior"]["per_defect"]) == {"crack", "hole"}
+
+
+def test_latent_detection_matches_sklearn():
+    import jax
+
+    from vae_xai.models import ConvVAE
+
+    model = ConvVAE(input_shape=(16, 16, 1), channels=(4, 6), hidden=12, latent_dim=5)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(12, 16, 16, 1)).astype(np.float32)
+    images[6:] *= 0.3  # the "anomalous" half looks different
+    labels = np.array([0] * 6 + [1] * 6)
+    groups = np.array(["good"] * 6 + ["a", "b"] * 3)
+    variables = model.init(jax.random.key(0), images[:2])
+    out = model.apply(variables, images, method="encode")
+    mu, logvar = np.asarray(out["mu"], np.float64), np.asarray(out["logvar"], np.float64)
+    ref_mu, ref_var = mu[:6].mean(0), np.exp(logvar[:6]).mean(0) + mu[:6].var(0)
+    got = loc.latent_detection(
+        model,
+        variables,
+        images,
+        labels,
+        {"prior": (0.0, 1.0), "empirical": (ref_mu, ref_var)},
+        groups,
+        batch_size=5,
+    )
+    for name, (m, v) in {"prior": (0.0, 1.0), "empirical": (ref_mu, ref_var)}.items():
+        kl = 0.5 * (np.log(v) - logvar + (np.exp(logvar) + (mu - m) ** 2) / v - 1).sum(1)
+        entry = got[f"kl_{name}"]
+        assert entry["overall"] == pytest.approx(roc_auc_score(labels, kl), abs=1e-9)
+        for g in ("a", "b"):
+            sel = (groups == g) | (labels == 0)
+            assert entry["per_defect"][g] == pytest.approx(
+                roc_auc_score(labels[sel], kl[sel]), abs=1e-9
+            )
 
 
 def test_mvtec_missing_category_and_data_dir(tmp_path):

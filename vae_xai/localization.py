@@ -39,13 +39,30 @@ import optax
 from jax.typing import ArrayLike
 
 from vae_xai import losses, metrics, plots
-from vae_xai.attention import aggregate_attention, anomaly_attention, reference_statistics, upsample
+from vae_xai.attention import (
+    aggregate_attention,
+    anomaly_attention,
+    latent_kl_score,
+    reference_statistics,
+    upsample,
+)
 from vae_xai.encoder_split import split_encoder
 from vae_xai.train import TrainState, UpdateFn, checkpoint_manager, create_state, fit
 
 # Scores differentiated by anomaly attention: the paper's Eq. 5 draw, or the per-latent KL
 # divergence from the reference (vae_xai.attention.latent_kl_score).
 ANOMALY_CRITERIA = ("difference", "kl")
+
+# What the names in evaluate_one_class's results mean (copied into experiments' results.json).
+RESULT_NAMES_NOTE = (
+    "recon = per-pixel squared reconstruction error at z=mu (summed over channels); "
+    "attention_<ref>_<layer> = anomaly attention (paper Eq. 5, sampled difference score) with "
+    "the N(0,1) prior or the empirical training statistics as reference; "
+    "attention_kl_<ref>_<layer> = the same maps with each latent's KL divergence from the "
+    "reference as the score (our extension); image_auroc scores an image by the max of its map; "
+    "latent_detection = image AUROC of the total latent KL from the reference (can the "
+    "encoder tell anomalies apart at all?)."
+)
 
 Likelihood = Literal["gaussian", "bernoulli"]
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -494,6 +511,54 @@ def evaluate_maps(
     return results
 
 
+def latent_detection(
+    model: Any,
+    variables: Mapping[str, Any],
+    test_images: ArrayLike,
+    labels: ArrayLike,
+    references: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    groups: ArrayLike | None = None,
+    *,
+    batch_size: int = 32,
+) -> dict[str, dict[str, Any]]:
+    """Image-level AUROC of the latent code's own anomaly score, per reference statistics.
+
+    The score of an image is its total KL divergence from the reference,
+    ``sum_i KL(q(z_i|y) || N(mu_x_i, sigma_x_i^2))``. Anomaly attention explains how the
+    *latent code* of an image departs from normal data; if this AUROC is near 0.5 the
+    encoder does not tell defective images from good ones, and no map computed from its
+    latents can localize the defects. Reported next to the maps as a diagnostic.
+
+    Returns:
+      ``{"kl_<ref>": {"overall": auroc, "per_defect": {group: auroc}}}`` (``per_defect`` only
+      with ``groups``; each group's images plus all normal ones).
+    """
+    labels = np.asarray(labels)
+    mu, logvar = encoder_statistics(model, variables, test_images, batch_size=batch_size)
+    normal = labels == 0
+    out: dict[str, dict[str, Any]] = {}
+    for name, (ref_mu, ref_var) in references.items():
+        score = np.asarray(latent_kl_score(ref_mu, ref_var)(jnp.asarray(mu), jnp.asarray(logvar)))
+        score = score.sum(axis=-1)
+        entry: dict[str, Any] = {"overall": _auroc_or_none(score, labels)}
+        if groups is not None:
+            groups_arr = np.asarray(groups).astype(str)
+            entry["per_defect"] = {
+                g: _auroc_or_none(
+                    score[(groups_arr == g) | normal], labels[(groups_arr == g) | normal]
+                )
+                for g in sorted(set(groups_arr[~normal].tolist()))
+            }
+        out[f"kl_{name}"] = entry
+    return out
+
+
+def _auroc_or_none(score: np.ndarray, labels: np.ndarray) -> float | None:
+    if labels.min() == labels.max():
+        return None
+    return float(metrics.image_auroc(score, labels))
+
+
 # ----------------------------------------------------------------------------- figures
 
 
@@ -673,8 +738,9 @@ def evaluate_one_class(
     the first of ``layers``) for each reference.
 
     Returns:
-      ``(results, maps)``: ``results = {"metrics": evaluate_maps(...), "figures": [...],
-      "eval_wall_s": float}``; ``maps`` the ``(N, H, W)`` maps by name.
+      ``(results, maps)``: ``results = {"metrics": evaluate_maps(...),
+      "latent_detection": latent_detection(...), "figures": [...], "eval_wall_s": float}``;
+      ``maps`` the ``(N, H, W)`` maps by name.
     """
     t0 = time.perf_counter()
     test_images = _check_images(test_images)
@@ -700,6 +766,9 @@ def evaluate_one_class(
     results: dict[str, Any] = {
         "metrics": evaluate_maps(
             maps, masks, labels, groups, max_fpr=max_fpr, image_score=image_score
+        ),
+        "latent_detection": latent_detection(
+            model, variables, test_images, labels, refs, groups, batch_size=batch_size
         ),
         "figures": [],
     }
@@ -750,8 +819,15 @@ def eval_kwargs(eval_config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def summary_table(metrics_by_map: Mapping[str, Mapping[str, Any]]) -> str:
-    """A plain-text table of the overall metrics of each map type (for logs)."""
+def summary_table(
+    metrics_by_map: Mapping[str, Mapping[str, Any]],
+    latent_detection: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """A plain-text table of the overall metrics of each map type (for logs).
+
+    With ``latent_detection`` (from :func:`latent_detection`), one more line per reference
+    gives the image AUROC of the latent code's KL score.
+    """
     cols = ("pixel_auroc", "best_iou", "aupro", "image_auroc")
     width = max(len(n) for n in metrics_by_map) + 2
     lines = ["map".ljust(width) + "".join(c.rjust(13) for c in cols)]
@@ -759,4 +835,9 @@ def summary_table(metrics_by_map: Mapping[str, Mapping[str, Any]]) -> str:
         vals = entry["overall"]
         cells = ["-" if vals[c] is None else f"{vals[c]:.4f}" for c in cols]
         lines.append(name.ljust(width) + "".join(c.rjust(13) for c in cells))
+    for name, entry in (latent_detection or {}).items():
+        auroc = entry["overall"]
+        lines.append(
+            f"image AUROC of the latent {name} score: {'-' if auroc is None else f'{auroc:.4f}'}"
+        )
     return "\n".join(lines)
