@@ -117,7 +117,7 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     )
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["metrics"] == results["metrics"]
-    names = {"recon"} | {
+    names = {"recon", "center_prior"} | {
         f"attention{c}_{r}_stage3" for c in ("", "_kl") for r in ("prior", "empirical")
     }
     assert set(on_disk["metrics"]) == names
@@ -144,6 +144,14 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     assert again["metrics"]["recon"] == results["metrics"]["recon"]
     assert set(on_disk["latent_detection"]) == {"kl_prior", "kl_empirical"}
     assert set(on_disk["latent_detection"]["kl_prior"]["per_defect"]) == {"crack", "hole"}
+
+
+def test_center_prior_maps():
+    maps = loc.center_prior_maps((2, 3, 5))
+    assert maps.shape == (2, 3, 5) and maps.dtype == np.float32
+    assert maps[0, 1, 2] == 0.0  # the centre pixel
+    np.testing.assert_allclose(maps[1, 0, 0], -np.sqrt(1.0 + 4.0))
+    np.testing.assert_array_equal(maps[0], maps[1])
 
 
 def test_latent_detection_matches_sklearn():
@@ -215,7 +223,7 @@ def test_ucsd_end_to_end(tmp_path):
         ucsd_cfg.get_config("tiny"), data_dir=tmp_path / "data", workdir=workdir, progress=False
     )
     on_disk = json.loads((workdir / "results.json").read_text())
-    names = {"recon"} | {
+    names = {"recon", "center_prior"} | {
         f"attention{c}_{r}_conv{i}"
         for c in ("", "_kl")
         for r in ("prior", "empirical")
