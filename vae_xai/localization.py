@@ -47,7 +47,14 @@ from vae_xai.attention import (
     upsample,
 )
 from vae_xai.encoder_split import split_encoder
-from vae_xai.train import TrainState, UpdateFn, checkpoint_manager, create_state, fit
+from vae_xai.train import (
+    TrainState,
+    UpdateFn,
+    checkpoint_manager,
+    create_state,
+    fit,
+    vae_update_fn,
+)
 
 # Scores differentiated by anomaly attention: the paper's Eq. 5 draw, or the per-latent KL
 # divergence from the reference (vae_xai.attention.latent_kl_score).
@@ -93,70 +100,22 @@ __all__ = [
 # ----------------------------------------------------------------------------- training
 
 
-def reconstruction_nll(
-    logits: jax.Array, x: jax.Array, *, likelihood: Likelihood = "gaussian", variance: float = 0.5
-) -> jax.Array:
-    """``-log p(x | z)`` per example ``(B,)`` from decoder ``logits`` ``(B, H, W, C)``.
-
-    ``"gaussian"``: mean ``sigmoid(logits)`` with fixed ``variance`` (0.5 makes it the plain
-    sum of squared errors, the common "MSE(sum) + KL" VAE); ``"bernoulli"``: cross-entropy
-    on the logits (continuous targets in [0, 1]).
-    """
-    if likelihood == "gaussian":
-        return losses.gaussian_nll(jax.nn.sigmoid(logits), x, variance=variance)
-    if likelihood == "bernoulli":
-        return losses.bernoulli_nll(logits, x)
-    raise ValueError(f'likelihood must be "gaussian" or "bernoulli"; got {likelihood!r}')
+reconstruction_nll = losses.reconstruction_nll
 
 
 def one_class_update_fn(
     model: Any,
     optimizer: optax.GradientTransformation,
     *,
-    beta: float = 1.0,
     likelihood: Likelihood = "gaussian",
-    variance: float = 0.5,
-    augment: AugmentFn | None = None,
-    image_key: str = "image",
+    **kwargs: Any,
 ) -> UpdateFn:
-    """ELBO update ``(state, batch, key) -> (state, metrics)`` for :func:`vae_xai.train.fit`.
+    """:func:`vae_xai.train.vae_update_fn` with the Gaussian likelihood as default.
 
-    Loss per example: ``reconstruction_nll + beta * KL(q(z|x) || N(0, I))``, batch mean.
-    ``augment(key, images) -> images`` (e.g. random mirror + rotation) runs on device on the
-    batch before the model. If ``state.model_state`` has ``batch_stats``, the model is run
-    with ``train=True, mutable=["batch_stats"]`` (batch statistics; running averages updated
-    and stored back); otherwise with ``train=True`` and no mutable state. Under the sharded
-    jit of :func:`vae_xai.train.jit_step` the BatchNorm statistics are over the global batch.
+    ``beta``, ``variance``, ``augment`` (on-device random mirror + rotation) and
+    ``image_key`` are passed through; BatchNorm statistics are handled there.
     """
-    if likelihood not in ("gaussian", "bernoulli"):
-        raise ValueError(f'likelihood must be "gaussian" or "bernoulli"; got {likelihood!r}')
-
-    def update(state: TrainState, batch: Mapping[str, Any], key: jax.Array):
-        x = jnp.asarray(batch[image_key])
-        k_aug, k_z = jax.random.split(key)
-        if augment is not None:
-            x = augment(k_aug, x)
-        has_bn = "batch_stats" in state.model_state
-
-        def loss_fn(params):
-            if has_bn:
-                variables = {"params": params, "batch_stats": state.model_state["batch_stats"]}
-                out, updates = model.apply(variables, x, k_z, train=True, mutable=["batch_stats"])
-            else:
-                out, updates = model.apply({"params": params}, x, k_z, train=True), {}
-            rec = reconstruction_nll(out["logits"], x, likelihood=likelihood, variance=variance)
-            kl = losses.gaussian_kl(out["mu"], out["logvar"])
-            loss = jnp.mean(rec + beta * kl)
-            aux = {"loss": loss, "recon": jnp.mean(rec), "kl": jnp.mean(kl)}
-            return loss, (aux, updates)
-
-        grads, (aux, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
-        upd, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, upd)
-        model_state = {**state.model_state, **updates}
-        return state.replace(params=params, opt_state=opt_state, model_state=model_state), aux
-
-    return update
+    return vae_update_fn(model, optimizer, likelihood=likelihood, **kwargs)
 
 
 def init_state(

@@ -18,6 +18,7 @@ __all__ = [
     "gaussian_kl",
     "gaussian_nll",
     "permute_dims",
+    "reconstruction_nll",
     "reparameterize",
     "total_correlation",
 ]
@@ -45,6 +46,22 @@ def gaussian_nll(mean: ArrayLike, x: ArrayLike, *, variance: float = 1.0) -> jax
     """Gaussian ``-log p(x | mean, variance)`` up to a constant (scaled SSE), ``(B,)``."""
     diff = jnp.asarray(x) - jnp.asarray(mean)
     return 0.5 * jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=-1) / variance
+
+
+def reconstruction_nll(
+    logits: ArrayLike, x: ArrayLike, *, likelihood: str = "bernoulli", variance: float = 0.5
+) -> jax.Array:
+    """``-log p(x | z)`` per example ``(B,)`` from decoder ``logits`` ``(B, H, W, C)``.
+
+    ``"bernoulli"``: cross-entropy on the logits (continuous targets in [0, 1] allowed);
+    ``"gaussian"``: mean ``sigmoid(logits)`` with fixed ``variance`` (0.5 makes it the plain
+    sum of squared errors, the common "MSE(sum) + KL" VAE).
+    """
+    if likelihood == "bernoulli":
+        return bernoulli_nll(logits, x)
+    if likelihood == "gaussian":
+        return gaussian_nll(jax.nn.sigmoid(jnp.asarray(logits)), x, variance=variance)
+    raise ValueError(f'likelihood must be "bernoulli" or "gaussian"; got {likelihood!r}')
 
 
 def gaussian_kl(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:

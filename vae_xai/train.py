@@ -100,34 +100,54 @@ def vae_update_fn(
     *,
     beta: float = 1.0,
     likelihood: str = "bernoulli",
+    variance: float = 0.5,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     image_key: str = "image",
 ) -> UpdateFn:
-    """ELBO update for a VAE returning ``{"mu", "logvar", "logits"}``.
+    """ELBO update ``(state, batch, key) -> (state, metrics)`` for our VAEs.
 
-    Loss per example: ``-log p(x|z) + beta * KL(q(z|x) || N(0, I))`` with a Bernoulli
-    (``logits``) or unit-variance Gaussian (``logits`` read as the mean) likelihood; the
-    batch mean is minimized with ``optimizer``.
+    The model is called as ``model.apply(variables, x, key, train=True)`` and returns
+    ``{"mu", "logvar", "logits", ...}``. Loss per example:
+    :func:`vae_xai.losses.reconstruction_nll` (``likelihood``, ``variance``) ``+ beta *
+    KL(q(z|x) || N(0, I))``; the batch mean is minimized with ``optimizer``.
+
+    ``augment(key, images) -> images`` (e.g. random mirror + rotation) runs on device on the
+    batch before the model; the step key is then split into an augmentation and a sampling
+    key (without ``augment`` the step key samples ``z`` directly). If ``state.model_state``
+    has ``batch_stats``, the model runs with ``mutable=["batch_stats"]``: normalization uses
+    the batch statistics (over the global batch under the sharded :func:`jit_step`) and the
+    running averages are stored back in ``state.model_state``.
     """
     if likelihood not in ("bernoulli", "gaussian"):
         raise ValueError(f'likelihood must be "bernoulli" or "gaussian"; got {likelihood!r}')
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
-        x = batch[image_key]
+        x = jnp.asarray(batch[image_key])
+        k_z = key
+        if augment is not None:
+            k_aug, k_z = jax.random.split(key)
+            x = augment(k_aug, x)
+        has_bn = "batch_stats" in state.model_state
 
         def loss_fn(params):
-            out = model.apply({"params": params}, x, key)
-            if likelihood == "bernoulli":
-                rec = losses.bernoulli_nll(out["logits"], x)
+            if has_bn:
+                variables = {"params": params, "batch_stats": state.model_state["batch_stats"]}
+                out, updates = model.apply(variables, x, k_z, train=True, mutable=["batch_stats"])
             else:
-                rec = losses.gaussian_nll(out["logits"], x)
+                out, updates = model.apply({"params": params}, x, k_z, train=True), {}
+            rec = losses.reconstruction_nll(
+                out["logits"], x, likelihood=likelihood, variance=variance
+            )
             kl = losses.gaussian_kl(out["mu"], out["logvar"])
             loss = jnp.mean(rec + beta * kl)
-            return loss, {"loss": loss, "recon": jnp.mean(rec), "kl": jnp.mean(kl)}
+            aux = {"loss": loss, "recon": jnp.mean(rec), "kl": jnp.mean(kl)}
+            return loss, (aux, updates)
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return state.replace(params=params, opt_state=opt_state), metrics
+        grads, (aux, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+        upd, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, upd)
+        model_state = {**state.model_state, **updates}
+        return state.replace(params=params, opt_state=opt_state, model_state=model_state), aux
 
     return update
 

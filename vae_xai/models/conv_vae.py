@@ -119,7 +119,11 @@ class ConvVAE(nn.Module):
     def decode(self, z: jax.Array) -> jax.Array:
         return self.decoder(z)
 
-    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> dict[str, Any]:
+    def __call__(
+        self, x: jax.Array, key: jax.Array | None = None, train: bool = False
+    ) -> dict[str, Any]:
+        # ``train`` is accepted (and unused: no BatchNorm/dropout) so that every model in
+        # vae_xai.models has the same call signature for vae_xai.train.vae_update_fn.
         out = self.encode(x)
         mu, logvar = out["mu"], out["logvar"]
         out["z"] = mu if key is None else reparameterize(mu, logvar, key)
