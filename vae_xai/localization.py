@@ -458,7 +458,7 @@ def evaluate_maps(
       ``{name: {"overall": metrics, "per_defect": {group: metrics}}}``.
     """
     labels = np.asarray(labels)
-    normal = labels == 0
+    masks = np.asarray(masks)
     results: dict[str, dict[str, Any]] = {}
     for name, maps in maps_by_name.items():
         maps = np.asarray(maps)
@@ -468,20 +468,28 @@ def evaluate_maps(
             )
         }
         if groups is not None:
-            groups_arr = np.asarray(groups).astype(str)
-            per: dict[str, Any] = {}
-            for g in sorted(set(groups_arr[~normal].tolist())):
-                sel = (groups_arr == g) | normal
-                per[g] = localization_metrics(
-                    maps[sel],
-                    np.asarray(masks)[sel],
-                    labels[sel],
-                    max_fpr=max_fpr,
-                    image_score=image_score,
+            entry["per_defect"] = {
+                g: localization_metrics(
+                    maps[sel], masks[sel], labels[sel], max_fpr=max_fpr, image_score=image_score
                 )
-            entry["per_defect"] = per
+                for g, sel in group_subsets(labels, groups).items()
+            }
         results[name] = entry
     return results
+
+
+def group_subsets(labels: ArrayLike, groups: ArrayLike) -> dict[str, np.ndarray]:
+    """``{group: boolean selector (N,)}``: each anomalous group's images plus all normal ones.
+
+    Groups are the names in ``groups`` of images with ``label != 0``, sorted; a group that
+    names only normal images (e.g. ``"good"``) gets no subset.
+    """
+    labels = np.asarray(labels)
+    groups_arr = np.asarray(groups).astype(str)
+    if groups_arr.shape != labels.shape:
+        raise ValueError(f"groups {groups_arr.shape} and labels {labels.shape} differ in shape")
+    normal = labels == 0
+    return {g: (groups_arr == g) | normal for g in sorted(set(groups_arr[~normal].tolist()))}
 
 
 def latent_detection(
@@ -508,19 +516,15 @@ def latent_detection(
     """
     labels = np.asarray(labels)
     mu, logvar = encoder_statistics(model, variables, test_images, batch_size=batch_size)
-    normal = labels == 0
     out: dict[str, dict[str, Any]] = {}
     for name, (ref_mu, ref_var) in references.items():
         score = np.asarray(latent_kl_score(ref_mu, ref_var)(jnp.asarray(mu), jnp.asarray(logvar)))
         score = score.sum(axis=-1)
         entry: dict[str, Any] = {"overall": _auroc_or_none(score, labels)}
         if groups is not None:
-            groups_arr = np.asarray(groups).astype(str)
             entry["per_defect"] = {
-                g: _auroc_or_none(
-                    score[(groups_arr == g) | normal], labels[(groups_arr == g) | normal]
-                )
-                for g in sorted(set(groups_arr[~normal].tolist()))
+                g: _auroc_or_none(score[sel], labels[sel])
+                for g, sel in group_subsets(labels, groups).items()
             }
         out[f"kl_{name}"] = entry
     return out
