@@ -429,5 +429,10 @@ def test_experiment_configs():
     assert small.num_steps < 1000 and small.eval.factor_vae.num_train < 10_000
     with pytest.raises(ValueError, match="unknown method"):
         get_config("vae")
+    cpu = get_config("ad_factorvae,cpu")
+    assert (cpu.variant, cpu.num_steps, cpu.batch_size) == ("cpu", 5_000, 64)
+    assert cpu.eval.factor_vae.num_train == 10_000  # standard metric sizes
     with pytest.raises(ValueError, match="small"):
         get_config("factorvae,tiny")
+    with pytest.raises(ValueError, match="one of the options"):
+        get_config("factorvae,small,cpu")
