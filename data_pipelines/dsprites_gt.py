@@ -11,6 +11,10 @@ needed, and ``sample_observations_from_factors`` ignores its ``rng``.
 classes uniformly (= a uniform draw over the 737,280 dSprites images) from
 ``fold_in(key(seed), step)`` and renders them in one jitted call, so it is deterministic in
 ``step`` (what :func:`vae_xai.train.fit` needs to resume exactly).
+
+With the official release at hand, :meth:`DSpritesGroundTruth.from_official` scores the
+metrics on the official images instead (each factor combination indexes its row of the
+official array, as disentanglement_lib does); training can stay on the renderer.
 """
 
 from __future__ import annotations
@@ -45,9 +49,37 @@ class DSpritesGroundTruth:
     factor_names: tuple[str, ...] = tuple(dsprites.FACTOR_NAMES)
     factor_sizes: tuple[int, ...] = tuple(dsprites.FACTOR_SIZES)
 
-    def __init__(self, *, channel_axis: bool = True, to_numpy: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        channel_axis: bool = True,
+        to_numpy: bool = False,
+        images: np.ndarray | None = None,
+    ) -> None:
+        """``images``: the official image array ``(737280, 64, 64)`` in release order (row =
+        :func:`data_pipelines.dsprites.flat_index` of the classes), or None to render."""
+        if images is not None:
+            shape = tuple(getattr(images, "shape", ()))
+            if shape != (dsprites.NUM_IMAGES, 64, 64):
+                raise ValueError(
+                    f"images must be the full official array of shape "
+                    f"({dsprites.NUM_IMAGES}, 64, 64) in release order; got {shape}"
+                )
         self.channel_axis = channel_axis
         self.to_numpy = to_numpy
+        self.images = images
+
+    @classmethod
+    def from_official(cls, path: str, **kwargs) -> DSpritesGroundTruth:
+        """Ground truth backed by the official release at ``path`` (``.npz``/``.hdf5`` or
+        its folder), validated to hold all 737,280 rows in release order."""
+        data = dsprites.load_official(path, load_images=True, check_full=True)
+        return cls(images=data.imgs, **kwargs)
+
+    @property
+    def source(self) -> str:
+        """``"renderer"`` or ``"official"``: where observations come from."""
+        return "renderer" if self.images is None else "official"
 
     @property
     def num_factors(self) -> int:
@@ -80,7 +112,14 @@ class DSpritesGroundTruth:
         sizes = np.asarray(self.factor_sizes)
         if f.size and (f.min() < 0 or np.any(f >= sizes)):
             raise ValueError(f"factor classes out of range; sizes are {self.factor_sizes}")
-        images = _render_nhwc(jnp.asarray(f, jnp.int32))
+        if self.images is None:
+            images = _render_nhwc(jnp.asarray(f, jnp.int32))
+        else:
+            rows = dsprites.flat_index(f)
+            order = np.argsort(rows)  # sorted reads: faster on a memory-mapped array
+            picked = np.empty((len(rows), 64, 64), np.float32)
+            picked[order] = np.asarray(self.images[rows[order]], np.float32)
+            images = jnp.asarray(picked[..., None])
         if not self.channel_axis:
             images = images[..., 0]
         return np.asarray(images) if self.to_numpy else images

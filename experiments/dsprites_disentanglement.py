@@ -57,6 +57,13 @@ _COMPARE = flags.DEFINE_string(
     "Workdir of another method's run (same seeds) to show side by side in the attention figure.",
 )
 _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Only train (no metrics / figures).")
+_OFFICIAL = flags.DEFINE_string(
+    "official_dsprites",
+    None,
+    "Path of the official dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz (or its folder): "
+    "score the metrics on the official images instead of our renderer's (training still "
+    "renders). Default: the renderer (no download needed).",
+)
 
 DATA_SEED_OFFSET = 1_000_003  # data stream != the per-step key stream of jit_step
 
@@ -175,10 +182,18 @@ def load_run(workdir: pathlib.Path, seed: int) -> tuple[Any, Any, ml_collections
 
 
 def evaluate(
-    config: ml_collections.ConfigDict, model: Any, vae_params: Any, seed: int
+    config: ml_collections.ConfigDict,
+    model: Any,
+    vae_params: Any,
+    seed: int,
+    gt: DSpritesGroundTruth | None = None,
 ) -> dict[str, Any]:
-    """The three metrics on the encoder mean, plus the mean top-2 attention overlap."""
-    gt = DSpritesGroundTruth()
+    """The three metrics on the encoder mean, plus the mean top-2 attention overlap.
+
+    ``gt`` defaults to the renderer; pass ``DSpritesGroundTruth.from_official(path)`` to
+    score on the official images.
+    """
+    gt = DSpritesGroundTruth() if gt is None else gt
     rep = dis.representation_fn(model, vae_params)
     rng = np.random.default_rng(config.eval.seed_offset + seed)
     out: dict[str, Any] = {}
@@ -199,6 +214,7 @@ def evaluate(
         logging.info("seed %d %s: %s (%.0f s)", seed, name, _short(out[name]), timings[name])
     out["attention_overlap"] = attention_overlap(config, model, vae_params, seed)
     out["eval_wall_s"] = timings
+    out["eval_images"] = gt.source
     return out
 
 
@@ -325,8 +341,13 @@ def run(
     *,
     compare_workdir: str | pathlib.Path | None = None,
     skip_eval: bool = False,
+    official_dsprites: str | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every seed; writes and returns ``results.json``'s content."""
+    """Train and evaluate every seed; writes and returns ``results.json``'s content.
+
+    ``official_dsprites``: path of the official release; when given, the metrics are scored
+    on its images (loaded once, before any training, so a bad path fails fast).
+    """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.json"
@@ -337,6 +358,9 @@ def run(
                 f"{workdir} holds a {saved.get('method')!r} run; this config is "
                 f"{config.method!r}. Use another --workdir."
             )
+    gt = None
+    if official_dsprites and not skip_eval:
+        gt = DSpritesGroundTruth.from_official(official_dsprites)
     config_path.write_text(config.to_json_best_effort(indent=2))
     results_path = workdir / "results.json"
     per_seed: dict[str, dict[str, Any]] = {}
@@ -352,12 +376,16 @@ def run(
             continue
         eval_path = seed_dir / "eval.json"
         previous = json.loads(eval_path.read_text()) if eval_path.exists() else {}
-        if previous.get("step") == step:
-            result = previous  # already evaluated at this step
+        wanted_images = "renderer" if gt is None else gt.source
+        if (
+            previous.get("step") == step
+            and previous.get("eval_images", "renderer") == wanted_images
+        ):
+            result = previous  # already evaluated at this step, on the same images
         else:
             vae_params = vae_params_of(state)
             t = time.time()
-            result = evaluate(config, model, vae_params, seed)
+            result = evaluate(config, model, vae_params, seed, gt)
             result["step"] = step
             result["train_wall_s"] = wall
             save_traversal(seed_dir / "traversal.png", config, model, vae_params)
@@ -398,6 +426,7 @@ def main(argv: Sequence[str]) -> None:
         seeds,
         compare_workdir=_COMPARE.value,
         skip_eval=_SKIP_EVAL.value,
+        official_dsprites=_OFFICIAL.value,
     )
     if out:
         print(json.dumps({"method": out["method"], **out["summary"]}, indent=2))

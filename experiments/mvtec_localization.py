@@ -95,29 +95,16 @@ def run(
         max_rotation_deg=a.max_rotation_deg,
         right_angles=a.right_angles,
     )
-    # config.train holds exactly train_one_class's keyword arguments
-    state, train_info = localization.train_one_class(
+    train_info, evaluation = localization.train_and_evaluate(
         model,
-        train["image"],
-        workdir=workdir,
-        augment=augment,
-        seed=config.seed,
-        progress=progress,
-        **config.train.to_dict(),
-    )
-    evaluation, _ = localization.evaluate_one_class(
-        model,
-        localization.variables_of(state),
+        config,
         train_images=train["image"],
-        test_images=test["image"],
-        masks=test["mask"],
-        labels=test["label"],
-        groups=test["defect"],
+        test=test,
+        workdir=workdir,
         dense_after=functools.partial(dense_after, head=config.model.head),
-        seed=config.seed,
-        figure_dir=workdir / "figures",
-        title=f"{category} ({config.variant}, {train_info['steps']} steps)",
-        **localization.eval_kwargs(config.eval),
+        augment=augment,
+        title=f"{category} ({config.variant})",
+        progress=progress,
     )
     results = {
         "category": category,

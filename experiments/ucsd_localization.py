@@ -79,28 +79,15 @@ def run(
     load_s = time.perf_counter() - t0
 
     model = build_model(config)
-    # config.train holds exactly train_one_class's keyword arguments
-    state, train_info = localization.train_one_class(
+    train_info, evaluation = localization.train_and_evaluate(
         model,
-        train["image"],
-        workdir=workdir,
-        seed=config.seed,
-        progress=progress,
-        **config.train.to_dict(),
-    )
-    evaluation, _ = localization.evaluate_one_class(
-        model,
-        localization.variables_of(state),
+        config,
         train_images=train["image"],
-        test_images=test["image"],
-        masks=test["mask"],
-        labels=test["label"],
-        groups=None,
+        test={k: test[k] for k in ("image", "mask", "label")},
+        workdir=workdir,
         dense_after=dense_after,
-        seed=config.seed,
-        figure_dir=workdir / "figures",
-        title=f"UCSD Ped1 ({config.variant}, {train_info['steps']} steps)",
-        **localization.eval_kwargs(config.eval),
+        title=f"UCSD Ped1 ({config.variant})",
+        progress=progress,
     )
     results = {
         "dataset": "UCSD Ped1",

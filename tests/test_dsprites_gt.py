@@ -100,3 +100,37 @@ def test_factor_vae_metric_on_ideal_representation(gt):
     # orientation votes cannot be (about 0.6 expected; a misaligned wiring gives ~0.2-0.4)
     assert score["num_active_dims"] == 3
     assert score["eval_accuracy"] >= 0.5
+
+
+def test_official_array_is_indexed_by_flat_index(tmp_path):
+    """With the official array, observations are its rows at the release's flat index.
+
+    A full-size (737,280 x 64 x 64) memory map in ``tmp_path`` is a sparse file (8 KiB on
+    disk); a few rows get distinct, hand-placed contents.
+    """
+    images = np.memmap(tmp_path / "imgs.u8", np.uint8, "w+", shape=(dsprites.NUM_IMAGES, 64, 64))
+    f = np.array([[0, 0, 0, 0, 0], [2, 5, 39, 31, 31], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0]])
+    # row = classes . bases of (color, shape, scale, orientation, posX, posY), by hand
+    bases = [737280, 245760, 40960, 1024, 32, 1]
+    rows = [sum(b * c for b, c in zip(bases, [0, *r], strict=True)) for r in f]
+    assert rows[1] == 2 * 245760 + 5 * 40960 + 39 * 1024 + 31 * 32 + 31
+    for k, r in enumerate(rows[:3]):
+        images[r, k, : k + 1] = 1  # row k of the image, k + 1 pixels
+    gt = DSpritesGroundTruth(images=images)
+    assert gt.source == "official" and DSpritesGroundTruth().source == "renderer"
+    obs = np.asarray(gt.sample_observations_from_factors(f))
+    assert obs.shape == (4, 64, 64, 1) and obs.dtype == np.float32
+    for k in range(3):
+        want = np.zeros((64, 64), np.float32)
+        want[k, : k + 1] = 1
+        np.testing.assert_array_equal(obs[k, ..., 0], want)
+    np.testing.assert_array_equal(obs[3], obs[0])  # repeated combination, unsorted order
+    with pytest.raises(ValueError, match="out of range"):
+        gt.sample_observations_from_factors(np.array([[3, 0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"full official array.*\(10, 64, 64\)"):
+        DSpritesGroundTruth(images=np.zeros((10, 64, 64), np.uint8))
+
+
+def test_from_official_missing_file_fails_fast(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dsprites"):
+        DSpritesGroundTruth.from_official(str(tmp_path / "nope.npz"))

@@ -91,3 +91,56 @@ def test_mnist_attention_end_to_end(tmp_path, data_dir):
     }
     assert all(0.0 <= v <= 1.0 for v in aurocs.values())
     assert (tmp_path / "digit_1" / "figure.png").stat().st_size > 1000
+
+
+def _tiny_dsprites_config(method: str):
+    from experiments.configs.dsprites_disentanglement import get_config
+
+    c = get_config(f"{method},small")
+    c.num_steps, c.batch_size, c.checkpoint_every, c.log_every = 2, 8, 1, 1
+    c.disc.hidden, c.disc.num_layers = 16, 2
+    c.eval.factor_vae = dict(batch_size=8, num_train=20, num_eval=10, num_variance_estimate=64)
+    c.eval.beta_vae = dict(batch_size=8, num_train=20, num_eval=10)
+    c.eval.mig = dict(num_train=64, batch_size=32)
+    c.eval.overlap_batch = 8
+    c.figure.num_inputs = 2
+    c.figure.traversal_steps = 3
+    return c
+
+
+@pytest.mark.slow
+def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
+    from experiments import dsprites_disentanglement as dd
+
+    fv = dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "fv", [0])
+    out = dd.run(
+        _tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0], compare_workdir=tmp_path / "fv"
+    )
+    assert fv["method"] == "factorvae" and out["method"] == "ad_factorvae"
+    seed = out["seeds"]["0"]
+    assert seed["step"] == 2 and seed["eval_images"] == "renderer"
+    for metric, key in [("factor_vae", "eval_accuracy"), ("beta_vae", "eval_accuracy")]:
+        assert 0.0 <= seed[metric][key] <= 1.0
+    assert 0.0 <= seed["mig"]["discrete_mig"] <= 1.0
+    assert 0.0 <= seed["attention_overlap"]["mean"] <= 1.0
+    assert out["summary"]["factor_vae_score"]["values"] == [seed["factor_vae"]["eval_accuracy"]]
+    for name in ("eval.json", "traversal.png", "attention_pairs.png"):
+        assert (tmp_path / "ad" / "seed_0" / name).stat().st_size > 0, name
+    on_disk = json.loads((tmp_path / "ad" / "results.json").read_text())
+    assert on_disk == out
+
+    # a second call resumes: no training, and the evaluation at this step is reused
+    log = (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text()
+    again = dd.run(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0])
+    assert again["seeds"]["0"] == seed
+    assert (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text() == log
+
+    # another method in the same workdir, and a missing official array, fail before training
+    with pytest.raises(ValueError, match="holds a 'ad_factorvae' run"):
+        dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "ad", [0])
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        dd.run(
+            _tiny_dsprites_config("factorvae"), tmp_path / "x", [0],
+            official_dsprites=str(tmp_path / "nope.npz"),
+        )  # fmt: skip
+    assert not (tmp_path / "x" / "seed_0").exists()

@@ -92,6 +92,7 @@ __all__ = [
     "save_overlays",
     "save_roc_figure",
     "summary_table",
+    "train_and_evaluate",
     "train_one_class",
     "variables_of",
 ]
@@ -800,6 +801,55 @@ def eval_kwargs(eval_config: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown eval config keys: {sorted(unknown)}")
     return out
+
+
+def train_and_evaluate(
+    model: Any,
+    config: Any,
+    *,
+    train_images: ArrayLike,
+    test: Mapping[str, ArrayLike],
+    workdir: str | pathlib.Path,
+    dense_after: Callable[[str], str | None] = lambda layer: None,
+    augment: AugmentFn | None = None,
+    title: str | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What every one-class launcher does: train (or resume) on ``train_images``, evaluate.
+
+    ``config`` is an experiment config with ``seed``, ``train`` (exactly the keyword
+    arguments of :func:`train_one_class`) and ``eval`` (read by :func:`eval_kwargs`).
+    ``test`` holds ``"image"``, ``"mask"``, ``"label"`` and optionally ``"defect"`` (the
+    per-image group for per-defect metrics). Figures go to ``workdir/figures``.
+
+    Returns:
+      ``(train_info, evaluation)`` from :func:`train_one_class` and
+      :func:`evaluate_one_class`.
+    """
+    state, train_info = train_one_class(
+        model,
+        train_images,
+        workdir=workdir,
+        augment=augment,
+        seed=config.seed,
+        progress=progress,
+        **(config.train.to_dict() if hasattr(config.train, "to_dict") else dict(config.train)),
+    )
+    evaluation, _ = evaluate_one_class(
+        model,
+        variables_of(state),
+        train_images=train_images,
+        test_images=test["image"],
+        masks=test["mask"],
+        labels=test["label"],
+        groups=test.get("defect"),
+        dense_after=dense_after,
+        seed=config.seed,
+        figure_dir=pathlib.Path(workdir) / "figures",
+        title=None if title is None else f"{title}, {train_info['steps']} steps",
+        **eval_kwargs(config.eval),
+    )
+    return train_info, evaluation
 
 
 def summary_table(

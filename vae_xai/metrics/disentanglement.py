@@ -271,7 +271,7 @@ def _factor_vae_votes(
     ``_generate_training_sample``: pick a factor uniformly, sample ``batch_size`` factor
     vectors, set that factor to the first vector's value in all of them, represent, and vote
     for the active dimension with the smallest ``var(z_d, ddof=1) / global_var_d`` (the
-    variance of the representation divided by its global standard deviation).
+    variance of the representation within the batch divided by its global variance).
     """
     num_factors = _num_factors(gt)
     dim = global_variances.shape[0]
