@@ -154,6 +154,22 @@ def test_center_prior_maps():
     np.testing.assert_array_equal(maps[0], maps[1])
 
 
+def test_intensity_maps_and_baseline_names():
+    images = np.zeros((2, 3, 4, 3), np.float32)
+    images[1, 2, 3] = [0.3, 0.6, 0.9]
+    maps = loc.intensity_maps(images)
+    assert maps.shape == (2, 3, 4) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps[1, 2, 3], 0.6, rtol=1e-6)
+    assert maps.sum() == pytest.approx(0.6)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        loc.intensity_maps(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="unknown baseline map 'ink'"):
+        loc.evaluate_one_class(
+            None, {}, train_images=images, test_images=images, masks=np.zeros((2, 3, 4)),
+            labels=np.zeros(2), layers=(), baselines=("ink",),
+        )  # fmt: skip
+
+
 def test_latent_detection_matches_sklearn():
     import jax
 

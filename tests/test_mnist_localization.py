@@ -265,7 +265,7 @@ def test_end_to_end_and_resume(tmp_path):
     results = mnist_localization.run(config, data_dir=data, workdir=workdir, progress=False)
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["metrics"] == results["metrics"]
-    names = {"recon", "center_prior"} | {
+    names = {"recon", "center_prior", "intensity"} | {
         f"attention{c}_{r}_{layer}"
         for c in ("", "_kl")
         for r in ("prior", "empirical")

@@ -64,6 +64,7 @@ ANOMALY_CRITERIA = ("difference", "kl")
 RESULT_NAMES_NOTE = (
     "recon = per-pixel squared reconstruction error at z=mu (summed over channels); "
     "center_prior = a model-free map, minus the distance to the image centre (a floor); "
+    "intensity (where computed) = another model-free map, the input's mean over channels; "
     "attention_<ref>_<layer> = anomaly attention (paper Eq. 5, sampled difference score) with "
     "the N(0,1) prior or the empirical training statistics as reference; "
     "attention_kl_<ref>_<layer> = the same maps with each latent's KL divergence from the "
@@ -83,6 +84,7 @@ __all__ = [
     "epoch_batch_fn",
     "evaluate_maps",
     "image_scores",
+    "intensity_maps",
     "init_state",
     "localization_metrics",
     "one_class_update_fn",
@@ -306,6 +308,22 @@ def center_prior_maps(shape: tuple[int, int, int]) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     dist = np.sqrt(np.square(yy - (h - 1) / 2) + np.square(xx - (w - 1) / 2))
     return np.broadcast_to(-dist, (n, h, w)).copy()
+
+
+def intensity_maps(images: ArrayLike) -> np.ndarray:
+    """A model-free baseline map ``(N, H, W)``: the input itself, averaged over channels.
+
+    Grad-CAM maps are weighted sums of feature activations, so they are large wherever the
+    features fire -- on MNIST, wherever there is ink. This map scores "brighter is more
+    anomalous"; an attention map that does not beat it localizes no better than the ink does.
+    """
+    return _check_images(images).mean(axis=-1)
+
+
+BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "center_prior": lambda images: center_prior_maps(images.shape[:3]),
+    "intensity": intensity_maps,
+}
 
 
 def anomaly_attention_maps(
@@ -701,7 +719,7 @@ def evaluate_one_class(
     overlay_layer: str | None = None,
     overlays_per_group: int = 4,
     title: str | None = None,
-    center_baseline: bool = True,
+    baselines: Sequence[str] = ("center_prior",),
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Reconstruction-error and anomaly-attention maps on a test set, their metrics, figures.
 
@@ -709,10 +727,11 @@ def evaluate_one_class(
     ``"attention_<ref>_<layer>"`` (``"attention_kl_<ref>_<layer>"`` for the ``"kl"``
     criterion) for each criterion in ``criteria``, reference in ``references`` (``"prior"``,
     ``"empirical"``, see :func:`reference_sets`) and encoder layer in ``layers``.
-    Attention noise comes from ``jax.random.key(seed)``. With ``center_baseline`` the
-    model-free :func:`center_prior_maps` (``"center_prior"``) is scored too, to calibrate
-    the numbers: on object categories whose defects lie on a centred object it is far above
-    chance.
+    Attention noise comes from ``jax.random.key(seed)``. The model-free ``baselines``
+    (names in :data:`BASELINES`: ``"center_prior"``, :func:`center_prior_maps`, and
+    ``"intensity"``, :func:`intensity_maps`) are scored too, to calibrate the numbers: on
+    object categories whose defects lie on a centred object the centre prior is far above
+    chance, and Grad-CAM maps follow feature activity, which on MNIST is the ink.
 
     With ``figure_dir`` set, writes ``roc.png`` (pooled pixel ROC of every map type) and one
     ``overlay_<group>.png`` per group (``groups``, or normal/anomalous from ``labels``) with
@@ -725,12 +744,15 @@ def evaluate_one_class(
       ``maps`` the ``(N, H, W)`` maps by name.
     """
     t0 = time.perf_counter()
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline map {unknown[0]!r}; choose from {sorted(BASELINES)}")
     test_images = _check_images(test_images)
     maps = {
         "recon": reconstruction_error_maps(model, variables, test_images, batch_size=batch_size)
     }
-    if center_baseline:
-        maps["center_prior"] = center_prior_maps(test_images.shape[:3])
+    for name in baselines:
+        maps[name] = BASELINES[name](test_images)
     refs = reference_sets(model, variables, train_images, references, batch_size=batch_size)
     maps.update(
         attention_maps_for_layers(
@@ -784,12 +806,13 @@ def evaluate_one_class(
 def eval_kwargs(eval_config: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`evaluate_one_class` keyword arguments from an experiment's ``config.eval``.
 
-    Reads ``layers``, ``references``, ``criteria``, ``sample``, ``num_samples``,
+    Reads ``layers``, ``references``, ``criteria``, ``baselines``, ``sample``, ``num_samples``,
     ``batch_size``, ``max_fpr``, ``image_score``, ``overlay_layer`` (ignored unless it is one
     of ``layers``) and ``overlays_per_group``; a missing key keeps the function's default.
     """
     e = dict(eval_config)
-    out: dict[str, Any] = {k: tuple(e[k]) for k in ("layers", "references", "criteria") if k in e}
+    keys = ("layers", "references", "criteria", "baselines")
+    out: dict[str, Any] = {k: tuple(e[k]) for k in keys if k in e}
     for k in ("sample", "num_samples", "batch_size", "max_fpr", "image_score"):
         if k in e:
             out[k] = e[k]

@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             layers=("conv1", "conv2"),
             references=("prior", "empirical"),
             criteria=("difference", "kl"),
+            baselines=("center_prior", "intensity"),
             sample=True,
             num_samples=1,
             batch_size=250,
