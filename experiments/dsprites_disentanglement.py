@@ -311,6 +311,15 @@ def save_attention_pairs(path: pathlib.Path, runs: Sequence[tuple[str, Any, Any,
     )
 
 
+def save_pairs_figure(seed_dir, config, model, vae_params, seed: int, compare_workdir) -> None:
+    """``seed_dir/attention_pairs.png``: this run, and ``compare_workdir``'s same seed."""
+    runs = [(config.method, config, model, vae_params)]
+    if compare_workdir is not None:
+        other = load_run(pathlib.Path(compare_workdir), seed)
+        runs.append((other[2].method, other[2], other[0], other[1]))
+    save_attention_pairs(seed_dir / "attention_pairs.png", runs)
+
+
 # ------------------------------------------------------------------------------ summary
 
 
@@ -389,13 +398,12 @@ def run(
             result["step"] = step
             result["train_wall_s"] = wall
             save_traversal(seed_dir / "traversal.png", config, model, vae_params)
-            runs = [(config.method, config, model, vae_params)]
-            if compare_workdir is not None:
-                other = load_run(pathlib.Path(compare_workdir), seed)
-                runs.append((other[2].method, other[2], other[0], other[1]))
-            save_attention_pairs(seed_dir / "attention_pairs.png", runs)
+            save_pairs_figure(seed_dir, config, model, vae_params, seed, compare_workdir)
             result["total_eval_wall_s"] = time.time() - t
             eval_path.write_text(json.dumps(result, indent=2))
+        if result is previous and compare_workdir is not None:
+            # metrics reused; a comparison asked for now still gets its Figure 8 panel
+            save_pairs_figure(seed_dir, config, model, vae_params_of(state), seed, compare_workdir)
         per_seed[str(seed)] = result
         summary = {
             "method": config.method,

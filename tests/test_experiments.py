@@ -134,6 +134,12 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     again = dd.run(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0])
     assert again["seeds"]["0"] == seed
     assert (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text() == log
+    # ... and a comparison asked for later still redraws the Figure 8 panel
+    pairs = tmp_path / "ad" / "seed_0" / "attention_pairs.png"
+    pairs.unlink()
+    fv_dir = tmp_path / "fv"
+    dd.run(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0], compare_workdir=fv_dir)
+    assert pairs.stat().st_size > 0
 
     # another method in the same workdir, and a missing official array, fail before training
     with pytest.raises(ValueError, match="holds a 'ad_factorvae' run"):
