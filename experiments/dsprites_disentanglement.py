@@ -311,7 +311,14 @@ def save_attention_pairs(path: pathlib.Path, runs: Sequence[tuple[str, Any, Any,
     )
 
 
-def save_pairs_figure(seed_dir, config, model, vae_params, seed: int, compare_workdir) -> None:
+def save_pairs_figure(
+    seed_dir: pathlib.Path,
+    config: ml_collections.ConfigDict,
+    model: Any,
+    vae_params: Any,
+    seed: int,
+    compare_workdir: str | pathlib.Path | None,
+) -> None:
     """``seed_dir/attention_pairs.png``: this run, and ``compare_workdir``'s same seed."""
     runs = [(config.method, config, model, vae_params)]
     if compare_workdir is not None:
