@@ -374,9 +374,10 @@ def run(
                 f"{workdir} holds a {saved.get('method')!r} run; this config is "
                 f"{config.method!r}. Use another --workdir."
             )
-    gt = None
     if official_dsprites and not skip_eval:
         gt = DSpritesGroundTruth.from_official(official_dsprites)
+    else:
+        gt = DSpritesGroundTruth()
     config_path.write_text(config.to_json_best_effort(indent=2))
     results_path = workdir / "results.json"
     per_seed: dict[str, dict[str, Any]] = {}
@@ -392,11 +393,7 @@ def run(
             continue
         eval_path = seed_dir / "eval.json"
         previous = json.loads(eval_path.read_text()) if eval_path.exists() else {}
-        wanted_images = "renderer" if gt is None else gt.source
-        if (
-            previous.get("step") == step
-            and previous.get("eval_images", "renderer") == wanted_images
-        ):
+        if previous.get("step") == step and previous.get("eval_images", "renderer") == gt.source:
             result = previous  # already evaluated at this step, on the same images
         else:
             vae_params = vae_params_of(state)

@@ -12,9 +12,9 @@ on the training images of ``config.normal_digit`` (no augmentation), takes the f
 anomaly kind (``"square"``: a filled 7x7 square of ink; ``"erase"``: a 7x7 square set to 0;
 :func:`data_pipelines.synthetic_anomaly.paste_squares`), and pastes that kind into
 ``anomaly.fraction`` of its chunk (seed ``config.seed + k`` for the ``k``-th kind). The
-untouched images of every chunk are the "good" test images, each appearing once. It then
-scores the reconstruction-error map, the model-free centre baseline and the anomaly attention
-(Eq. 5, and the per-latent KL score) at conv1/conv2 with the prior and the empirical
+untouched images of every chunk are the "good" test images, each appearing once. It then scores
+the reconstruction-error map, the model-free centre and intensity maps and the anomaly
+attention (Eq. 5, and the per-latent KL score) at conv1/conv2 with the prior and the empirical
 reference, exactly as :mod:`experiments.mvtec_localization` does: pooled pixel AUROC, best IoU,
 AUPRO and image AUROC, overall and per anomaly kind (a kind's images plus all good ones).
 
@@ -25,7 +25,6 @@ kind) and prints the summary table. Data: the four MNIST IDX files
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 from typing import Any
@@ -155,7 +154,7 @@ def run(
             "good images."
         ),
     }
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    localization.save_results(workdir, results)
     return results
 
 
@@ -171,8 +170,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (checkpoints, results.json, figures)")
     results = run(FLAGS.config, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir)
-    print(localization.summary_table(results["metrics"], results["latent_detection"]))
-    print(f"results: {pathlib.Path(FLAGS.workdir) / 'results.json'}")
+    localization.print_report(results, FLAGS.workdir)
 
 
 if __name__ == "__main__":

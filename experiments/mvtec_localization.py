@@ -19,7 +19,6 @@ overlays per defect type). The dataset is read from files you already have (see
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 import time
 from typing import Any
@@ -123,7 +122,7 @@ def run(
             "encoder trained from scratch (no pretrained weights)."
         ),
     }
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    localization.save_results(workdir, results)
     return results
 
 
@@ -145,8 +144,7 @@ def main(argv: list[str]) -> None:
     results = run(
         FLAGS.config, category=FLAGS.category, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir
     )
-    print(localization.summary_table(results["metrics"], results["latent_detection"]))
-    print(f"results: {pathlib.Path(FLAGS.workdir) / 'results.json'}")
+    localization.print_report(results, FLAGS.workdir)
 
 
 if __name__ == "__main__":

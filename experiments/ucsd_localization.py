@@ -21,7 +21,6 @@ ROC curves and overlays (normal / anomalous frames) in ``workdir/figures/``.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 from typing import Any
@@ -107,7 +106,7 @@ def run(
             "image_auroc is frame-level, from the frame labels."
         ),
     }
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    localization.save_results(workdir, results)
     return results
 
 
@@ -123,8 +122,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (checkpoints, results.json, figures)")
     results = run(FLAGS.config, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir)
-    print(localization.summary_table(results["metrics"], results["latent_detection"]))
-    print(f"results: {pathlib.Path(FLAGS.workdir) / 'results.json'}")
+    localization.print_report(results, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -88,10 +88,12 @@ __all__ = [
     "init_state",
     "localization_metrics",
     "one_class_update_fn",
+    "print_report",
     "reconstruction_error_maps",
     "reconstruction_nll",
     "reference_sets",
     "save_overlays",
+    "save_results",
     "save_roc_figure",
     "summary_table",
     "train_and_evaluate",
@@ -873,6 +875,19 @@ def train_and_evaluate(
         **eval_kwargs(config.eval),
     )
     return train_info, evaluation
+
+
+def save_results(workdir: str | pathlib.Path, results: Mapping[str, Any]) -> pathlib.Path:
+    """Write a launcher's results to ``workdir/results.json`` (non-JSON values as strings)."""
+    path = pathlib.Path(workdir) / "results.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    return path
+
+
+def print_report(results: Mapping[str, Any], workdir: str | pathlib.Path) -> None:
+    """Print a one-class launcher's :func:`summary_table` and where its results.json is."""
+    print(summary_table(results["metrics"], results["latent_detection"]))
+    print(f"results: {pathlib.Path(workdir) / 'results.json'}")
 
 
 def summary_table(
