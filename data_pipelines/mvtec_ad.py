@@ -25,11 +25,17 @@ Preprocessing
 * ``channels=3`` (default) converts single-channel categories (grid, screw, zipper ship
   8-bit grayscale PNGs) to RGB by replicating the gray level; ``channels=1`` converts RGB
   categories to luminance (ITU-R 601-2, Pillow's ``convert("L")``).
-* Masks are binarized at full resolution (``> 127``), resized as a float image with
-  Pillow's (antialiased) bilinear filter -- giving the covered fraction of each output
-  pixel -- and thresholded at ``>= 0.5``. A defect far smaller than an output pixel can
-  therefore vanish at small sizes. Good test images get all-zero masks (the official
-  release has no mask files for them).
+* Masks may use any binary encoding -- 0/255 (the official release), 0/1, bool (mode
+  ``"1"``), a two-colour palette, 16-bit: every pixel is 0 (background) or one single
+  non-zero value (defect), judged on the gray level (palette colours are converted).
+  A mask with more values raises ``ValueError`` naming the file and the values found,
+  and a defect image whose mask has no defect pixel raises ``ValueError`` naming both
+  files (``allow_empty_masks=True`` loads it anyway). The binary mask is resized at
+  full resolution as a float image with Pillow's (antialiased) bilinear filter --
+  giving the covered fraction of each output pixel -- and thresholded at ``>= 0.5``. A
+  defect far smaller than an output pixel can therefore vanish at small sizes (that is
+  not an error). Good test images get all-zero masks (the official release has no mask
+  files for them).
 * The returned images are ``uint8 / 255`` as float32; cached arrays are stored as uint8,
   so a cache hit returns bit-identical arrays.
 
@@ -38,10 +44,11 @@ Cache
 With ``cache_dir`` set, :func:`load_split` stores the preprocessed uint8 arrays in
 ``<cache_dir>/mvtec_<category>_<split>_<H>x<W>_c<channels>_<resample>.npz`` together with
 a fingerprint of the source files (relative paths, byte sizes, mtimes) and of the
-preprocessing (format version, Pillow version). A later call with the same settings lists
-and stats the files but decodes nothing when the fingerprint matches; a stale, truncated
-or otherwise unreadable cache file is rebuilt. Files are written to a temporary name in
-the same folder and renamed into place, so a killed run never leaves a corrupt cache.
+preprocessing (format version, Pillow version, mask rules). A later call with the same
+settings lists and stats the files but decodes nothing when the fingerprint matches; a
+stale, truncated or otherwise unreadable cache file is rebuilt. Files are written to a
+temporary name in the same folder and renamed into place, so a killed run never leaves a
+corrupt cache.
 
 CLI (preprocess once, e.g. to carry 256x256 arrays to an accelerator machine)::
 
@@ -199,20 +206,64 @@ def resize_image(
     return np.asarray(im, dtype=np.uint8)
 
 
-def binarize_and_resize_mask(im: Image.Image, size_hw: tuple[int, int]) -> np.ndarray:
-    """Binarize a mask (``> 127``) and resize it to ``(H, W)``.
+_WIDE_MASK_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
-    The binary mask is resized as a float image with Pillow's bilinear filter (antialiased,
-    so each output value is roughly the covered fraction of the output pixel) and
-    thresholded at ``>= 0.5``. Returns uint8 ``(H, W)`` in {0, 1}.
+
+def _format_values(values: np.ndarray) -> str:
+    listed = [int(v) if float(v).is_integer() else float(v) for v in values.tolist()]
+    if len(listed) <= 8:
+        return f"values {listed}"
+    return f"{len(listed)} distinct values [{listed[0]}, {listed[1]}, ..., {listed[-1]}]"
+
+
+def mask_foreground(im: Image.Image, path: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Defect pixels of a binary mask in any encoding, bool ``(H, W)`` at full resolution.
+
+    A binary mask has at most two gray levels, 0 (background) and one non-zero value
+    (defect): 0/255 (MVTec-AD, UCSD), 0/1, bool (mode ``"1"``), a two-colour palette whose
+    background is black, or 16-bit. Colour and palette masks are judged on their gray level
+    (Pillow's ``convert("L")``); 16-bit and float masks on their raw values.
+
+    Raises:
+      ValueError: the mask has two or more distinct non-zero values (e.g. a JPEG-compressed
+        or antialiased mask); the message names ``path`` and the values found.
+    """
+    if im.mode in _WIDE_MASK_MODES:
+        arr = np.asarray(im)
+        values = np.unique(arr)
+    else:
+        arr = np.asarray(im.convert("L"), dtype=np.uint8)
+        values = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    if np.count_nonzero(values) > 1:
+        raise ValueError(
+            f"mask {path if path is not None else '<image>'} is not binary: found "
+            f"{_format_values(values)}; expected 0 for background and one other value for "
+            "the defect (e.g. 0/255, 0/1, bool or a two-colour palette)"
+        )
+    return arr != 0
+
+
+def resize_binary_mask(binary: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize a bool/0-1 mask ``(h, w)`` to ``(H, W)``; uint8 in {0, 1}.
+
+    The mask is resized as a float image with Pillow's bilinear filter (antialiased, so each
+    output value is roughly the covered fraction of the output pixel) and thresholded at
+    ``>= 0.5``.
     """
     h, w = size_hw
-    binary = np.asarray(im.convert("L"), dtype=np.uint8) > 127
+    binary = np.asarray(binary, dtype=bool)
     if binary.shape == (h, w):
         return binary.astype(np.uint8)
     f = Image.fromarray(binary.astype(np.float32), mode="F")
     resized = np.asarray(f.resize((w, h), resample=Image.Resampling.BILINEAR), dtype=np.float32)
     return (resized >= 0.5).astype(np.uint8)
+
+
+def binarize_and_resize_mask(
+    im: Image.Image, size_hw: tuple[int, int], *, path: str | os.PathLike[str] | None = None
+) -> np.ndarray:
+    """:func:`mask_foreground` then :func:`resize_binary_mask`: uint8 ``(H, W)`` in {0, 1}."""
+    return resize_binary_mask(mask_foreground(im, path), size_hw)
 
 
 # ----------------------------------------------------------------------------- listing
@@ -328,7 +379,11 @@ def _fingerprint(examples: Sequence[Example], params: Mapping[str, object]) -> s
 
 
 def _process_example(
-    ex: Example, size_hw: tuple[int, int], channels: int, resample: str
+    ex: Example,
+    size_hw: tuple[int, int],
+    channels: int,
+    resample: str,
+    allow_empty_masks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     im = _read_image(ex.image_path)
     orig_size = im.size
@@ -343,7 +398,14 @@ def _process_example(
             f"size mismatch: image {ex.image_path} is {orig_size[0]}x{orig_size[1]} (WxH) but "
             f"its mask {ex.mask_path} is {m.size[0]}x{m.size[1]}"
         )
-    return arr, binarize_and_resize_mask(m, size_hw)
+    binary = mask_foreground(m, ex.mask_path)
+    if ex.label and not allow_empty_masks and not binary.any():
+        raise ValueError(
+            f"anomalous test image {ex.image_path} has an empty mask: {ex.mask_path} has no "
+            "defect pixel (all 0); fix the mask, or pass allow_empty_masks=True to load it "
+            "as an anomalous image without defect pixels"
+        )
+    return arr, resize_binary_mask(binary, size_hw)
 
 
 def run_indexed(
@@ -388,13 +450,16 @@ def _decode_all(
     num_workers: int | None,
     progress: bool,
     desc: str,
+    allow_empty_masks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     n = len(examples)
     images = np.empty((n, *size_hw, channels), dtype=np.uint8)
     masks = np.empty((n, *size_hw), dtype=np.uint8)
 
     def work(i: int) -> None:
-        images[i], masks[i] = _process_example(examples[i], size_hw, channels, resample)
+        images[i], masks[i] = _process_example(
+            examples[i], size_hw, channels, resample, allow_empty_masks
+        )
 
     run_indexed(work, n, num_workers=num_workers, progress=progress, desc=desc, unit="img")
     return images, masks
@@ -478,6 +543,7 @@ def load_split(
     cache_dir: str | os.PathLike[str] | None = None,
     num_workers: int | None = None,
     progress: bool = False,
+    allow_empty_masks: bool = False,
 ) -> dict[str, np.ndarray]:
     """Load a whole MVTec-AD split as arrays (for evaluation, or to batch for training).
 
@@ -491,6 +557,9 @@ def load_split(
       cache_dir: if set, read/write the preprocessed arrays there (see module docstring).
       num_workers: decoding threads (default ``min(8, cpu_count)``).
       progress: show a tqdm progress bar while decoding.
+      allow_empty_masks: load a defect image whose mask has no defect pixel (by default
+        that is an error naming the files: the image would count as anomalous with no
+        pixel to localize).
 
     Returns:
       dict with N examples, S = image size:
@@ -504,7 +573,8 @@ def load_split(
 
     Raises:
       FileNotFoundError, ValueError, CorruptFileError: layout problems, empty splits,
-        image/mask size mismatch, unreadable files; each message names the path.
+        image/mask size mismatch, unreadable files, a mask that is not binary, a defect
+        image with an empty mask; each message names the path.
     """
     size_hw = _size_hw(image_size)
     if channels not in (1, 3):
@@ -520,6 +590,8 @@ def load_split(
         "size_hw": list(size_hw),
         "channels": channels,
         "resample": resample,
+        "masks": "nonzero",  # mask decoding: any binary encoding, foreground = non-zero
+        "allow_empty_masks": bool(allow_empty_masks),
     }
     fingerprint = _fingerprint(examples, params)
 
@@ -538,7 +610,14 @@ def load_split(
                     return _finalize(arrays)
 
     images, masks = _decode_all(
-        examples, size_hw, channels, resample, num_workers, progress, f"{category}/{split}"
+        examples,
+        size_hw,
+        channels,
+        resample,
+        num_workers,
+        progress,
+        f"{category}/{split}",
+        allow_empty_masks,
     )
     arrays = {
         "image": images,

@@ -12,6 +12,36 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+MASK_ENCODINGS: tuple[str, ...] = ("0/255", "0/1", "bool", "palette", "16bit", "rgb")
+
+
+def save_mask(path: pathlib.Path, foreground: np.ndarray, encoding: str = "0/255") -> None:
+    """Write a binary mask (``foreground``: bool ``(H, W)``) in one of :data:`MASK_ENCODINGS`.
+
+    ``"0/255"`` 8-bit gray as released; ``"0/1"`` 8-bit gray with 1 for the defect;
+    ``"bool"`` Pillow mode ``"1"``; ``"palette"`` mode ``"P"`` with indices 0/1 and a
+    VOC-style palette (black, dark red: gray levels 0 and 38); ``"16bit"`` ``I;16`` with
+    0/65535 (PNG only); ``"rgb"`` black/white RGB.
+    """
+    fg = np.asarray(foreground, dtype=bool)
+    if encoding == "0/255":
+        im = Image.fromarray(fg.astype(np.uint8) * 255, mode="L")
+    elif encoding == "0/1":
+        im = Image.fromarray(fg.astype(np.uint8), mode="L")
+    elif encoding == "bool":
+        im = Image.fromarray(fg)
+    elif encoding == "palette":
+        im = Image.fromarray(fg.astype(np.uint8), mode="P")
+        im.putpalette([0, 0, 0, 128, 0, 0])
+    elif encoding == "16bit":
+        im = Image.fromarray(fg.astype(np.uint16) * 65535)
+    elif encoding == "rgb":
+        im = Image.fromarray(np.repeat(fg[..., None], 3, axis=-1).astype(np.uint8) * 255, "RGB")
+    else:
+        raise ValueError(f"unknown mask encoding {encoding!r}; one of {MASK_ENCODINGS}")
+    im.save(path)
+
+
 # Defect region drawn into defect images / masks of the MVTec fixture: rows, cols (slices
 # of a 40x40 image), chosen so that it maps to whole pixels at 20x20.
 MVTEC_DEFECT_BOX = (slice(10, 20), slice(20, 32))

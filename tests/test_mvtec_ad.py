@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fixtures_anomaly import MVTEC_DEFECT_BOX, make_mvtec_category
+from fixtures_anomaly import MASK_ENCODINGS, MVTEC_DEFECT_BOX, make_mvtec_category, save_mask
 from PIL import Image
 
 from data_pipelines import augment
@@ -145,6 +145,75 @@ def test_error_corrupt_image(root: pathlib.Path) -> None:
     (root / "toy/train/good/002.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
     with pytest.raises(mv.CorruptFileError, match=r"cannot read image file .*002\.png"):
         mv.load_split(root, "toy", "train")
+
+
+# ----------------------------------------------------------------------------- bad masks
+
+
+def _box_mask(size: int = 40) -> np.ndarray:
+    fg = np.zeros((size, size), bool)
+    fg[MVTEC_DEFECT_BOX] = True
+    return fg
+
+
+@pytest.mark.parametrize("encoding", MASK_ENCODINGS)
+def test_any_binary_mask_encoding_gives_the_same_masks(root: pathlib.Path, encoding: str) -> None:
+    # 0/1 and the palette (gray levels 0 and 38) were binarized to empty masks by `> 127`.
+    for mask in (root / "toy/ground_truth").rglob("*_mask.png"):
+        save_mask(mask, _box_mask(), encoding)
+    d = mv.load_split(root, "toy", "test", image_size=20)
+    expected = np.zeros((20, 20), np.uint8)
+    expected[5:10, 10:16] = 1  # MVTEC_DEFECT_BOX at half resolution
+    for i in range(5):
+        np.testing.assert_array_equal(d["mask"][i], expected if d["label"][i] else 0)
+
+
+def test_mask_foreground_hand_computed() -> None:
+    arr = np.array([[0, 7], [7, 0]], np.uint8)
+    np.testing.assert_array_equal(mv.mask_foreground(Image.fromarray(arr)), arr == 7)
+    all_fg = Image.fromarray(np.full((2, 3), 255, np.uint8))
+    assert mv.mask_foreground(all_fg).all()  # one non-zero value: the whole image is defect
+    assert not mv.mask_foreground(Image.new("L", (3, 2))).any()
+    with pytest.raises(ValueError, match=r"mask m\.png is not binary: found values \[0, 3, 255\]"):
+        mv.mask_foreground(Image.fromarray(np.array([[0, 3, 255]], np.uint8)), "m.png")
+    with pytest.raises(ValueError, match=r"found values \[1, 255\]"):  # no background level
+        mv.mask_foreground(Image.fromarray(np.array([[1, 255]], np.uint8)), "m.png")
+    ramp = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16))
+    with pytest.raises(ValueError, match=r"found 256 distinct values \[0, 1, \.\.\., 255\]"):
+        mv.mask_foreground(ramp, "ramp.png")
+    wide = Image.fromarray(np.array([[0, 1000, 65535]], np.uint16))
+    with pytest.raises(ValueError, match=r"found values \[0, 1000, 65535\]"):
+        mv.mask_foreground(wide, "w.png")
+
+
+def test_error_non_binary_mask_names_file_and_values(root: pathlib.Path) -> None:
+    arr = np.zeros((40, 40), np.uint8)
+    arr[MVTEC_DEFECT_BOX] = 255
+    arr[0, :3] = 3  # e.g. an antialiased or JPEG-damaged edge
+    Image.fromarray(arr, mode="L").save(root / "toy/ground_truth/crack/001_mask.png")
+    with pytest.raises(
+        ValueError,
+        match=r"mask .*crack[/\\]001_mask\.png is not binary: found values \[0, 3, 255\]",
+    ):
+        mv.load_split(root, "toy", "test", num_workers=1)
+
+
+def test_error_empty_mask_on_defect_image(root: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    save_mask(root / "toy/ground_truth/hole/000_mask.png", np.zeros((40, 40), bool))
+    with pytest.raises(
+        ValueError,
+        match=r"anomalous test image .*hole[/\\]000\.png has an empty mask: "
+        r".*hole[/\\]000_mask\.png .*allow_empty_masks=True",
+    ):
+        mv.load_split(root, "toy", "test", image_size=20)
+    # the explicit opt-out loads it: still anomalous, no defect pixel
+    cache = tmp_path / "cache"
+    d = mv.load_split(root, "toy", "test", image_size=20, allow_empty_masks=True, cache_dir=cache)
+    assert d["defect"][4] == "hole" and d["label"][4] == 1 and not d["mask"][4].any()
+    assert d["mask"][0].sum() == 30  # the other defect masks are unchanged
+    # ... and a cache written with the opt-out is not served to a default call
+    with pytest.raises(ValueError, match="has an empty mask"):
+        mv.load_split(root, "toy", "test", image_size=20, cache_dir=cache)
 
 
 # ----------------------------------------------------------------------------- cache
