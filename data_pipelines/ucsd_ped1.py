@@ -14,11 +14,16 @@ Expected layout (``UCSD_Anomaly_Dataset.v1p2`` after extraction)::
         Test/Test003_gt/001.bmp ... 200.bmp    pixel masks (0/255) for some test clips
         Test/UCSDped1.m                        frame-level ground truth (MATLAB)
 
-Frames are 8-bit grayscale TIFFs, 238 wide x 158 high. ``root`` may be the
-``UCSD_Anomaly_Dataset.v1p2`` folder, the ``UCSDped1`` folder, or a folder holding either.
-The original release has pixel masks for 10 clips (:data:`OFFICIAL_PIXEL_GT_CLIPS`);
-extended annotation sets add more ``TestNNN_gt`` folders -- every clip with a ``_gt`` folder
-is used. Stray files (``._001.tif``, ``.DS_Store``, ``Thumbs.db``) are ignored.
+Frames are 8-bit grayscale TIFFs, 238 wide x 158 high; a frame of another size is an error
+unless ``check_frame_size=False``. ``root`` may be the ``UCSD_Anomaly_Dataset.v1p2`` folder,
+the ``UCSDped1`` folder, or a folder holding either. The original release has pixel masks
+for 10 clips (:data:`OFFICIAL_PIXEL_GT_CLIPS`); extended annotation sets add more
+``TestNNN_gt`` folders -- every clip with a ``_gt`` folder is used. Clip and mask folders
+must be spelled as in the release (``Train001``, ``Test001``, ``Test001_gt``: three digits);
+a folder that names a clip otherwise (``Test1``, ``test001``, ``Test0001_gt``) is refused
+rather than guessed, since beside ``Test001`` it would load clip 1 twice. The labels must be
+in ``Test/UCSDped1.m`` (another ``.m`` file, such as Ped2's ``UCSDped2.m``, is never used).
+Stray files (``._001.tif``, ``.DS_Store``, ``Thumbs.db``) are ignored.
 
 The frame-level ground truth ``UCSDped1.m`` has lines such as::
 
@@ -28,9 +33,12 @@ The frame-level ground truth ``UCSDped1.m`` has lines such as::
 (1-based, inclusive frame ranges), parsed by :func:`parse_frame_gt`.
 
 Preprocessing: frames are resized with Pillow's (antialiased) bilinear filter to
-``image_size = (H, W)`` -- the paper uses 100x100 grayscale -- and scaled to [0, 1];
-masks are binarized (``> 127``), resized as floats with the same filter and thresholded at
-``>= 0.5`` (see :func:`data_pipelines.mvtec_ad.binarize_and_resize_mask`).
+``image_size = (H, W)`` -- the paper uses 100x100 grayscale -- and scaled to [0, 1].
+Masks may use any binary encoding (0/255 as released, 0/1, bool, a two-colour palette;
+see :func:`data_pipelines.mvtec_ad.mask_foreground`); a mask with more than one non-zero
+value is an error naming the file, and so is an empty mask on a frame that ``UCSDped1.m``
+marks anomalous (``allow_empty_masks=True`` loads it anyway). Masks are resized as floats
+with the same filter and thresholded at ``>= 0.5``.
 Batch with :func:`iterate_batches` (re-exported from :mod:`data_pipelines.mvtec_ad`).
 """
 
@@ -48,8 +56,9 @@ from data_pipelines.mvtec_ad import (
     _is_visible_file,
     _read_image,
     _size_hw,
-    binarize_and_resize_mask,
     iterate_batches,
+    mask_foreground,
+    resize_binary_mask,
     resize_image,
     run_indexed,
 )
@@ -77,8 +86,10 @@ _LAYOUT = (
     "UCSDped1/Test/TestNNN/NNN.tif, UCSDped1/Test/TestNNN_gt/NNN.bmp, "
     "UCSDped1/Test/UCSDped1.m"
 )
-_CLIP_RE = {"Train": re.compile(r"^Train(\d+)$"), "Test": re.compile(r"^Test(\d+)$")}
-_GT_DIR_RE = re.compile(r"^Test(\d+)_gt$")
+# Official spellings (three digits), and anything else that would name a clip or mask folder.
+_CLIP_RE = {"Train": re.compile(r"^Train(\d{3})$"), "Test": re.compile(r"^Test(\d{3})$")}
+_GT_DIR_RE = re.compile(r"^Test(\d{3})_gt$")
+_LOOSE_DIR_RE = re.compile(r"^(train|test)[ _-]?(\d+)([ _-]?gt)?$", re.IGNORECASE)
 _ENTRY_RE = re.compile(
     r"TestDataset\s*\{\s*(\d+)\s*\}\s*\.\s*gt_frame\s*=\s*(\[[^\]]*\]|[^;\n]*)", re.IGNORECASE
 )
@@ -203,37 +214,73 @@ def _frame_files(folder: pathlib.Path, suffixes: tuple[str, ...]) -> list[tuple[
     return frames
 
 
-def _clip_dirs(split_dir: pathlib.Path, kind: str) -> list[tuple[int, pathlib.Path]]:
+def _scan_split(
+    split_dir: pathlib.Path, kind: str
+) -> tuple[list[tuple[int, pathlib.Path]], dict[int, pathlib.Path]]:
+    """Clip folders ``(number, path)`` (sorted) and ``TestNNN_gt`` mask folders by number.
+
+    Only the official spellings are accepted; a folder whose name would also read as a clip
+    or mask folder (``Test1``, ``test001``, ``Test0001_gt``) raises, naming it and, when it
+    collides with an official folder, that one.
+    """
     if not split_dir.is_dir():
         raise FileNotFoundError(f"missing folder {split_dir}; {_LAYOUT}")
-    clips = []
-    for p in split_dir.iterdir():
-        m = _CLIP_RE[kind].match(p.name)
-        if m and p.is_dir():
-            clips.append((int(m.group(1)), p))
+    clips: dict[int, pathlib.Path] = {}
+    gts: dict[int, pathlib.Path] = {}
+    loose: list[tuple[pathlib.Path, int, bool]] = []
+    for p in sorted(split_dir.iterdir()):
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        if m := _CLIP_RE[kind].match(p.name):
+            clips[int(m.group(1))] = p
+        elif kind == "Test" and (m := _GT_DIR_RE.match(p.name)):
+            gts[int(m.group(1))] = p
+        elif m := _LOOSE_DIR_RE.match(p.name):
+            loose.append((p, int(m.group(2)), m.group(3) is not None))
+    for p, num, is_gt in loose:
+        official = f"{kind}{num:03d}" + ("_gt" if is_gt else "")
+        twin = (gts if is_gt else clips).get(num)
+        clash = f"; it would be a second {official} beside {twin}" if twin is not None else ""
+        raise ValueError(
+            f"ambiguous folder name {p}: UCSD Ped1 names clip folders {kind}NNN and mask "
+            f"folders TestNNN_gt with three digits (here {official!r}){clash}; rename or "
+            f"remove it. {_LAYOUT}"
+        )
     if not clips:
         raise ValueError(f"empty split: no {kind}NNN clip folders in {split_dir}; {_LAYOUT}")
-    return sorted(clips)
+    return sorted(clips.items()), gts
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
+Job = tuple[pathlib.Path, pathlib.Path | None, bool]  # frame, mask, frame labelled anomalous
+
+
 def _decode_frames(
-    jobs: Sequence[tuple[pathlib.Path, pathlib.Path | None]],
+    jobs: Sequence[Job],
     size_hw: tuple[int, int],
     num_workers: int | None,
     progress: bool,
     desc: str,
+    *,
+    check_frame_size: bool = True,
+    allow_empty_masks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode (frame, optional mask) pairs to uint8 ``(N, H, W)`` frames and masks."""
+    """Decode (frame, optional mask, label) jobs to uint8 ``(N, H, W)`` frames and masks."""
     n = len(jobs)
     frames = np.empty((n, *size_hw), dtype=np.uint8)
     masks = np.zeros((n, *size_hw), dtype=np.uint8)
 
     def work(i: int) -> None:
-        frame_path, mask_path = jobs[i]
+        frame_path, mask_path, anomalous = jobs[i]
         im = _read_image(frame_path)
+        if check_frame_size and im.size != FRAME_SIZE_WH:
+            raise ValueError(
+                f"frame {frame_path} is {im.size[0]}x{im.size[1]} (WxH); UCSD Ped1 frames are "
+                f"{FRAME_SIZE_WH[0]}x{FRAME_SIZE_WH[1]}. Pass check_frame_size=False to load "
+                f"frames of another size (they are resized to image_size={size_hw})"
+            )
         frames[i] = resize_image(im.convert("L"), size_hw)
         if mask_path is not None:
             m = _read_image(mask_path)
@@ -242,7 +289,15 @@ def _decode_frames(
                     f"size mismatch: frame {frame_path} is {im.size[0]}x{im.size[1]} (WxH) but "
                     f"its mask {mask_path} is {m.size[0]}x{m.size[1]}"
                 )
-            masks[i] = binarize_and_resize_mask(m, size_hw)
+            binary = mask_foreground(m, mask_path)
+            if anomalous and not allow_empty_masks and not binary.any():
+                raise ValueError(
+                    f"frame {frame_path} is anomalous in {GT_FILE_NAME} but its mask "
+                    f"{mask_path} is empty (all 0); fix the mask, or pass "
+                    "allow_empty_masks=True to load it as an anomalous frame without "
+                    "anomalous pixels"
+                )
+            masks[i] = resize_binary_mask(binary, size_hw)
 
     run_indexed(work, n, num_workers=num_workers, progress=progress, desc=desc, unit="frame")
     return frames, masks
@@ -257,6 +312,7 @@ def load_train(
     image_size: int | tuple[int, int] = (100, 100),
     num_workers: int | None = None,
     progress: bool = False,
+    check_frame_size: bool = True,
 ) -> dict[str, np.ndarray]:
     """Load every training frame (all normal) of UCSD Ped1.
 
@@ -265,6 +321,8 @@ def load_train(
       image_size: ``(H, W)`` (or an int for square) output size; the paper uses 100x100.
       num_workers: decoding threads (default ``min(8, cpu_count)``).
       progress: show a tqdm progress bar.
+      check_frame_size: require the official 238x158 frames (a ``ValueError`` names the
+        first frame of another size); ``False`` resizes any size.
 
     Returns:
       dict with N frames (clips in order, frames in order):
@@ -275,15 +333,18 @@ def load_train(
     """
     size_hw = _size_hw(image_size)
     ped1 = resolve_ped1_dir(root)
-    jobs: list[tuple[pathlib.Path, pathlib.Path | None]] = []
+    jobs: list[Job] = []
     clip_names: list[str] = []
     frame_nums: list[int] = []
-    for _, clip_dir in _clip_dirs(ped1 / "Train", "Train"):
+    clips, _ = _scan_split(ped1 / "Train", "Train")
+    for _, clip_dir in clips:
         for num, path in _frame_files(clip_dir, (".tif", ".tiff")):
-            jobs.append((path, None))
+            jobs.append((path, None, False))
             clip_names.append(clip_dir.name)
             frame_nums.append(num)
-    frames, _ = _decode_frames(jobs, size_hw, num_workers, progress, "UCSDped1/Train")
+    frames, _ = _decode_frames(
+        jobs, size_hw, num_workers, progress, "UCSDped1/Train", check_frame_size=check_frame_size
+    )
     return {
         "image": frames[..., None].astype(np.float32) / np.float32(255.0),
         "label": np.zeros(len(jobs), dtype=np.int32),
@@ -299,6 +360,8 @@ def load_test(
     pixel_gt_only: bool = True,
     num_workers: int | None = None,
     progress: bool = False,
+    check_frame_size: bool = True,
+    allow_empty_masks: bool = False,
 ) -> dict[str, np.ndarray]:
     """Load test frames with frame labels (from ``UCSDped1.m``) and pixel masks.
 
@@ -310,6 +373,9 @@ def load_test(
         ``has_mask=False`` for clips without one.
       num_workers: decoding threads.
       progress: show a tqdm progress bar.
+      check_frame_size: require the official 238x158 frames (see :func:`load_train`).
+      allow_empty_masks: load a frame that ``UCSDped1.m`` marks anomalous even if its
+        pixel mask is empty (by default that is an error naming the files).
 
     Returns:
       dict with N frames (clips in order, frames in order):
@@ -321,29 +387,30 @@ def load_test(
         ``frame``: int32 ``(N,)`` 1-based frame number within the clip.
 
     Raises:
-      FileNotFoundError: missing ``Test/`` folder or ``UCSDped1.m``.
-      ValueError: a clip without a ``.m`` entry, anomalous frame numbers beyond the clip,
-        a ``_gt`` folder whose frames do not match its clip (count or numbers), a
-        ``_gt`` folder without its clip, no ``_gt`` folders with ``pixel_gt_only``.
+      FileNotFoundError: missing ``Test/`` folder or ``UCSDped1.m`` (another ``.m`` file,
+        e.g. Ped2's ``UCSDped2.m``, is never used in its place).
+      ValueError: a clip or mask folder not spelled as in the release (``Test1``), a clip
+        without a ``.m`` entry, anomalous frame numbers beyond the clip, a ``_gt`` folder
+        whose frames do not match its clip (count or numbers), a ``_gt`` folder without its
+        clip, no ``_gt`` folders with ``pixel_gt_only``, a frame that is not 238x158, a
+        mask that is not binary, an empty mask on an anomalous frame.
       CorruptFileError: unreadable frame or mask file.
     """
     size_hw = _size_hw(image_size)
     ped1 = resolve_ped1_dir(root)
     test_dir = ped1 / "Test"
-    clips = _clip_dirs(test_dir, "Test")
+    clips, gt_dirs = _scan_split(test_dir, "Test")
     gt_path = test_dir / GT_FILE_NAME
     if not gt_path.is_file():
-        found = sorted(test_dir.glob("*.m"))
-        if len(found) != 1:
-            raise FileNotFoundError(f"missing frame-level ground truth file {gt_path}; {_LAYOUT}")
-        gt_path = found[0]
+        others = sorted(p.name for p in test_dir.glob("*.m") if _is_visible_file(p))
+        note = (
+            f"; found {others}, not used in its place (UCSDped2.m holds UCSD Ped2's labels)"
+            if others
+            else ""
+        )
+        raise FileNotFoundError(f"missing frame-level ground truth file {gt_path}{note}; {_LAYOUT}")
     anomalous = parse_frame_gt_file(gt_path)
 
-    gt_dirs: dict[int, pathlib.Path] = {}
-    for p in test_dir.iterdir():
-        m = _GT_DIR_RE.match(p.name)
-        if m and p.is_dir():
-            gt_dirs[int(m.group(1))] = p
     clip_numbers = {num for num, _ in clips}
     orphans = sorted(str(p) for k, p in gt_dirs.items() if k not in clip_numbers)
     if orphans:
@@ -355,7 +422,7 @@ def load_test(
                 f"no TestNNN_gt pixel-mask folders in {test_dir} (pixel_gt_only=True); {_LAYOUT}"
             )
 
-    jobs: list[tuple[pathlib.Path, pathlib.Path | None]] = []
+    jobs: list[Job] = []
     labels: list[np.ndarray] = []
     clip_names: list[str] = []
     frame_nums: list[int] = []
@@ -382,14 +449,23 @@ def load_test(
                     f"{clip_dir} has {len(frames)} (frame numbers must match one to one)"
                 )
             mask_paths = [p for _, p in gt_frames]
-        for (n, path), mpath in zip(frames, mask_paths, strict=True):
-            jobs.append((path, mpath))
+        clip_labels = frame_labels(anomalous[num], numbers)
+        for (n, path), mpath, lab in zip(frames, mask_paths, clip_labels, strict=True):
+            jobs.append((path, mpath, bool(lab)))
             clip_names.append(clip_dir.name)
             frame_nums.append(n)
             has_mask.append(mpath is not None)
-        labels.append(frame_labels(anomalous[num], numbers))
+        labels.append(clip_labels)
 
-    frames_u8, masks = _decode_frames(jobs, size_hw, num_workers, progress, "UCSDped1/Test")
+    frames_u8, masks = _decode_frames(
+        jobs,
+        size_hw,
+        num_workers,
+        progress,
+        "UCSDped1/Test",
+        check_frame_size=check_frame_size,
+        allow_empty_masks=allow_empty_masks,
+    )
     return {
         "image": frames_u8[..., None].astype(np.float32) / np.float32(255.0),
         "mask": masks,

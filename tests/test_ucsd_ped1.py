@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from fixtures_anomaly import PED1_H, PED1_MASK_BOX, PED1_W, make_ucsd_ped1
+from fixtures_anomaly import PED1_H, PED1_MASK_BOX, PED1_W, make_ucsd_ped1, save_mask
 from PIL import Image
 
 from data_pipelines import ucsd_ped1 as ped1
@@ -177,3 +177,100 @@ def test_error_mask_size_mismatch(ped1_dir: pathlib.Path) -> None:
     Image.new("L", (100, 100)).save(ped1_dir / "Test/Test001_gt/002.bmp")
     with pytest.raises(ValueError, match=r"size mismatch.*002\.bmp is 100x100"):
         ped1.load_test(ped1_dir)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _box(anomalous: bool) -> np.ndarray:
+    fg = np.zeros((PED1_H, PED1_W), bool)
+    if anomalous:
+        fg[PED1_MASK_BOX] = True
+    return fg
+
+
+@pytest.mark.parametrize("encoding", ["0/1", "bool", "palette"])
+def test_any_binary_mask_encoding(ped1_dir: pathlib.Path, encoding: str) -> None:
+    want = ped1.load_test(ped1_dir, image_size=(79, 119))["mask"]
+    assert want[1:4].any()
+    for f in range(1, 6):  # frames 2-4 are anomalous (TestDataset{1} = [2:4])
+        save_mask(ped1_dir / f"Test/Test001_gt/{f:03d}.bmp", _box(2 <= f <= 4), encoding)
+    got = ped1.load_test(ped1_dir, image_size=(79, 119))["mask"]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_error_non_binary_mask(ped1_dir: pathlib.Path) -> None:
+    arr = _box(True).astype(np.uint8) * 255
+    arr[0, 0] = 128
+    Image.fromarray(arr, mode="L").save(ped1_dir / "Test/Test001_gt/003.bmp")
+    with pytest.raises(
+        ValueError,
+        match=r"mask .*Test001_gt[/\\]003\.bmp is not binary: found values \[0, 128, 255\]",
+    ):
+        ped1.load_test(ped1_dir)
+
+
+def test_error_empty_mask_on_anomalous_frame(ped1_dir: pathlib.Path) -> None:
+    save_mask(ped1_dir / "Test/Test001_gt/003.bmp", _box(False))  # frame 3 is anomalous
+    with pytest.raises(
+        ValueError,
+        match=r"frame .*Test001[/\\]003\.tif is anomalous in UCSDped1\.m but its mask "
+        r".*Test001_gt[/\\]003\.bmp is empty",
+    ):
+        ped1.load_test(ped1_dir)
+    d = ped1.load_test(ped1_dir, image_size=(79, 119), allow_empty_masks=True)
+    np.testing.assert_array_equal(d["label"], [0, 1, 1, 1, 0])
+    assert not d["mask"][2].any() and d["mask"][1].any() and d["mask"][3].any()
+
+
+@pytest.mark.parametrize(
+    ("split", "official", "twin"),
+    [("Test", "Test001", "Test1"), ("Train", "Train001", "Train1"), ("Test", "Test001", "test001")],
+)
+def test_error_ambiguous_clip_folder(
+    ped1_dir: pathlib.Path, split: str, official: str, twin: str
+) -> None:
+    # Before: Test1 was parsed as clip 1 too, doubling the test set (both using Test001_gt).
+    shutil.copytree(ped1_dir / split / official, ped1_dir / split / twin)
+    load = ped1.load_test if split == "Test" else ped1.load_train
+    with pytest.raises(
+        ValueError,
+        match=rf"ambiguous folder name .*{twin}: .*second {official} beside .*{official}",
+    ):
+        load(ped1_dir)
+
+
+def test_error_unofficial_folder_names(ped1_dir: pathlib.Path) -> None:
+    (ped1_dir / "Test/Test001_gt").rename(ped1_dir / "Test/Test01_gt")
+    with pytest.raises(ValueError, match=r"ambiguous folder name .*Test01_gt: .*'Test001_gt'"):
+        ped1.load_test(ped1_dir)
+    (ped1_dir / "Test/Test01_gt").rename(ped1_dir / "Test/Test001_gt")
+    (ped1_dir / "Test/Test001_gt_old").mkdir()  # not a clip name at all: ignored, as before
+    assert len(ped1.load_test(ped1_dir, image_size=20)["label"]) == 5
+
+
+def test_error_ped2_labels_are_not_used(ped1_dir: pathlib.Path) -> None:
+    # Before: a lone UCSDped2.m (UCSD Ped2's labels) was read as Ped1's.
+    (ped1_dir / "Test/UCSDped1.m").rename(ped1_dir / "Test/UCSDped2.m")
+    with pytest.raises(
+        FileNotFoundError, match=r"missing .*UCSDped1\.m; found \['UCSDped2\.m'\], not used"
+    ):
+        ped1.load_test(ped1_dir)
+
+
+def test_error_frame_size(ped1_dir: pathlib.Path) -> None:
+    rng = np.random.default_rng(3)
+    odd = Image.fromarray(rng.integers(0, 256, (150, 200), dtype=np.uint8), mode="L")
+    odd.save(ped1_dir / "Train/Train002/003.tif")
+    with pytest.raises(
+        ValueError,
+        match=r"frame .*Train002[/\\]003\.tif is 200x150 \(WxH\); UCSD Ped1 frames are 238x158"
+        r".*check_frame_size=False",
+    ):
+        ped1.load_train(ped1_dir)
+    d = ped1.load_train(ped1_dir, image_size=(50, 60), check_frame_size=False)
+    want = np.asarray(odd.resize((60, 50), Image.Resampling.BILINEAR), np.float32) / 255
+    np.testing.assert_allclose(d["image"][7, ..., 0], want, atol=1e-6)
+    odd.save(ped1_dir / "Test/Test002/001.tif")  # a clip without masks is checked too
+    with pytest.raises(ValueError, match=r"Test002[/\\]001\.tif is 200x150"):
+        ped1.load_test(ped1_dir, pixel_gt_only=False)
