@@ -211,3 +211,104 @@ def test_restore_params_errors_clearly(tmp_path):
     _, opt, params, _ = tiny_setup()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train.restore_params(tmp_path / "empty", train.create_state(params, opt))
+
+
+def _poisoned(update_fn, bad_step: int):
+    """``update_fn`` whose batch is NaN when ``state.step == bad_step`` (the step that ends at
+    ``bad_step + 1`` logs NaN metrics and writes NaN parameters)."""
+
+    def update(state, batch, key):
+        image = jnp.where(state.step == bad_step, jnp.nan, batch["image"])
+        return update_fn(state, {**batch, "image": image}, key)
+
+    return update
+
+
+def test_divergence_is_never_checkpointed(tmp_path):
+    """checkpoint_every=2 is not a multiple of log_every=5: the old loop checked finiteness at
+    log steps only, so it saved the NaN states of steps 4 and 6 and pruned the good step 2."""
+    model, opt, params, batch_fn = tiny_setup()
+
+    def fresh():  # fit donates the state's buffers
+        return train.create_state(jax.tree.map(jnp.copy, params), opt)
+
+    update = train.vae_update_fn(model, opt)
+    kwargs = dict(workdir=tmp_path, num_steps=12, checkpoint_every=2, log_every=5, progress=False)
+    with pytest.raises(train.DivergenceError) as err:
+        train.fit(fresh(), _poisoned(update, 2), batch_fn, **kwargs)
+    message = str(err.value)
+    assert "at step 3" in message and "loss" in message and "params/model_state" in message
+    assert str(tmp_path.absolute() / "checkpoints" / "2") in message
+    # only the last finite checkpoint exists, and it is step 2 of an undisturbed run
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+    restored = train.restore_params(tmp_path, fresh())
+    clean = train.fit(
+        fresh(),
+        update,
+        batch_fn,
+        workdir=tmp_path / "clean",
+        num_steps=2,
+        checkpoint_every=2,
+        log_every=5,
+        progress=False,
+    )
+    assert int(restored.step) == 2
+    for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(clean.params), strict=True):
+        assert np.isfinite(a).all()
+        np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / "metrics.jsonl").read_text()  # nothing logged: first log at 5
+    # a rerun resumes from the finite step 2 (here with the poison removed) and completes
+    final = train.fit(fresh(), update, batch_fn, **kwargs)
+    assert int(final.step) == 12
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(final.params))
+
+
+def test_divergence_found_at_a_log_step_before_any_save(tmp_path):
+    model, opt, params, batch_fn = tiny_setup()
+    update = _poisoned(train.vae_update_fn(model, opt), 0)
+
+    def fresh():
+        return train.create_state(params, opt)
+
+    with pytest.raises(train.DivergenceError, match="at step 1 .*no checkpoint was saved"):
+        train.fit(
+            fresh(),
+            update,
+            batch_fn,
+            workdir=tmp_path,
+            num_steps=10,
+            checkpoint_every=4,
+            log_every=1,
+            progress=False,
+        )
+    assert train.checkpoint_manager(tmp_path).latest_step() is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(checkpoint_every=0), "checkpoint_every must be a positive integer; got 0"),
+        (dict(log_every=0), "log_every must be a positive integer; got 0"),
+        (dict(num_steps=-5), "num_steps must be >= 0; got -5"),
+        (dict(hooks={0: print}), "hook periods"),
+    ],
+)
+def test_fit_rejects_bad_periods_before_compiling(tmp_path, kwargs, match):
+    model, opt, params, batch_fn = tiny_setup()
+
+    def fresh():
+        return train.create_state(params, opt)
+
+    def never(step):
+        raise AssertionError("no batch may be drawn")
+
+    with pytest.raises(ValueError, match=match):
+        train.fit(
+            fresh(),
+            train.vae_update_fn(model, opt),
+            never,
+            workdir=tmp_path / "w",
+            progress=False,
+            **{"num_steps": 4, **kwargs},
+        )
+    assert not (tmp_path / "w").exists()

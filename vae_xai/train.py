@@ -12,7 +12,10 @@ The pieces compose for any model:
 * :func:`fit` runs the loop: restores the latest orbax checkpoint found in ``workdir``,
   draws batches from ``batch_fn(step)`` (a deterministic function of the step, so resuming
   also replays the data), logs metrics to ``workdir/metrics.jsonl``, shows a progress bar and
-  checkpoints every ``checkpoint_every`` steps and at the end.
+  checkpoints every ``checkpoint_every`` steps and at the end. Every step also returns
+  finiteness flags (of each metric and of the new parameters/model state), computed on
+  device and checked at each log step and before each save, so a non-finite state is never
+  checkpointed: a diverged run stops with :class:`DivergenceError`.
 * :func:`vae_update_fn` is the ELBO update for the VAEs in :mod:`vae_xai.models`.
 """
 
@@ -40,6 +43,7 @@ Batch = Mapping[str, Any]
 UpdateFn = Callable[["TrainState", Batch, jax.Array], tuple["TrainState", dict[str, jax.Array]]]
 
 __all__ = [
+    "DivergenceError",
     "TrainState",
     "checkpoint_manager",
     "create_state",
@@ -198,6 +202,32 @@ def restore_params(workdir: str | pathlib.Path, state: TrainState, *, mesh: Mesh
         return manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
 
 
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite metric or state; nothing non-finite was checkpointed."""
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _with_finite_flags(update_fn: UpdateFn) -> UpdateFn:
+    """``update_fn`` whose metrics become ``(metrics, flags)``: ``flags[name]`` says whether
+    metric ``name`` is finite, ``flags["params/model_state"]`` whether the new state is."""
+
+    def update(state: TrainState, batch: Batch, key: jax.Array):
+        new_state, metrics = update_fn(state, batch, key)
+        flags = {k: jnp.all(jnp.isfinite(v)) for k, v in metrics.items()}
+        flags["params/model_state"] = _all_finite((new_state.params, new_state.model_state))
+        return new_state, (metrics, flags)
+
+    return update
+
+
 def _to_float(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in metrics.items()}
 
@@ -249,14 +279,28 @@ def fit(
 
     Returns:
       The final state.
+
+    Raises:
+      ValueError: ``num_steps < 0`` or a period < 1 (before anything is compiled).
+      DivergenceError: a metric or the new parameters/model state of some step were not
+        finite (found at the next log step or save, whichever comes first). The message names
+        the step, the non-finite entries and the last checkpoint, which was saved before the
+        divergence (every save is preceded by a check of all steps since the last one) and is
+        therefore finite and kept.
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0; got {num_steps}")
+    for name, period in (("checkpoint_every", checkpoint_every), ("log_every", log_every)):
+        if not isinstance(period, int) or period < 1:
+            raise ValueError(f"{name} must be a positive integer; got {period!r}")
+    for period in hooks or {}:
+        if not isinstance(period, int) or period < 1:
+            raise ValueError(f"hook periods must be positive integers; got {period!r}")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = mesh or make_mesh()
     log_path = workdir / "metrics.jsonl"
-    step_fn = jit_step(update_fn, mesh, seed)
+    step_fn = jit_step(_with_finite_flags(update_fn), mesh, seed)
 
     with checkpoint_manager(workdir) as manager:
         latest = manager.latest_step()
@@ -267,20 +311,42 @@ def fit(
         # drop lines logged after the restored step (or all, if killed before any checkpoint)
         _truncate_log(log_path, latest or 0)
         start = int(state.step)
+        # (step, metrics, flags) of the steps not yet checked; device arrays, so no sync
+        pending: list[tuple[int, Any, Any]] = []
+
+        def check_finite() -> None:
+            flags = jax.device_get([f for _, _, f in pending])
+            for (done, metrics, _), ok in zip(pending, flags, strict=True):
+                bad = [k for k, v in ok.items() if not bool(v)]
+                if bad:
+                    manager.wait_until_finished()
+                    last = manager.latest_step()
+                    where = (
+                        f"the last finite checkpoint is {manager.directory / str(last)} (step "
+                        f"{last}); a rerun on this workdir resumes from it and, with the same "
+                        "config, diverges again at the same step"
+                        if last is not None
+                        else "no checkpoint was saved before it"
+                    )
+                    raise DivergenceError(
+                        f"training diverged in {workdir}: non-finite {', '.join(bad)} at step "
+                        f"{done} (metrics {_to_float(metrics)}); stopped, nothing non-finite "
+                        f"was checkpointed; {where}"
+                    )
+            pending.clear()
+
         bar = tqdm(
             total=num_steps, initial=start, disable=not progress, desc=workdir.name, unit="step"
         )
         with log_path.open("a") as log, bar:
             for step in range(start, num_steps):
                 batch = shard_batch(batch_fn(step), mesh)
-                state, metrics = step_fn(state, batch)
+                state, (metrics, flags) = step_fn(state, batch)
                 done = step + 1
+                pending.append((done, metrics, flags))
                 if done % log_every == 0 or done == num_steps:
+                    check_finite()
                     values = _to_float(metrics)
-                    if not all(np.isfinite(v) for v in values.values()):
-                        raise FloatingPointError(
-                            f"non-finite metrics at step {done}: {values}; last checkpoint kept"
-                        )
                     log.write(json.dumps({"step": done, **values}) + "\n")
                     log.flush()
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
@@ -288,6 +354,7 @@ def fit(
                     if done % period == 0:
                         hook(done, state)
                 if done % checkpoint_every == 0 or done == num_steps:
+                    check_finite()
                     manager.save(done, args=ocp.args.StandardSave(state))
                 bar.update(1)
         manager.wait_until_finished()
