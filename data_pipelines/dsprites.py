@@ -605,7 +605,8 @@ class DSpritesData:
       imgs: uint8 (N, 64, 64) in {0, 1}, or None when loaded with ``load_images=False``.
       latents_classes: int64 (N, 6) (color, shape, scale, orientation, posX, posY).
       latents_values: float64 (N, 6).
-      metadata: the release's metadata dict when present, else {}.
+      metadata: {} for the ``.npz`` release (its metadata entry is a pickled object, and data
+        files are never unpickled; this module's constants hold the same information).
       source: where it came from (path or "tfds:<split>").
     """
 
@@ -624,9 +625,12 @@ def load_official(
 ) -> DSpritesData:
     """Load the official dSprites release (``.npz`` or ``.hdf5``) and validate it.
 
-    The npz is read with ``np.load(allow_pickle=True, mmap_mode="r")`` (its ``metadata`` entry
-    is a pickled dict; members are decompressed on access, so ``load_images=False`` skips the
-    3 GB image array). The hdf5 file needs ``h5py`` (imported lazily).
+    The npz is read with ``np.load(allow_pickle=False)``: only the plain arrays ``imgs``,
+    ``latents_classes`` and ``latents_values`` are read, so a file that is not an npz, or an
+    array stored as a pickled object, is a ``ValueError`` and never code run on load; the
+    release's ``metadata`` entry (a pickled dict) is skipped. Members are decompressed on
+    access, so ``load_images=False`` skips the 3 GB image array. The hdf5 file needs ``h5py``
+    (imported lazily).
 
     Args:
       path: the ``.npz`` / ``.hdf5`` file, or a folder containing one under its official name.
@@ -635,8 +639,8 @@ def load_official(
 
     Raises:
       FileNotFoundError: no such file (message says where to download it).
-      ValueError: missing keys, wrong shapes / dtypes, classes inconsistent with values, or
-        duplicated combinations.
+      ValueError: not an npz/hdf5 file, an entry stored as a pickled object, missing keys,
+        wrong shapes / dtypes, classes inconsistent with values, or duplicated combinations.
       ImportError: an hdf5 file but h5py is not installed.
     """
     p = pathlib.Path(path)
@@ -661,29 +665,42 @@ def load_official(
     return _validated(imgs, classes, values, metadata, str(p), check_full)
 
 
+_NPZ_KEYS = (
+    "expected imgs (N,64,64) uint8, latents_classes (N,6) int64, latents_values (N,6) float64"
+)
+
+
 def _read_npz(p: pathlib.Path, load_images: bool) -> tuple:
+    # allow_pickle=False: a pickle (or an npz member holding an object array) is refused by
+    # numpy before anything is unpickled, so an untrusted file cannot run code here.
     try:
-        f = np.load(p, allow_pickle=True, mmap_mode="r")
-    except Exception as err:  # zipfile / pickle errors come in many types
-        raise ValueError(f"{p}: not a readable .npz file ({err})") from err
+        f = np.load(p, allow_pickle=False)
+    except Exception as err:  # zipfile / npy-format errors come in several types
+        raise ValueError(
+            f"{p}: not a readable .npz archive ({err}); data files are never unpickled"
+        ) from err
     if not hasattr(f, "files"):
-        raise ValueError(f"{p}: expected an .npz archive with imgs, latents_classes, ...")
+        raise ValueError(f"{p}: expected an .npz archive, got a single array; {_NPZ_KEYS}")
+
+    def member(key: str) -> np.ndarray:
+        try:
+            return np.asarray(f[key])
+        except ValueError as err:  # an object array: numpy refuses without unpickling it
+            raise ValueError(
+                f"{p}: entry {key!r} is not a plain array ({err}); data files are never "
+                f"unpickled; {_NPZ_KEYS}"
+            ) from err
+        except Exception as err:  # a damaged zip member
+            raise ValueError(f"{p}: cannot read entry {key!r} ({err})") from err
+
     with f:
         missing = {"imgs", "latents_classes", "latents_values"} - set(f.files)
         if missing:
-            raise ValueError(
-                f"{p}: missing keys {sorted(missing)}; expected imgs (N,64,64) uint8, "
-                f"latents_classes (N,6) int64, latents_values (N,6) float64"
-            )
-        classes = np.asarray(f["latents_classes"])
-        values = np.asarray(f["latents_values"])
-        imgs = np.asarray(f["imgs"]) if load_images else None
-        metadata: dict = {}
-        if "metadata" in f.files:
-            m = f["metadata"]
-            m = m.item() if isinstance(m, np.ndarray) and m.dtype == object else m
-            metadata = dict(m) if isinstance(m, dict) else {"raw": m}
-    return imgs, classes, values, metadata
+            raise ValueError(f"{p}: missing keys {sorted(missing)}; {_NPZ_KEYS}")
+        classes = member("latents_classes")
+        values = member("latents_values")
+        imgs = member("imgs") if load_images else None
+    return imgs, classes, values, {}
 
 
 def _read_hdf5(p: pathlib.Path, load_images: bool) -> tuple:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import pickle
 import sys
 
 import jax
@@ -275,7 +276,7 @@ def test_load_official_npz_fixture(tmp_path):
     np.testing.assert_array_equal(data.imgs, arrays["imgs"])
     np.testing.assert_array_equal(data.latents_classes, arrays["latents_classes"])
     assert data.latents_values.dtype == np.float64
-    assert list(data.metadata["latents_sizes"]) == list(ds.LATENT_SIZES)
+    assert data.metadata == {}  # the release's metadata is a pickled dict: never loaded
     # A folder holding the official file name works too; images can be skipped.
     lean = ds.load_official(tmp_path, load_images=False)
     assert lean.imgs is None and len(lean) == 12
@@ -308,6 +309,40 @@ def test_load_official_fails_fast_with_path(tmp_path):
     with pytest.raises(ValueError, match="expected an official .npz or .hdf5"):
         (tmp_path / "x.txt").write_text("")
         ds.load_official(tmp_path / "x.txt")
+
+
+class _TouchOnUnpickle:
+    """Unpickling this object creates ``path``: a stand-in for code in an untrusted file."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_load_official_never_unpickles(tmp_path):
+    marker = tmp_path / "code_ran"
+    # A pickle named like the release: refused by name, nothing executed.
+    fake = tmp_path / "fake.npz"
+    fake.write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
+    with pytest.raises(
+        ValueError, match=r"fake\.npz: not a readable \.npz archive .*never unpickled"
+    ):
+        ds.load_official(fake)
+    assert not marker.exists()
+    # An npz whose image array is a pickled object array.
+    obj = tmp_path / "object_imgs.npz"
+    _write_fixture(obj, imgs=np.array([_TouchOnUnpickle(marker)], dtype=object))
+    with pytest.raises(ValueError, match=r"object_imgs\.npz: entry 'imgs' is not a plain array"):
+        ds.load_official(obj)
+    assert not marker.exists()
+    # The release's pickled metadata entry is skipped, whatever it holds.
+    meta = tmp_path / "meta.npz"
+    _write_fixture(meta, metadata=np.array([_TouchOnUnpickle(marker)], dtype=object))
+    data = ds.load_official(meta)
+    assert len(data) == 12 and data.metadata == {}
+    assert not marker.exists()
 
 
 def test_load_hdf5_and_tfds_need_their_packages(tmp_path, monkeypatch):
