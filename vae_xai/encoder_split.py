@@ -196,3 +196,10 @@ def split_encoder(
     return EncoderSplit(
         features=features, head_fn=head_fn, shift_head_fn=shift_head_fn, outputs=full_out
     )
+
+
+# NNX counterpart, re-exported here so both splitters live under one name
+# (vae_xai.encoder_split_nnx imports this module lazily, so there is no import cycle).
+from vae_xai.encoder_split_nnx import split_nnx_encoder  # noqa: E402
+
+__all__ += ["split_nnx_encoder"]
