@@ -37,7 +37,9 @@ from ml_collections import config_flags
 
 from data_pipelines import mnist
 from data_pipelines.synthetic_anomaly import paste_squares
-from vae_xai import localization
+from experiments.configs.mnist_localization import FIELDS, validate
+from vae_xai import localization, validation
+from vae_xai import workdir as workdir_lib
 from vae_xai.models.conv_vae import mnist_vae
 
 
@@ -56,6 +58,22 @@ def define_flags() -> None:
 def dense_after(layer: str) -> str | None:
     """The Dense that consumes ``flatten(layer)`` in the MNIST ConvVAE (attention fast path)."""
     return "fc1" if layer == "conv2" else None
+
+
+def mnist_files(data_dir: str | pathlib.Path | None) -> list[pathlib.Path]:
+    """The four MNIST IDX files in ``data_dir`` (each ``NAME`` or ``NAME.gz``), or an error
+    naming the missing one: checked before any work."""
+    root = validation.existing_path(data_dir, "data_dir")
+    found = []
+    for stem in (f for pair in mnist.FILES.values() for f in pair):
+        hits = [root / n for n in (stem + ".gz", stem) if (root / n).is_file()]
+        if not hits:
+            raise FileNotFoundError(
+                f"MNIST file {stem}[.gz] not found in {root} (data_dir; see "
+                "data_pipelines/mnist.py)"
+            )
+        found.append(hits[0])
+    return found
 
 
 def synthetic_test_set(
@@ -102,8 +120,26 @@ def run(
     workdir: str | pathlib.Path,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train/resume, evaluate, write ``results.json`` and figures; returns the results."""
-    workdir = pathlib.Path(workdir)
+    """Train/resume, evaluate, write ``results.json`` and figures; returns the results.
+
+    The config, the four MNIST files and the workdir's run record are checked before any
+    work (see :func:`experiments.mvtec_localization.run`).
+    """
+    model = mnist_vae(config.latent_dim)
+    validate(config)
+    localization.check_config(model, config, (28, 28, 1))
+    data_files = mnist_files(data_dir)
+    run_ = workdir_lib.start(
+        workdir,
+        config,
+        experiment="mnist_localization",
+        fields=FIELDS,
+        data={
+            "dataset": "MNIST",
+            "files": workdir_lib.fingerprint_files(data_dir, files=data_files),
+        },
+        data_location=str(pathlib.Path(data_dir).absolute()),
+    )
     digit = int(config.normal_digit)
     t0 = time.perf_counter()
     train_images, _ = mnist.load_one_class(data_dir, "train", digit)
@@ -116,15 +152,13 @@ def run(
         )
     clean = test_images[: config.anomaly.max_test_images]
     test, anomaly_stats = synthetic_test_set(clean, config.anomaly, seed=config.seed)
-    workdir.mkdir(parents=True, exist_ok=True)
 
-    model = mnist_vae(config.latent_dim)
-    train_info, evaluation = localization.train_and_evaluate(
+    train_info, evaluation, record = localization.train_and_evaluate(
         model,
         config,
+        run=run_,
         train_images=train_images,
         test=test,
-        workdir=workdir,
         dense_after=dense_after,
         title=f"MNIST {digit} + synthetic anomalies ({config.variant})",
         progress=progress,
@@ -154,8 +188,7 @@ def run(
             "good images."
         ),
     }
-    localization.save_results(workdir, results)
-    return results
+    return localization.save_results(record, results)
 
 
 def main(argv: list[str]) -> None:
@@ -170,7 +203,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (checkpoints, results.json, figures)")
     results = run(FLAGS.config, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir)
-    localization.print_report(results, FLAGS.workdir)
+    localization.print_report(results, results["results_path"])
 
 
 if __name__ == "__main__":

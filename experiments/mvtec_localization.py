@@ -12,7 +12,9 @@ upsampled to the mask size (= ``config.image_size``). Writes ``workdir/results.j
 (pixel AUROC, best IoU, AUPRO, image AUROC per map type, overall and per defect type; the
 training info; the paper's numbers for the category where known) and PNGs in
 ``workdir/figures/`` (pooled ROC curves; input / mask / reconstruction error / attention
-overlays per defect type). The dataset is read from files you already have (see
+overlays per defect type), both in the evaluation's own folder
+``workdir/evaluations/step<N>_<hash>/`` and linked from the workdir (see
+:mod:`vae_xai.workdir`: one run per workdir). The dataset is read from files you already have (see
 :mod:`data_pipelines.mvtec_ad` for the layout and the download address).
 """
 
@@ -30,8 +32,9 @@ from ml_collections import config_flags
 
 from data_pipelines import mvtec_ad
 from data_pipelines.augment import augment_batch
-from experiments.configs.mvtec_localization import PAPER_TABLE2
-from vae_xai import localization
+from experiments.configs.mvtec_localization import FIELDS, PAPER_TABLE2
+from vae_xai import localization, validation
+from vae_xai import workdir as workdir_lib
 from vae_xai.models.resnet_vae import ResNetVAE, dense_after
 
 
@@ -74,9 +77,37 @@ def run(
     workdir: str | pathlib.Path,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train/resume, evaluate, write ``results.json`` and figures; returns the results."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Train/resume, evaluate, write ``results.json`` and figures; returns the results.
+
+    Before any work: the config is validated (:func:`vae_xai.localization.check_config`),
+    the category's files are listed and fingerprinted, and the workdir's run record is
+    checked (:func:`vae_xai.workdir.start`): another category, data or training config on a
+    trained workdir is refused.
+    """
+    model = build_model(config)
+    localization.check_config(model, config, (config.image_size, config.image_size, 3))
+    validation.existing_path(data_dir, "data_dir")
+    cat_dir = mvtec_ad.resolve_category_dir(data_dir, category)
+    n_train = len(mvtec_ad.list_split(data_dir, category, "train"))  # raises if empty
+    mvtec_ad.list_split(data_dir, category, "test")
+    if config.train.batch_size > n_train:
+        raise validation.ConfigError(
+            "train.batch_size",
+            f"{config.train.batch_size} exceeds the {n_train} training images of {cat_dir}",
+        )
+    run_ = workdir_lib.start(
+        workdir,
+        config,
+        experiment="mvtec_localization",
+        fields=FIELDS,
+        data={
+            "dataset": "MVTec-AD",
+            "category": category,
+            "files": workdir_lib.fingerprint_files(cat_dir),
+        },
+        data_location=str(pathlib.Path(cat_dir).absolute()),
+    )
+    workdir = run_.workdir
     cache = config.cache_dir or str(workdir / "data_cache")
     load = functools.partial(
         mvtec_ad.load_split, data_dir, category, image_size=config.image_size, cache_dir=cache
@@ -85,7 +116,6 @@ def run(
     train, test = load("train"), load("test")
     load_s = time.perf_counter() - t0
 
-    model = build_model(config)
     a = config.augment
     augment = functools.partial(
         augment_batch,
@@ -94,12 +124,12 @@ def run(
         max_rotation_deg=a.max_rotation_deg,
         right_angles=a.right_angles,
     )
-    train_info, evaluation = localization.train_and_evaluate(
+    train_info, evaluation, record = localization.train_and_evaluate(
         model,
         config,
+        run=run_,
         train_images=train["image"],
         test=test,
-        workdir=workdir,
         dense_after=functools.partial(dense_after, head=config.model.head),
         augment=augment,
         title=f"{category} ({config.variant})",
@@ -122,8 +152,7 @@ def run(
             "encoder trained from scratch (no pretrained weights)."
         ),
     }
-    localization.save_results(workdir, results)
-    return results
+    return localization.save_results(record, results)
 
 
 def main(argv: list[str]) -> None:
@@ -144,7 +173,7 @@ def main(argv: list[str]) -> None:
     results = run(
         FLAGS.config, category=FLAGS.category, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir
     )
-    localization.print_report(results, FLAGS.workdir)
+    localization.print_report(results, results["results_path"])
 
 
 if __name__ == "__main__":

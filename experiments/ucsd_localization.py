@@ -16,7 +16,8 @@ frame (100x100 grayscale, all normal), then on the test clips that have pixel ma
 the reconstruction-error map and the anomaly-attention map at conv1, conv2 and conv3 (prior
 and empirical reference statistics), upsampled to 100x100, and reports pooled pixel AUROC
 (the Table 1 metric), best IoU, AUPRO and frame-level AUROC to ``workdir/results.json``, with
-ROC curves and overlays (normal / anomalous frames) in ``workdir/figures/``.
+ROC curves and overlays (normal / anomalous frames) in ``workdir/figures/`` (links into the
+evaluation's own folder ``workdir/evaluations/step<N>_<hash>/``; see :mod:`vae_xai.workdir`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import ucsd_ped1
-from experiments.configs.ucsd_localization import PAPER_TABLE1
-from vae_xai import localization
+from experiments.configs.ucsd_localization import FIELDS, PAPER_TABLE1
+from vae_xai import localization, validation
+from vae_xai import workdir as workdir_lib
 from vae_xai.models.ucsd_vae import UCSDVAE, dense_after
 
 
@@ -68,22 +70,42 @@ def run(
     workdir: str | pathlib.Path,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train/resume, evaluate, write ``results.json`` and figures; returns the results."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Train/resume, evaluate, write ``results.json`` and figures; returns the results.
+
+    The config, the data folder and the workdir's run record are checked before any work
+    (see :func:`experiments.mvtec_localization.run`).
+    """
+    model = build_model(config)
+    localization.check_config(model, config, (config.image_size, config.image_size, 1))
+    validation.existing_path(data_dir, "data_dir")
+    ped1 = ucsd_ped1.resolve_ped1_dir(data_dir)
+    for split in ("Train", "Test"):
+        validation.existing_path(ped1 / split, f"data_dir ({split}/)")
+    run_ = workdir_lib.start(
+        workdir,
+        config,
+        experiment="ucsd_localization",
+        fields=FIELDS,
+        data={
+            "dataset": "UCSD Ped1",
+            "files": {
+                split: workdir_lib.fingerprint_files(ped1 / split) for split in ("Train", "Test")
+            },
+        },
+        data_location=str(ped1.absolute()),
+    )
     t0 = time.perf_counter()
     size = (config.image_size, config.image_size)
     train = ucsd_ped1.load_train(data_dir, image_size=size)
     test = ucsd_ped1.load_test(data_dir, image_size=size, pixel_gt_only=True)
     load_s = time.perf_counter() - t0
 
-    model = build_model(config)
-    train_info, evaluation = localization.train_and_evaluate(
+    train_info, evaluation, record = localization.train_and_evaluate(
         model,
         config,
+        run=run_,
         train_images=train["image"],
         test={k: test[k] for k in ("image", "mask", "label")},
-        workdir=workdir,
         dense_after=dense_after,
         title=f"UCSD Ped1 ({config.variant})",
         progress=progress,
@@ -106,8 +128,7 @@ def run(
             "image_auroc is frame-level, from the frame labels."
         ),
     }
-    localization.save_results(workdir, results)
-    return results
+    return localization.save_results(record, results)
 
 
 def main(argv: list[str]) -> None:
@@ -122,7 +143,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (checkpoints, results.json, figures)")
     results = run(FLAGS.config, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir)
-    localization.print_report(results, FLAGS.workdir)
+    localization.print_report(results, results["results_path"])
 
 
 if __name__ == "__main__":

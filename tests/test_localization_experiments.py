@@ -4,11 +4,13 @@ results.json, figures, errors)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from experiments.configs import mvtec_localization as mvtec_cfg
 from experiments.configs import ucsd_localization as ucsd_cfg
 from tests.fixtures_anomaly import make_mvtec_category, make_ucsd_ped1
 from vae_xai import localization as loc
+from vae_xai.validation import ConfigError
+from vae_xai.workdir import WorkdirError, config_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"pixel_auroc", "best_iou", "aupro", "image_auroc", "n_images", "n_anomalous"}
@@ -98,8 +102,9 @@ def test_eval_kwargs_maps_config_to_evaluate_one_class():
         assert kw["layers"] == tuple(e.layers) and kw["criteria"] == ("difference", "kl")
         assert kw["overlay_layer"] == e.overlay_layer
     e = mvtec_cfg.get_config("small").eval
-    e.overlay_layer = "stage1"  # not an evaluated layer: fall back to the default
-    assert "overlay_layer" not in loc.eval_kwargs(e)
+    e.overlay_layer = "stage1"  # not an evaluated layer: an error (it used to be dropped)
+    with pytest.raises(ConfigError, match=r"eval.overlay_layer: 'stage1' is not one of eval"):
+        loc.eval_kwargs(e)
     with pytest.raises(ValueError, match="unknown eval config keys.*layer_typo"):
         loc.eval_kwargs({**e.to_dict(), "layer_typo": 1})
 
@@ -129,19 +134,39 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
                 assert 0.0 <= m[k] <= 1.0
     assert on_disk["train"]["steps"] == 2 and on_disk["train"]["steps_run"] == 2
     assert on_disk["num_train_images"] == 4 and on_disk["num_test_images"] == 5
+    # figures and results live in the evaluation's own folder; the workdir links to it
+    evaluation = pathlib.Path(on_disk["evaluation"]["dir"])
+    assert evaluation.parent == workdir / "evaluations" and evaluation.name.startswith("step2_")
     figures = workdir / "figures"
+    assert figures.resolve() == (evaluation / "figures").resolve()
     for name in ("roc.png", "overlay_good.png", "overlay_crack.png", "overlay_hole.png"):
         assert (figures / name).stat().st_size > 0, name
-    assert sorted(on_disk["figures"]) == sorted(str(p) for p in figures.glob("*.png"))
+    assert sorted(on_disk["figures"]) == sorted(
+        str(p) for p in (evaluation / "figures").glob("*.png")
+    )
+    record = json.loads((workdir / "run.json").read_text())
+    assert record["data"]["category"] == "toy" and record["config"] == config_dict(config)
 
-    # a second invocation resumes from the final checkpoint instead of retraining
+    # a second invocation resumes from the final checkpoint instead of retraining; another
+    # evaluation config gets its own folder and leaves the first evaluation as it was
+    first = snapshot(evaluation)
     log = (workdir / "metrics.jsonl").read_text()
+    config.eval.criteria = ("difference",)
     again = mvtec_localization.run(
         config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
     )
     assert again["train"]["steps"] == 2 and again["train"]["steps_run"] == 0
     assert (workdir / "metrics.jsonl").read_text() == log
     assert again["metrics"]["recon"] == results["metrics"]["recon"]
+    assert snapshot(evaluation) == first
+    second = pathlib.Path(again["evaluation"]["dir"])
+    assert second != evaluation and second.parent == evaluation.parent
+    assert json.loads((workdir / "results.json").read_text())["evaluation"]["dir"] == str(second)
+    assert "attention_kl_prior_stage3" not in again["metrics"]
+    assert again["evaluation"]["config"]["eval.criteria"] == ["difference"]
+    record = json.loads((workdir / "run.json").read_text())
+    assert [e["dir"] for e in record["evaluations"]] == [evaluation.name, second.name]
+    assert len(record["starts"]) == 2
     assert set(on_disk["latent_detection"]) == {"kl_prior", "kl_empirical"}
     assert set(on_disk["latent_detection"]["kl_prior"]["per_defect"]) == {"crack", "hole"}
 
@@ -255,3 +280,110 @@ def test_ucsd_end_to_end(tmp_path):
     assert on_disk["paper_pixel_auroc"]["attention_conv2"] == 0.92
     for name in ("roc.png", "overlay_normal.png", "overlay_anomalous.png"):
         assert (workdir / "figures" / name).stat().st_size > 0, name
+
+
+# ----------------------------------------------------------------------------- run identity
+
+
+def snapshot(folder: pathlib.Path) -> dict[str, str]:
+    """Every file (and link) under ``folder``: relative path -> content hash or link target."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = pathlib.Path(root) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                out[rel] = "link:" + os.readlink(path)
+            elif path.is_file():
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _refused(fn, exc, match: str, *, before: dict[str, str], workdir: pathlib.Path):
+    t0 = time.perf_counter()
+    with pytest.raises(exc, match=match) as err:
+        fn()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 15, f"refused only after {elapsed:.0f} s"
+    assert snapshot(workdir) == before, "a refused start changed the workdir"
+    return str(err.value)
+
+
+@pytest.mark.slow
+def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
+    """The failure cases of issue 10 on a trained workdir: another category, another learning
+    rate / batch size, a smaller num_steps. Each is refused in seconds, before data loading,
+    and leaves every file of the workdir as it was."""
+    data = tmp_path / "data"
+    make_mvtec_category(data, "toy", size=40)
+    make_mvtec_category(data, "cable", size=40, seed=1)
+    workdir = tmp_path / "run"
+    config = mvtec_cfg.get_config("tiny")
+    config.eval.criteria = ("difference",)
+    config.eval.references = ("prior",)
+    mvtec_localization.run(config, category="toy", data_dir=data, workdir=workdir, progress=False)
+    before = snapshot(workdir)
+    assert "checkpoints/2/_CHECKPOINT_METADATA" in before and "results.json" in before
+
+    def rerun(cfg, category="toy"):
+        return lambda: mvtec_localization.run(
+            cfg, category=category, data_dir=data, workdir=workdir, progress=False
+        )
+
+    msg = _refused(rerun(config, "cable"), WorkdirError, "holds another run", before=before,
+                   workdir=workdir)  # fmt: skip
+    assert str(workdir) in msg
+    assert 'data.category: "toy" -> "cable"' in msg and "data.files.sha256" in msg
+
+    other = mvtec_cfg.get_config("tiny")
+    other.eval.criteria, other.eval.references = ("difference",), ("prior",)
+    other.train.learning_rate, other.train.batch_size = 1e-2, 3
+    msg = _refused(rerun(other), WorkdirError, "holds another run", before=before,
+                   workdir=workdir)  # fmt: skip
+    assert "train.batch_size: 2 -> 3" in msg and "train.learning_rate: 0.0003 -> 0.01" in msg
+    assert "category" not in msg  # only the fields that differ
+
+    shorter = mvtec_cfg.get_config("tiny")
+    shorter.eval.criteria, shorter.eval.references = ("difference",), ("prior",)
+    shorter.train.num_steps = 1
+    msg = _refused(rerun(shorter), WorkdirError, "trained to step 2", before=before,
+                   workdir=workdir)  # fmt: skip
+    assert "train.num_steps=1 is smaller" in msg
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("train.checkpoint_every", 0, "train.checkpoint_every: must be an integer >= 1; got 0"),
+        ("train.log_every", 0, "train.log_every: must be an integer >= 1; got 0"),
+        ("train.num_steps", -5, "train.num_steps: must be an integer >= 1; got -5"),
+        ("eval.layers", ("stage9",), "eval.layers: ResNetVAE.encode has no layer 'stage9'"),
+        ("eval.overlay_layer", "stage2", "eval.overlay_layer: 'stage2' is not one of"),
+        ("eval.criteria", ("diff",), r"eval.criteria: unknown entries \['diff'\]"),
+        ("train.learning_rate", 0.0, "train.learning_rate: must be > 0"),
+    ],
+)
+def test_mvtec_bad_config_fails_before_any_work(tmp_path, field, value, match):
+    """Each bad value is a ConfigError naming the field, raised before the data folder is
+    even looked at (it does not exist here) and before the workdir is created."""
+    config = mvtec_cfg.get_config("tiny")
+    section, key = field.split(".")
+    config[section][key] = value
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=match):
+        mvtec_localization.run(
+            config, category="toy", data_dir=tmp_path / "nope", workdir=tmp_path / "run"
+        )
+    assert time.perf_counter() - t0 < 15
+    assert not (tmp_path / "run").exists()
+
+
+def test_mvtec_batch_larger_than_training_set_fails_before_any_work(tmp_path):
+    make_mvtec_category(tmp_path / "data", "toy", size=40)
+    config = mvtec_cfg.get_config("tiny")
+    config.train.batch_size = 5
+    with pytest.raises(ConfigError, match="train.batch_size: 5 exceeds the 4 training images"):
+        mvtec_localization.run(
+            config, category="toy", data_dir=tmp_path / "data", workdir=tmp_path / "run"
+        )
+    assert not (tmp_path / "run").exists()

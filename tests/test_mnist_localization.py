@@ -283,10 +283,14 @@ def test_end_to_end_and_resume(tmp_path):
     assert set(on_disk["anomalies"]) == {"square", "erase"}
     assert set(on_disk["latent_detection"]) == {"kl_prior", "kl_empirical"}
     assert on_disk["notes"].startswith(loc.RESULT_NAMES_NOTE)
-    figures = workdir / "figures"
+    figures = workdir / "figures"  # a link into the evaluation's own folder
     for name in ("roc.png", "overlay_good.png", "overlay_square.png", "overlay_erase.png"):
         assert (figures / name).stat().st_size > 0, name
-    assert sorted(on_disk["figures"]) == sorted(str(p) for p in figures.glob("*.png"))
+    own = pathlib.Path(on_disk["evaluation"]["dir"]) / "figures"
+    assert figures.resolve() == own.resolve()
+    assert sorted(on_disk["figures"]) == sorted(str(p) for p in own.glob("*.png"))
+    assert on_disk["run"]["data"]["dataset"] == "MNIST"
+    assert on_disk["run"]["data"]["files"]["num_files"] == 4
 
     # a second invocation resumes from the final checkpoint instead of retraining (with one
     # attention map only: the evaluation is not under test here, and each map costs a compile)

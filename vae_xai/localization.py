@@ -26,6 +26,7 @@ Models follow the convention of :mod:`vae_xai.models.resnet_vae` and
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import pathlib
 import time
@@ -38,7 +39,8 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from vae_xai import losses, metrics, plots
+from vae_xai import losses, metrics, plots, validation
+from vae_xai import workdir as workdir_lib
 from vae_xai.attention import (
     aggregate_attention,
     anomaly_attention,
@@ -79,6 +81,7 @@ AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 __all__ = [
     "anomaly_attention_maps",
     "attention_maps_for_layers",
+    "check_config",
     "encoder_statistics",
     "evaluate_one_class",
     "epoch_batch_fn",
@@ -805,62 +808,131 @@ def evaluate_one_class(
     return results, maps
 
 
+EVAL_KEYS = (
+    "layers",
+    "references",
+    "criteria",
+    "baselines",
+    "sample",
+    "num_samples",
+    "batch_size",
+    "max_fpr",
+    "image_score",
+    "overlay_layer",
+    "overlays_per_group",
+)
+
+
 def eval_kwargs(eval_config: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`evaluate_one_class` keyword arguments from an experiment's ``config.eval``.
 
-    Reads ``layers``, ``references``, ``criteria``, ``baselines``, ``sample``, ``num_samples``,
-    ``batch_size``, ``max_fpr``, ``image_score``, ``overlay_layer`` (ignored unless it is one
-    of ``layers``) and ``overlays_per_group``; a missing key keeps the function's default.
+    Reads the keys in :data:`EVAL_KEYS`; a missing key keeps the function's default. An
+    unknown key, or an ``overlay_layer`` that is not one of ``layers`` (no map would be
+    computed for it), is a :class:`~vae_xai.validation.ConfigError`.
     """
     e = dict(eval_config)
-    keys = ("layers", "references", "criteria", "baselines")
-    out: dict[str, Any] = {k: tuple(e[k]) for k in keys if k in e}
-    for k in ("sample", "num_samples", "batch_size", "max_fpr", "image_score"):
-        if k in e:
-            out[k] = e[k]
-    if "overlays_per_group" in e:
-        out["overlays_per_group"] = e["overlays_per_group"]
-    if e.get("overlay_layer") in out.get("layers", ()):
-        out["overlay_layer"] = e["overlay_layer"]
-    unknown = set(e) - {*out, "overlay_layer"}
+    unknown = set(e) - set(EVAL_KEYS)
     if unknown:
-        raise ValueError(f"unknown eval config keys: {sorted(unknown)}")
+        raise validation.ConfigError("eval", f"unknown eval config keys: {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    for k in EVAL_KEYS:
+        if k in e:
+            value = e[k]
+            out[k] = (
+                tuple(value) if k in ("layers", "references", "criteria", "baselines") else value
+            )
+    layers = out.get("layers", ())
+    if out.get("overlay_layer") is not None and out["overlay_layer"] not in layers:
+        raise validation.ConfigError(
+            "eval.overlay_layer",
+            f"{out['overlay_layer']!r} is not one of eval.layers {list(layers)}: no map is "
+            "computed for it",
+        )
     return out
+
+
+def check_config(model: Any, config: Any, input_shape: Sequence[int]) -> None:
+    """Validate a one-class experiment config (``seed``, ``train``, ``eval``) before any work.
+
+    ``train`` must hold exactly the keyword arguments of :func:`train_one_class` with
+    ``num_steps >= 1`` and positive periods, batch size and learning rate; ``eval`` is read
+    by :func:`eval_kwargs` and its ``layers`` must be ``(B, h, w, c)`` feature maps of
+    ``model.encode`` (checked by a shape-only trace on inputs ``(1, *input_shape)``).
+    Raises :class:`~vae_xai.validation.ConfigError` naming the field.
+    """
+    v = validation
+    train_keys = set(inspect.signature(train_one_class).parameters) - {
+        "model", "images", "workdir", "augment", "seed", "progress", "mesh"
+    }  # fmt: skip
+    unknown = set(config.train.keys()) - train_keys
+    if unknown:
+        raise v.ConfigError("train", f"unknown keys {sorted(unknown)}; known: {sorted(train_keys)}")
+    v.at_least(config, "train.num_steps", 1)
+    v.positive(config, "train.learning_rate")
+    v.at_least(config, "train.batch_size", 1)
+    v.at_least(config, "train.checkpoint_every", 1)
+    v.at_least(config, "train.log_every", 1)
+    if "likelihood" in config.train:
+        v.one_of(config, "train.likelihood", ("gaussian", "bernoulli"))
+    unknown = set(config.eval.keys()) - set(EVAL_KEYS)
+    if unknown:
+        raise v.ConfigError("eval", f"unknown eval config keys: {sorted(unknown)}")
+    v.non_empty(config, "eval.layers")
+    v.model_layers(model, input_shape, tuple(config.eval.layers), "eval.layers", train=False)
+    kw = eval_kwargs(config.eval)  # overlay_layer among the layers
+    if "references" in kw:
+        v.subset(config, "eval.references", ("prior", "empirical"))
+    if "criteria" in kw:
+        v.subset(config, "eval.criteria", ANOMALY_CRITERIA)
+    if "baselines" in kw:
+        v.subset(config, "eval.baselines", tuple(BASELINES), allow_empty=True)
+    for key in ("batch_size", "num_samples", "overlays_per_group"):
+        if key in kw:
+            v.at_least(config, f"eval.{key}", 1)
+    if "image_score" in kw:
+        v.one_of(config, "eval.image_score", ("max", "mean"))
+    if "max_fpr" in kw and not 0 < kw["max_fpr"] <= 1:
+        raise v.ConfigError("eval.max_fpr", f"must be in (0, 1]; got {kw['max_fpr']!r}")
 
 
 def train_and_evaluate(
     model: Any,
     config: Any,
     *,
+    run: workdir_lib.Run,
     train_images: ArrayLike,
     test: Mapping[str, ArrayLike],
-    workdir: str | pathlib.Path,
     dense_after: Callable[[str], str | None] = lambda layer: None,
     augment: AugmentFn | None = None,
     title: str | None = None,
     progress: bool = True,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], workdir_lib.Evaluation]:
     """What every one-class launcher does: train (or resume) on ``train_images``, evaluate.
 
     ``config`` is an experiment config with ``seed``, ``train`` (exactly the keyword
-    arguments of :func:`train_one_class`) and ``eval`` (read by :func:`eval_kwargs`).
-    ``test`` holds ``"image"``, ``"mask"``, ``"label"`` and optionally ``"defect"`` (the
-    per-image group for per-defect metrics). Figures go to ``workdir/figures``.
+    arguments of :func:`train_one_class`) and ``eval`` (read by :func:`eval_kwargs`), already
+    checked by :func:`check_config`; ``run`` is the started run of the workdir
+    (:func:`vae_xai.workdir.start`). ``test`` holds ``"image"``, ``"mask"``, ``"label"`` and
+    optionally ``"defect"`` (the per-image group for per-defect metrics). Figures go to the
+    evaluation's own folder (``workdir/evaluations/step<N>_<hash>/figures``).
 
     Returns:
-      ``(train_info, evaluation)`` from :func:`train_one_class` and
-      :func:`evaluate_one_class`.
+      ``(train_info, evaluation_results, evaluation)`` from :func:`train_one_class`,
+      :func:`evaluate_one_class` and :meth:`vae_xai.workdir.Run.evaluation`; the launcher
+      adds its fields and calls ``evaluation.save_results(results)``.
     """
+    kw = eval_kwargs(config.eval)
     state, train_info = train_one_class(
         model,
         train_images,
-        workdir=workdir,
+        workdir=run.workdir,
         augment=augment,
         seed=config.seed,
         progress=progress,
         **(config.train.to_dict() if hasattr(config.train, "to_dict") else dict(config.train)),
     )
-    evaluation, _ = evaluate_one_class(
+    evaluation = run.evaluation(run.eval_config(config), step=train_info["steps"])
+    results, _ = evaluate_one_class(
         model,
         variables_of(state),
         train_images=train_images,
@@ -870,24 +942,24 @@ def train_and_evaluate(
         groups=test.get("defect"),
         dense_after=dense_after,
         seed=config.seed,
-        figure_dir=pathlib.Path(workdir) / "figures",
+        figure_dir=evaluation.dir / "figures",
         title=None if title is None else f"{title}, {train_info['steps']} steps",
-        **eval_kwargs(config.eval),
+        **kw,
     )
-    return train_info, evaluation
+    return train_info, results, evaluation
 
 
-def save_results(workdir: str | pathlib.Path, results: Mapping[str, Any]) -> pathlib.Path:
-    """Write a launcher's results to ``workdir/results.json`` (non-JSON values as strings)."""
-    path = pathlib.Path(workdir) / "results.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    return path
+def save_results(evaluation: workdir_lib.Evaluation, results: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a launcher's results to the evaluation's ``results.json`` (atomically, with the
+    run's identity and the evaluation's config) and link it as ``workdir/results.json``;
+    returns what was written (see :meth:`vae_xai.workdir.Evaluation.save_results`)."""
+    return evaluation.save_results(results)
 
 
-def print_report(results: Mapping[str, Any], workdir: str | pathlib.Path) -> None:
+def print_report(results: Mapping[str, Any], path: str | pathlib.Path) -> None:
     """Print a one-class launcher's :func:`summary_table` and where its results.json is."""
     print(summary_table(results["metrics"], results["latent_detection"]))
-    print(f"results: {pathlib.Path(workdir) / 'results.json'}")
+    print(f"results: {path}")
 
 
 def summary_table(

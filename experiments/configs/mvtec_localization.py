@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from vae_xai.workdir import Fields
+
 VARIANTS = ("full", "small", "tiny")
 
 # Liu et al. Table 2 (pixel AUROC / best IoU). Only the bottle row is recorded here.
@@ -36,6 +38,15 @@ PAPER_TABLE2 = {
         "ae_l2": {"pixel_auroc": 0.86, "best_iou": 0.22},
     }
 }
+
+
+# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
+# evaluation-only fields and the checkpoint/log periods may differ; anything else is another run.
+FIELDS = Fields(
+    num_steps="train.num_steps",
+    eval=("eval",),
+    schedule=("train.checkpoint_every", "train.log_every", "cache_dir"),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

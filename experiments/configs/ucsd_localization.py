@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from vae_xai.workdir import Fields
+
 VARIANTS = ("full", "small", "tiny")
 
 # Liu et al. Table 1, pixel-level AUROC on UCSD Ped1.
@@ -24,6 +26,15 @@ PAPER_TABLE1 = {
     "attention_conv2": 0.92,
     "attention_conv3": 0.91,
 }
+
+
+# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
+# evaluation-only fields and the checkpoint/log periods may differ; anything else is another run.
+FIELDS = Fields(
+    num_steps="train.num_steps",
+    eval=("eval",),
+    schedule=("train.checkpoint_every", "train.log_every"),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

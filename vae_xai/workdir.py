@@ -1,0 +1,519 @@
+"""A workdir is one run: its identity is recorded on first start and checked on every later one.
+
+Every launcher in ``experiments/`` calls :func:`start` after validating its config and before
+any work (no data loading, model init or compilation):
+
+* **First start** writes ``workdir/run.json`` (atomically): the experiment name, the resolved
+  config, the data identity (dataset, category, a fingerprint of the data files; see
+  :func:`fingerprint_files` and :func:`renderer_identity`), the package versions, the git
+  commit (``None`` outside a git checkout) and the device.
+* **Every later start** compares the new config and data identity with the record. A
+  difference in a field that changes what is trained is refused with a :class:`WorkdirError`
+  naming the workdir and every differing field with its old and new value. Which fields may
+  differ is declared once per config module as a :class:`Fields` (``FIELDS``): the
+  evaluation-only subtrees (e.g. ``eval``), the checkpoint/log periods, and ``num_steps``.
+* ``num_steps`` may grow (the run continues; the start is recorded in ``run.json``'s
+  ``starts``). A ``num_steps`` below the step already trained is refused: the checkpoints of
+  the earlier steps are pruned by orbax, so evaluating "at" the smaller step would evaluate
+  the longer-trained model under the smaller step's label.
+* **Evaluations** (:meth:`Run.evaluation`) each get their own folder
+  ``workdir/evaluations/step<N>_<hash of the evaluation config>/`` with their
+  ``results.json`` and figures, so an evaluation with another evaluation config never
+  replaces an earlier one. The newest evaluation's outputs are linked from the workdir
+  (``workdir/results.json``, ``workdir/figures``, ... are symlinks into its folder) and every
+  evaluation is listed in ``run.json``'s ``evaluations``.
+
+A workdir that holds outputs but no ``run.json`` (made before run records, or by something
+else) is refused: its config cannot be checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "RUN_FILE",
+    "Evaluation",
+    "Fields",
+    "Run",
+    "WorkdirError",
+    "config_dict",
+    "fingerprint_files",
+    "flatten",
+    "renderer_identity",
+    "start",
+    "trained_step",
+    "write_json_atomic",
+]
+
+RUN_FILE = "run.json"
+EVALUATIONS = "evaluations"
+# Above this many bytes the data fingerprint uses (size, mtime) instead of content hashes.
+CONTENT_HASH_LIMIT = 2 << 30
+_MISSING = "<absent>"
+
+
+class WorkdirError(ValueError):
+    """A start that would mix two runs in one workdir (or mislabel its results)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fields:
+    """Which config fields may differ between the starts of one workdir.
+
+    Attributes:
+      num_steps: dotted path of the total step count; it may grow, never fall below the step
+        already trained.
+      eval: dotted paths (a subtree or a leaf) that only change evaluation; each evaluation
+        is recorded with their values.
+      schedule: dotted paths that change neither the trained model nor the evaluation (how
+        often to checkpoint and log, where to cache decoded data); recorded when they change.
+    """
+
+    num_steps: str = "num_steps"
+    eval: tuple[str, ...] = ("eval",)
+    schedule: tuple[str, ...] = ("checkpoint_every", "log_every")
+
+    def kind(self, key: str) -> str:
+        """``"num_steps"``, ``"eval"``, ``"schedule"`` or ``"train"`` for a dotted key."""
+        if key == self.num_steps:
+            return "num_steps"
+        for name, prefixes in (("eval", self.eval), ("schedule", self.schedule)):
+            if any(key == p or key.startswith(p + ".") for p in prefixes):
+                return name
+        return "train"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
+    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``.
+
+    A reader (or a crash) sees the old file or the new one, never half of one. Values JSON
+    cannot hold are written with ``str``.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w") as f:
+        f.write(json.dumps(obj, indent=2, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A ConfigDict (or mapping) as plain JSON values (tuples become lists)."""
+    raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return json.loads(json.dumps(raw, default=str))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _select(tree: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    flat = flatten(tree)
+    return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in paths)}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _short_hash(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def fingerprint_files(
+    root: str | os.PathLike[str],
+    *,
+    files: Sequence[str | os.PathLike[str]] | None = None,
+    content_limit: int = CONTENT_HASH_LIMIT,
+) -> dict[str, Any]:
+    """A fingerprint of the data files under ``root`` (or of ``files``, paths under it).
+
+    ``sha256`` over the sorted relative paths with each file's size and content hash, so a
+    copy of the same data elsewhere has the same fingerprint and any added, removed or
+    changed file gives another. When the files hold more than ``content_limit`` bytes the
+    file's modification time (ns) replaces its content hash (``"mode": "stat"``): hashing
+    would no longer take seconds. Hidden files (``.name``) are skipped.
+    """
+    root = pathlib.Path(root)
+    if files is None:
+        if not root.is_dir():
+            raise FileNotFoundError(f"data folder {root} does not exist")
+        paths = sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+    else:
+        paths = sorted(pathlib.Path(f) for f in files)
+    stats = [(p, p.stat()) for p in paths]
+    total = sum(s.st_size for _, s in stats)
+    mode = "content" if total <= content_limit else "stat"
+    digest = hashlib.sha256()
+    for p, st in stats:
+        rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name
+        if mode == "content":
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+            token = h.hexdigest()
+        else:
+            token = str(st.st_mtime_ns)
+        digest.update(f"{rel}\0{st.st_size}\0{token}\n".encode())
+    return {"sha256": digest.hexdigest(), "num_files": len(stats), "bytes": total, "mode": mode}
+
+
+def renderer_identity() -> dict[str, Any]:
+    """The identity of the dSprites renderer: a hash of 64 fixed renders (on the CPU).
+
+    Training data rendered on the fly has no files to fingerprint; what identifies it is what
+    the renderer draws. Rendering on the CPU keeps the hash the same when a run continues on
+    an accelerator. Costs a fraction of a second.
+    """
+    import jax
+    import numpy as np
+
+    from data_pipelines import dsprites
+
+    grid = np.meshgrid(*(np.arange(0, n, max(1, n // 3)) for n in (3, 6, 40, 32, 32)))
+    classes = np.stack([g.ravel() for g in grid], -1)[:64]
+    with jax.default_device(jax.devices("cpu")[0]):
+        images = np.asarray(dsprites.render_from_classes(classes), np.uint8)
+    return {
+        "renderer": "data_pipelines.dsprites.render_from_classes",
+        "sha256_of_64_renders": hashlib.sha256(images.tobytes()).hexdigest(),
+    }
+
+
+def _git_commit() -> dict[str, Any]:
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if commit.returncode != 0:
+            return {"commit": None}
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+
+
+def _versions() -> dict[str, Any]:
+    import importlib.metadata
+
+    import vae_xai
+
+    out: dict[str, Any] = {"vae_xai": vae_xai.__version__}
+    for name in ("jax", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _device() -> dict[str, Any]:
+    import jax
+
+    devices = jax.devices()
+    return {"platform": devices[0].platform, "kind": devices[0].device_kind, "count": len(devices)}
+
+
+def trained_step(workdir: str | os.PathLike[str]) -> int | None:
+    """The highest checkpointed step under ``workdir/checkpoints`` or ``workdir/*/checkpoints``.
+
+    Reads folder names only (orbax names step folders by their step; unfinished saves carry a
+    suffix and are skipped), so it costs nothing. ``None`` when nothing is checkpointed.
+    """
+    workdir = pathlib.Path(workdir)
+    steps = [
+        int(p.name)
+        for folder in [workdir / "checkpoints", *workdir.glob("*/checkpoints")]
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.isdigit()
+    ]
+    return max(steps) if steps else None
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _diff_lines(diffs: Sequence[tuple[str, Any, Any]]) -> str:
+    return "\n".join(
+        f"  {k}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"
+        for k, old, new in diffs
+    )
+
+
+class Run:
+    """A started run: its workdir, record (``run.json``) and declared fields."""
+
+    def __init__(self, workdir: pathlib.Path, record: dict[str, Any], fields: Fields):
+        self.workdir = workdir
+        self.record = record
+        self.fields = fields
+
+    @property
+    def path(self) -> pathlib.Path:
+        return self.workdir / RUN_FILE
+
+    def _write(self) -> None:
+        write_json_atomic(self.path, self.record)
+
+    def summary(self) -> dict[str, Any]:
+        """What a results file should say about the run (identity, not the evaluation)."""
+        r = self.record
+        return {
+            "workdir": str(self.workdir),
+            "experiment": r["experiment"],
+            "data": r["data"],
+            "created": r["created"],
+            "git": r["git"],
+            "versions": r["versions"],
+            "device": r["device"],
+            "starts": len(r["starts"]),
+        }
+
+    def eval_config(self, config: Any) -> dict[str, Any]:
+        """The evaluation-only fields of ``config`` (flattened), as declared in ``Fields``."""
+        return _select(config_dict(config), self.fields.eval)
+
+    def evaluation(
+        self, eval_config: Mapping[str, Any], *, step: int, label: str = "step"
+    ) -> Evaluation:
+        """The folder of the evaluation of the model at ``step`` with ``eval_config``.
+
+        ``eval_config`` is whatever changes the evaluation's outputs (e.g.
+        :meth:`eval_config` plus the images it is scored on). The same model and
+        configuration give the same folder (redoing it replaces identical outputs); any other
+        gives a new one.
+        """
+        eval_config = json.loads(json.dumps(dict(eval_config), default=str))
+        name = f"{label}{int(step)}_{_short_hash(eval_config)}"
+        return Evaluation(self, self.workdir / EVALUATIONS / name, eval_config, int(step))
+
+
+class Evaluation:
+    """One evaluation of a run: its own folder, config and results."""
+
+    def __init__(self, run: Run, folder: pathlib.Path, config: dict[str, Any], step: int):
+        self.run = run
+        self.dir = folder
+        self.config = config
+        self.step = step
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def results_path(self) -> pathlib.Path:
+        return self.dir / "results.json"
+
+    def header(self) -> dict[str, Any]:
+        """The ``run`` and ``evaluation`` entries a results file carries."""
+        return {
+            "run": self.run.summary(),
+            "evaluation": {
+                "dir": str(self.dir),
+                "step": self.step,
+                "config": self.config,
+                "time": _now(),
+                "git": _git_commit(),
+            },
+        }
+
+    def save_results(self, results: Mapping[str, Any], *, publish: bool = True) -> dict[str, Any]:
+        """Write ``results.json`` in the evaluation folder (atomically), record the evaluation
+        in ``run.json`` and, with ``publish``, link its outputs from the workdir.
+
+        Returns what was written: ``results`` after the ``run`` and ``evaluation`` entries of
+        :meth:`header`, plus ``results_path``.
+        """
+        written = {**self.header(), **results, "results_path": str(self.results_path)}
+        write_json_atomic(self.results_path, written)
+        entry = {"dir": self.dir.name, "step": self.step, "time": _now()}
+        evals = [e for e in self.run.record.get("evaluations", []) if e["dir"] != self.dir.name]
+        self.run.record["evaluations"] = [*evals, entry]
+        self.run._write()
+        if publish:
+            self.publish()
+        return json.loads(json.dumps(written, default=str))
+
+    def publish(self) -> list[pathlib.Path]:
+        """Point ``workdir/<name>`` at every output of this evaluation (symlinks, replaced
+        atomically); links of an earlier evaluation that this one lacks are removed. A real
+        file or folder of that name in the workdir is left alone."""
+        workdir = self.run.workdir
+        names = {p.name for p in self.dir.iterdir() if not p.name.startswith(".")}
+        for link in workdir.iterdir():
+            if link.is_symlink() and os.readlink(link).startswith(EVALUATIONS + os.sep):
+                if link.name not in names:
+                    link.unlink()
+        made = []
+        for name in sorted(names):
+            link = workdir / name
+            if link.exists() and not link.is_symlink():
+                continue
+            tmp = workdir / f".{name}.link-{os.getpid()}"
+            if tmp.is_symlink():
+                tmp.unlink()
+            os.symlink(os.path.join(EVALUATIONS, self.dir.name, name), tmp)
+            os.replace(tmp, link)
+            made.append(link)
+        return made
+
+
+def start(
+    workdir: str | os.PathLike[str],
+    config: Any,
+    *,
+    experiment: str,
+    fields: Fields,
+    data: Mapping[str, Any],
+    data_location: str | None = None,
+) -> Run:
+    """Record (first start) or check (later starts) the run in ``workdir``; see the module doc.
+
+    Args:
+      workdir: the run folder (created if missing).
+      config: the resolved experiment config (ConfigDict or mapping).
+      experiment: the launcher's name; a workdir holds runs of one experiment only.
+      fields: which fields may change between starts (the config module's ``FIELDS``).
+      data: the data identity (compared): dataset, category, fingerprint, ...
+      data_location: where the data was read from (recorded, not compared: the same data
+        may move).
+
+    Returns:
+      The :class:`Run`.
+
+    Raises:
+      WorkdirError: the workdir holds another run (another experiment, a training-relevant
+        config field or the data differ), was trained past ``num_steps``, or holds outputs
+        without a ``run.json``.
+    """
+    workdir = pathlib.Path(workdir)
+    new_config = config_dict(config)
+    new_data = json.loads(json.dumps(dict(data), default=str))
+    flat_new = flatten(new_config)
+    if fields.num_steps not in flat_new:
+        raise KeyError(f"config has no field {fields.num_steps!r} (Fields.num_steps)")
+    num_steps = int(flat_new[fields.num_steps])
+    path = workdir / RUN_FILE
+    step_done = trained_step(workdir)
+    entry = {"time": _now(), "num_steps": num_steps, "git": _git_commit(), "device": _device()}
+
+    if not path.exists():
+        if (
+            workdir.is_dir()
+            and any(
+                (workdir / n).exists()
+                for n in ("checkpoints", "metrics.jsonl", "results.json", "config.json")
+            )
+            or step_done is not None
+        ):
+            raise WorkdirError(
+                f"{workdir} holds outputs of a run but no {RUN_FILE} (made before run records, "
+                "or by something else): its config cannot be compared with this one. Use a new "
+                "--workdir."
+            )
+        record = {
+            "experiment": experiment,
+            "config": new_config,
+            "data": new_data,
+            "data_location": data_location,
+            "created": entry["time"],
+            "git": entry["git"],
+            "versions": _versions(),
+            "device": entry["device"],
+            "fields": dataclasses.asdict(fields),
+            "starts": [entry],
+            "evaluations": [],
+        }
+        run = Run(workdir, record, fields)
+        workdir.mkdir(parents=True, exist_ok=True)
+        run._write()
+        return run
+
+    record = json.loads(path.read_text())
+    if record.get("experiment") != experiment:
+        raise WorkdirError(
+            f"{workdir} holds a {record.get('experiment')!r} run; this is {experiment!r}. "
+            "Use another --workdir."
+        )
+    flat_old = flatten(record["config"])
+    diffs = [
+        (k, flat_old.get(k, _MISSING), flat_new.get(k, _MISSING))
+        for k in sorted(set(flat_old) | set(flat_new))
+        if fields.kind(k) == "train" and flat_old.get(k, _MISSING) != flat_new.get(k, _MISSING)
+    ]
+    flat_data_old, flat_data_new = flatten(record["data"]), flatten(new_data)
+    diffs += [
+        (f"data.{k}", flat_data_old.get(k, _MISSING), flat_data_new.get(k, _MISSING))
+        for k in sorted(set(flat_data_old) | set(flat_data_new))
+        if flat_data_old.get(k, _MISSING) != flat_data_new.get(k, _MISSING)
+    ]
+    if diffs:
+        raise WorkdirError(
+            f"{workdir} holds another run ({RUN_FILE}): these fields change what is trained "
+            f"(recorded -> now):\n{_diff_lines(diffs)}\n"
+            "Use another --workdir for another run (only num_steps may grow, and the fields "
+            f"under {list(fields.eval) + list(fields.schedule)} may change)."
+        )
+    if step_done is not None and num_steps < step_done:
+        raise WorkdirError(
+            f"{workdir} was trained to step {step_done}; {fields.num_steps}={num_steps} is "
+            f"smaller, and the checkpoints before step {step_done} are not all kept, so results "
+            f"would describe the {step_done}-step model under the label {num_steps}. Pass "
+            f"{fields.num_steps} >= {step_done} (a larger value continues the run) or use "
+            "another --workdir."
+        )
+    last = record["starts"][-1] if record.get("starts") else {}
+    previous = flatten(record.get("last_config", record["config"]))
+    changed = {
+        k: [previous.get(k, _MISSING), flat_new.get(k, _MISSING)]
+        for k in sorted(set(previous) | set(flat_new))
+        if fields.kind(k) in ("num_steps", "schedule")
+        and previous.get(k, _MISSING) != flat_new.get(k, _MISSING)
+    }
+    if changed:
+        entry["changed"] = changed
+    if last.get("num_steps") is not None and num_steps > last["num_steps"]:
+        entry["continues_from_step"] = step_done or 0
+    entry["data_location"] = data_location
+    record["starts"] = [*record.get("starts", []), entry]
+    record["last_config"] = new_config
+    run = Run(workdir, record, fields)
+    run._write()
+    return run
