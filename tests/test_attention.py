@@ -291,3 +291,215 @@ def test_released_code_variant(tiny):
     maps = np.einsum("bc,bhwc->bhw", alpha, split.features)
     want = np.abs(np.asarray(jax.image.resize(maps, (3, 16, 16), "bilinear")))
     np.testing.assert_allclose(got, want, **TOL)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _with_nan(features, value=jnp.nan):
+    return features.at[1, 0, 0, 0].set(value)  # one pixel of image 1
+
+
+ATTENTION_VARIANTS = {
+    "generic": lambda s, f: att.latent_attention(s.head_fn, f),
+    "dense_fast_path": lambda s, f: att.latent_attention(
+        s.head_fn, f, shift_head_fn=s.shift_head_fn
+    ),
+    "chunked_abs": lambda s, f: att.latent_attention(s.head_fn, f, latent_chunk=2, rectify="abs"),
+    "sample": lambda s, f: att.latent_attention(
+        s.head_fn, f, score="sample", key=jax.random.key(0)
+    ),
+    "anomaly": lambda s, f: att.anomaly_attention(s.head_fn, f, key=jax.random.key(0)),
+    "anomaly_kl": lambda s, f: att.anomaly_attention(s.head_fn, f, criterion="kl"),
+}
+
+
+NONFINITE_CASES = [
+    pytest.param(variant, bad, id=f"{variant}-{name}")
+    for variant in sorted(ATTENTION_VARIANTS)
+    for name, bad in (("nan", np.nan), ("inf", np.inf))
+    if not (variant == "dense_fast_path" and name == "inf")  # NaN in x: see below
+]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize(("variant", "bad"), NONFINITE_CASES)
+def test_nonfinite_features_give_nan_maps_for_that_image(tiny, variant, bad, jit):
+    # Before: image 1 got finite maps (zeros) with a NaN at the one bad pixel.
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode", dense_after="fc1")
+    want = ATTENTION_VARIANTS[variant](split, split.features)
+    if variant == "dense_fast_path":
+        # shift_head_fn reads the split's own features, so break image 1 at the input: a NaN
+        # pixel of x reaches conv2 through conv1 and the ReLUs.
+        split = split_encoder(
+            model, variables, _with_nan(x), layer="conv2", method="encode", dense_after="fc1"
+        )
+        features = split.features
+        assert not bool(jnp.isfinite(features[1]).all())
+    else:
+        features = _with_nan(split.features, bad)
+    fn = ATTENTION_VARIANTS[variant]
+    got = jax.jit(lambda f: fn(split, f))(features) if jit else fn(split, features)
+    assert bool(jnp.isnan(got[1]).all())
+    np.testing.assert_allclose(got[np.array([0, 2])], want[np.array([0, 2])], **TOL)
+    assert bool(jnp.isfinite(got[np.array([0, 2])]).all())
+
+
+def test_nonfinite_head_output_gives_nan_maps_for_that_image(tiny):
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+
+    def head_nan_logvar(a):  # finite features, but the head breaks for image 1
+        mu, logvar = split.head_fn(a)
+        return mu, logvar.at[1, 2].set(jnp.inf)
+
+    got = att.latent_attention(head_nan_logvar, split.features)  # score = mu: finite z
+    want = att.latent_attention(split.head_fn, split.features)
+    assert bool(jnp.isnan(got[1]).all())
+    np.testing.assert_allclose(got[np.array([0, 2])], want[np.array([0, 2])], **TOL)
+
+
+def test_released_variant_nan_features(tiny):
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+    got = att.released_code_attention(split.head_fn, _with_nan(split.features))
+    assert bool(jnp.isnan(got[1]).all())  # not a finite map with one NaN pixel
+
+
+@pytest.mark.parametrize("criterion", ["difference", "kl"])
+@pytest.mark.parametrize("ref_var", [0.0, -1.0, [1.0, 0.0, 1.0, 1.0, 1.0], np.nan])
+def test_ref_var_must_be_positive(tiny, criterion, ref_var):
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+    with pytest.raises(ValueError, match=r"ref_var must be > 0"):
+        att.anomaly_attention(
+            split.head_fn,
+            split.features,
+            key=jax.random.key(0),
+            ref_var=ref_var,
+            criterion=criterion,
+        )
+    with pytest.raises(ValueError, match=r"ref_var must be > 0"):
+        att.anomaly_attention(
+            split.head_fn,
+            split.features,
+            key=jax.random.key(0),
+            ref_var=jnp.asarray(ref_var),
+            criterion=criterion,
+        )
+
+
+def test_ref_mu_must_be_finite(tiny):
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+    with pytest.raises(ValueError, match=r"ref_mu must be finite"):
+        att.anomaly_attention(split.head_fn, split.features, ref_mu=np.nan, criterion="kl")
+
+
+@pytest.mark.parametrize("criterion", ["difference", "kl"])
+def test_traced_negative_ref_var_gives_nan_maps(tiny, criterion):
+    # Under jit the value is unknown: no error, but never plausible numbers.
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+    maps = jax.jit(
+        lambda v: att.anomaly_attention(
+            split.head_fn, split.features, key=jax.random.key(0), ref_var=v, criterion=criterion
+        )
+    )(jnp.full((5,), -100.0))
+    assert bool(jnp.isnan(maps).all())
+
+
+def test_reference_statistics_bad_input():
+    # Before: 0 rows returned NaN statistics (with a RuntimeWarning).
+    with pytest.raises(ValueError, match=r"mu and logvar have 0 rows \(shape \(0, 3\)\)"):
+        att.reference_statistics(np.zeros((0, 3)), np.zeros((0, 3)))
+    with pytest.raises(TypeError, match="mu must be floating point; got dtype int"):
+        att.reference_statistics(np.ones((4, 3), np.int32), np.zeros((4, 3)))
+    # Value checks only apply to concrete inputs: under jit it traces (before: a
+    # TracerBoolConversionError) and matches the eager result.
+    rng = np.random.default_rng(1)
+    mu, logvar = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) * 0.2
+    jitted = jax.jit(att.reference_statistics)(mu, logvar)
+    for a, b in zip(jitted, att.reference_statistics(mu, logvar), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def _dict_head(split):
+    return lambda a: dict(zip(("mu", "logvar"), split.head_fn(a), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("make_head", "match"),
+    [
+        (_dict_head, r"got a dict with keys \['logvar', 'mu'\]"),
+        (lambda s: lambda a: s.head_fn(a)[0], r"got a single array of shape \(3, 5\)"),
+        (lambda s: lambda a: (*s.head_fn(a), s.head_fn(a)[0]), r"got a tuple of 3 elements"),
+        (lambda s: lambda a: (s.head_fn(a)[0], None), r"got logvar of type NoneType"),
+    ],
+    ids=["dict", "array", "triple", "none"],
+)
+def test_head_fn_must_return_a_mu_logvar_pair(tiny, make_head, match):
+    # Before (dict): AttributeError "'str' object has no attribute 'ndim'".
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+    head = make_head(split)
+    pattern = r"head_fn must return a \(mu, logvar\) pair of floating-point arrays.*" + match
+    with pytest.raises(TypeError, match=pattern):
+        att.latent_attention(head, split.features)
+    with pytest.raises(TypeError, match=pattern):
+        att.released_code_attention(head, split.features)
+    with pytest.raises(TypeError, match=r"shift_head_fn must return .*" + match):
+        att.latent_attention(
+            head, split.features, shift_head_fn=lambda d: head(split.features + d[:, None, None])
+        )
+
+
+def test_integer_mu_is_a_type_error(tiny):
+    # Before: all-zero maps (an integer output has a zero gradient).
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+
+    def int_head(a):
+        mu, logvar = split.head_fn(a)
+        return jnp.round(mu * 10).astype(jnp.int32), logvar
+
+    with pytest.raises(TypeError, match=r"got mu of dtype int32 .*no gradient"):
+        att.latent_attention(int_head, split.features)
+    with pytest.raises(TypeError, match=r"got mu of dtype int32"):
+        att.released_code_attention(int_head, split.features)
+
+
+def test_empty_batch(tiny):
+    # Before: ZeroDivisionError "integer modulo by zero" inside the model's reshape.
+    model, variables, x = tiny
+    with pytest.raises(
+        ValueError, match=r"x must be a batch of at least one image.*\(0, 16, 16, 1\)"
+    ):
+        split_encoder(model, variables, x[:0], layer="conv2", method="encode")
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+    with pytest.raises(ValueError, match=r"features has 0 images \(shape \(0, 4, 4, 6\)\)"):
+        att.latent_attention(split.head_fn, split.features[:0])
+    with pytest.raises(ValueError, match=r"features has 0 images"):
+        att.released_code_attention(split.head_fn, split.features[:0])
+
+
+class SharedConvEncoder(nn.Module):
+    """Applies one conv twice (weight sharing): 'shared' has no single feature map."""
+
+    @nn.compact
+    def __call__(self, x):
+        conv = nn.Conv(3, (3, 3), name="shared")
+        h = nn.relu(conv(x))
+        h = nn.relu(conv(h))
+        h = h.reshape(h.shape[0], -1)
+        return nn.Dense(2, name="mu")(h), nn.Dense(2, name="logvar")(h)
+
+
+def test_layer_called_twice_is_refused():
+    # Before: split at the first call, and head_fn replaced *both* calls with the features.
+    enc = SharedConvEncoder()
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    variables = enc.init(jax.random.key(1), x)
+    with pytest.raises(ValueError, match=r"layer='shared' \('shared'\) is called 2 times"):
+        split_encoder(enc, variables, x, layer="shared")

@@ -17,15 +17,23 @@ cost about as much as one ordinary backward pass.
 
 Every function here is jit-able and vmap-able; use ``latent_chunk`` to bound memory for large
 ``D`` with the generic (non-Dense) path.
+
+Bad input: shapes, dtypes and the ``head_fn`` output are checked at trace time (free under
+``jit``) and raise ``ValueError``/``TypeError`` naming the argument. Values (``ref_var > 0``,
+rows of :func:`reference_statistics`) are checked only when they are concrete, i.e. outside
+``jit``. A NaN or inf in an image's features, or in its ``(mu, logvar)``, makes *all* of that
+image's maps NaN (inside and outside ``jit``; other images are unaffected), so a broken
+input never yields plausible-looking numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from vae_xai.losses import reparameterize
@@ -57,9 +65,71 @@ def _check_features(features: ArrayLike) -> jax.Array:
         raise ValueError(
             f"features must be a conv feature map of shape (B, h, w, c); got shape {features.shape}"
         )
+    if 0 in features.shape:
+        what = "0 images" if features.shape[0] == 0 else "an empty axis"
+        raise ValueError(
+            f"features has {what} (shape {features.shape}); expected (B, h, w, c) with "
+            "B, h, w, c >= 1"
+        )
     if not jnp.issubdtype(features.dtype, jnp.floating):
         raise TypeError(f"features must be floating point; got dtype {features.dtype}")
     return features
+
+
+def _is_concrete(*xs: Any) -> bool:
+    """True when no argument is being traced (values can be checked on the host)."""
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _head_outputs(out: Any, name: str) -> tuple[jax.Array, jax.Array]:
+    """Check that ``name`` (``head_fn``/``shift_head_fn``) returned a float (mu, logvar) pair."""
+    expected = f"{name} must return a (mu, logvar) pair of floating-point arrays, each (B, D)"
+    if isinstance(out, Mapping):
+        raise TypeError(
+            f"{expected}; got a {type(out).__name__} with keys {sorted(map(str, out))}. Wrap it, "
+            "e.g. lambda a: (lambda o: (o['mu'], o['logvar']))(head(a))"
+        )
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        if isinstance(out, tuple | list):
+            got = f"a {type(out).__name__} of {len(out)} elements"
+        elif isinstance(out, jax.Array | np.ndarray):
+            got = f"a single array of shape {out.shape}"
+        else:
+            got = type(out).__name__
+        raise TypeError(f"{expected}; got {got}")
+    for arg, v in zip(("mu", "logvar"), out, strict=True):
+        if not isinstance(v, jax.Array | np.ndarray):
+            raise TypeError(f"{expected}; got {arg} of type {type(v).__name__}")
+        if not jnp.issubdtype(v.dtype, jnp.floating):
+            raise TypeError(
+                f"{expected}; got {arg} of dtype {v.dtype} (an integer {arg} has no gradient, "
+                "so every map would be 0)"
+            )
+    return out[0], out[1]
+
+
+def _nan_where_nonfinite(x: jax.Array, *sources: jax.Array) -> jax.Array:
+    """``x`` (B, ...) with every entry of image ``b`` set to NaN where a source (B, ...) has a
+    NaN/inf in row ``b``: a broken image must not get plausible numbers (a NaN pixel of ``A``
+    otherwise only shows as a few NaN pixels, and a NaN ``mu`` as zero gradients)."""
+    ok = jnp.ones(x.shape[0], bool)
+    for src in sources:
+        ok = ok & jnp.all(jnp.isfinite(src).reshape(src.shape[0], -1), axis=1)
+    return jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.array(jnp.nan, x.dtype))
+
+
+def _check_reference(ref_mu: ArrayLike, ref_var: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``ref_mu``/``ref_var`` as arrays; concrete values must be finite and ``ref_var > 0``."""
+    if _is_concrete(ref_mu, ref_var):
+        mu_np, var_np = np.asarray(ref_mu), np.asarray(ref_var)
+        if not np.all(np.isfinite(mu_np)):
+            raise ValueError(f"ref_mu must be finite; got {mu_np.tolist()}")
+        if var_np.size == 0 or not np.all(var_np > 0) or not np.all(np.isfinite(var_np)):
+            raise ValueError(
+                "ref_var must be > 0 and finite (the variances sigma_x^2 of the normal-data "
+                f"reference; use reference_statistics or the prior's 1.0); got {var_np.tolist()}"
+            )
+    return jnp.asarray(ref_mu), jnp.asarray(ref_var)
 
 
 def latent_scores(
@@ -73,6 +143,8 @@ def latent_scores(
     """
     if callable(score):
         out = score(mu, logvar)
+        if not hasattr(out, "shape"):
+            raise TypeError(f"score function must return a (B, D) array; got {type(out).__name__}")
         if out.shape != mu.shape:
             raise ValueError(f"score function returned shape {out.shape}; expected {mu.shape}")
         return out
@@ -117,25 +189,28 @@ def gradcam_weights(
         (``lax.map``), bounding peak memory by ``latent_chunk`` instead of ``D`` gradients.
       shift_head_fn: optional faster equivalent of ``delta -> head_fn(A + delta[:, None, None])``
         for ``delta`` of shape ``(B, c)`` (must be exact; see the module docstring).
+
+    Images whose features or ``(mu, logvar)`` contain NaN/inf get all-NaN weights.
     """
     features = _check_features(features)
     b, h, w, c = features.shape
+    name = "head_fn" if shift_head_fn is None else "shift_head_fn"
     if shift_head_fn is None:
 
         def shift_head_fn(delta: jax.Array) -> tuple[jax.Array, jax.Array]:
             return head_fn(features + delta[:, None, None, :])
 
-    def scores_of_shift(delta: jax.Array) -> jax.Array:
-        mu, logvar = shift_head_fn(delta)
+    def scores_of_shift(delta: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        mu, logvar = _head_outputs(shift_head_fn(delta), name)
         if mu.ndim != 2 or mu.shape[0] != b or logvar.shape != mu.shape:
             raise ValueError(
-                f"head_fn must return (mu, logvar) of shape (B={b}, D); got {mu.shape} and "
+                f"{name} must return (mu, logvar) of shape (B={b}, D); got {mu.shape} and "
                 f"{logvar.shape}"
             )
-        return latent_scores(mu, logvar, score=score, key=key)
+        return latent_scores(mu, logvar, score=score, key=key), (mu, logvar)
 
     delta0 = jnp.zeros((b, c), features.dtype)
-    z, pullback = jax.vjp(scores_of_shift, delta0)
+    z, pullback, (mu, logvar) = jax.vjp(scores_of_shift, delta0, has_aux=True)
     d = z.shape[1]
 
     def one_latent(onehot: jax.Array) -> jax.Array:  # (D,) -> (B, c)
@@ -149,7 +224,8 @@ def gradcam_weights(
         if latent_chunk < 1:
             raise ValueError(f"latent_chunk must be a positive integer; got {latent_chunk}")
         sums = jax.lax.map(one_latent, eye, batch_size=int(latent_chunk))
-    return jnp.transpose(sums, (1, 0, 2)) / (h * w)  # (B, D, c)
+    alpha = jnp.transpose(sums, (1, 0, 2)) / (h * w)  # (B, D, c)
+    return _nan_where_nonfinite(alpha, features, mu, logvar, z)
 
 
 def latent_attention(
@@ -167,6 +243,7 @@ def latent_attention(
     ``M_bi = rectify(sum_k alpha_bik A_bk)`` with ``alpha`` from :func:`gradcam_weights`
     (paper Sec. 3.2; ``rectify="relu"`` is the paper's choice). Use :func:`upsample` to bring
     the maps to the input size and :func:`aggregate_attention` for the overall map (Eq. 4).
+    An image whose features or ``(mu, logvar)`` contain NaN/inf gets all-NaN maps.
 
     Example::
 
@@ -218,10 +295,10 @@ def normal_difference_score(
     ``N(mu_x, sigma_x^2)``, scores are drawn from the normal difference distribution
     ``N(mu_x - mu_y, sigma_x^2 + sigma_y^2)``: ``(mu_x - mu_y) + eps * sqrt(sigma_x^2 +
     sigma_y^2)``. With ``sample=False`` the mean ``mu_x - mu_y`` is used (deterministic).
-    ``ref_mu``/``ref_var`` broadcast against ``(B, D)`` (scalars or ``(D,)``).
+    ``ref_mu``/``ref_var`` broadcast against ``(B, D)`` (scalars or ``(D,)``); concrete values
+    must be finite with ``ref_var > 0`` (``ValueError`` otherwise).
     """
-    ref_mu = jnp.asarray(ref_mu)
-    ref_var = jnp.asarray(ref_var)
+    ref_mu, ref_var = _check_reference(ref_mu, ref_var)
     if sample and key is None:
         raise ValueError("anomaly attention with sample=True needs a PRNG key")
 
@@ -248,9 +325,9 @@ def latent_kl_score(ref_mu: ArrayLike, ref_var: ArrayLike) -> ScoreFn:
     evidence *for* the deviation. With Eq. 5's difference score the gradient is ``-dmu_i``
     whatever the deviation (the reference drops out of the map), and the ReLU keeps the
     regions that push ``mu_i`` down, which point away from the anomaly whenever ``mu_i`` went up.
+    Concrete ``ref_mu``/``ref_var`` must be finite with ``ref_var > 0`` (``ValueError``).
     """
-    ref_mu = jnp.asarray(ref_mu)
-    ref_var = jnp.asarray(ref_var)
+    ref_mu, ref_var = _check_reference(ref_mu, ref_var)
 
     def score(mu: jax.Array, logvar: jax.Array) -> jax.Array:
         var = jnp.exp(logvar)
@@ -278,7 +355,8 @@ def anomaly_attention(
     """Per-latent anomaly attention maps ``(B, D, h, w)`` (paper Sec. 3.3).
 
     The reference statistics default to the N(0, 1) prior; pass the output of
-    :func:`reference_statistics` on the (normal) training set to use empirical ones.
+    :func:`reference_statistics` on the (normal) training set to use empirical ones. Concrete
+    ``ref_var`` must be > 0 and ``ref_mu``/``ref_var`` finite (``ValueError`` otherwise).
 
     ``criterion`` picks the per-latent score that is differentiated:
 
@@ -311,12 +389,24 @@ def reference_statistics(mu: ArrayLike, logvar: ArrayLike) -> tuple[jax.Array, j
     total variance, ``mean(exp(logvar)) + var(mu)``, i.e. the spread of ``z`` over normal data.
     For data too large for memory, combine per-batch sums (the formula is linear in the
     moments ``E[mu]``, ``E[mu^2]``, ``E[exp(logvar)]``).
+
+    Raises ``ValueError`` for ``N = 0`` rows or wrong shapes, ``TypeError`` for integer
+    inputs, and (for concrete values, outside ``jit``) ``ValueError`` for NaN/inf entries.
     """
+    concrete = _is_concrete(mu, logvar)
     mu = jnp.asarray(mu)
     logvar = jnp.asarray(logvar)
     if mu.ndim != 2 or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must both be (N, D); got {mu.shape}, {logvar.shape}")
-    if not bool(jnp.all(jnp.isfinite(mu)) & jnp.all(jnp.isfinite(logvar))):
+    if mu.shape[0] == 0:
+        raise ValueError(
+            f"mu and logvar have 0 rows (shape {mu.shape}); reference_statistics needs the "
+            "encoder outputs (N, D) of at least one normal training image"
+        )
+    for arg, v in (("mu", mu), ("logvar", logvar)):
+        if not jnp.issubdtype(v.dtype, jnp.floating):
+            raise TypeError(f"{arg} must be floating point; got dtype {v.dtype}")
+    if concrete and not bool(jnp.all(jnp.isfinite(mu)) & jnp.all(jnp.isfinite(logvar))):
         raise ValueError("mu/logvar contain NaN or inf")
     return jnp.mean(mu, 0), jnp.mean(jnp.exp(logvar), 0) + jnp.var(mu, 0)
 
@@ -334,17 +424,22 @@ def released_code_attention(
     divided by its root-mean-square over the whole batch; ``alpha = mean_{h,w}`` of it; the map
     ``sum_k alpha_k A_k`` is upsampled to ``output_size`` (if given) and then ``abs`` is taken
     (not ReLU). The paper's per-latent form (:func:`latent_attention`) is the default elsewhere.
+    An image whose features or ``mu`` contain NaN/inf gets an all-NaN map (the batch-wide RMS
+    can then make other images' maps NaN too, as in the released code).
     """
     features = _check_features(features)
+    b = features.shape[0]
 
-    def total_mu(a: jax.Array) -> jax.Array:
-        mu, _ = head_fn(a)
-        return jnp.sum(mu)
+    def total_mu(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mu, _ = _head_outputs(head_fn(a), "head_fn")
+        if mu.ndim != 2 or mu.shape[0] != b:
+            raise ValueError(f"head_fn must return mu of shape (B={b}, D); got {mu.shape}")
+        return jnp.sum(mu), mu
 
-    grads = jax.grad(total_mu)(features)
+    grads, mu = jax.grad(total_mu, has_aux=True)(features)
     grads = grads / (jnp.sqrt(jnp.mean(jnp.square(grads))) + eps)
     alpha = jnp.mean(grads, axis=(1, 2))  # (B, c)
-    maps = jnp.einsum("bc,bhwc->bhw", alpha, features)
+    maps = _nan_where_nonfinite(jnp.einsum("bc,bhwc->bhw", alpha, features), features, mu)
     if output_size is not None:
         maps = upsample(maps, output_size)
     return jnp.abs(maps)

@@ -11,7 +11,9 @@ replacement makes unused is removed by XLA, so ``head_fn`` costs only the head.
 (e.g. ``"conv2"``; must be unique in the module tree) or its full path joined by ``/``
 (e.g. ``"encoder/conv2"``). Pick the submodule whose output is the activation you want (for
 Grad-CAM usually post-ReLU; wrap conv + activation in a small module if your model applies
-the activation as a function).
+the activation as a function). The layer must be called exactly once per forward pass: a
+submodule applied twice (weight sharing) has no single feature map, and replacing it would
+replace both calls, so :func:`split_encoder` refuses it.
 """
 
 from __future__ import annotations
@@ -118,9 +120,18 @@ def split_encoder(
 
     Returns:
       An :class:`EncoderSplit`.
+
+    Raises:
+      ValueError: ``x`` has no images; ``layer`` is not called, is ambiguous (matches two
+        submodules), is called more than once, or does not return a ``(B, h, w, c)`` map.
     """
+    shape = getattr(x, "shape", None)
+    if shape is not None and (len(shape) == 0 or shape[0] == 0):
+        raise ValueError(
+            f"x must be a batch of at least one image (B, ...); got shape {tuple(shape)}"
+        )
     is_layer = _matcher(layer)
-    found: dict[str, Any] = {}
+    found: dict[str, Any] = {"calls": 0}
 
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
@@ -133,6 +144,7 @@ def split_encoder(
                 )
             found.setdefault("features", out)
             found["path"] = path
+            found["calls"] += 1
         return out
 
     def run(interceptor):
@@ -145,6 +157,13 @@ def split_encoder(
             f"layer={layer!r} was not called while running {type(module).__name__}"
             f"{'.' + method if isinstance(method, str) else ''}; check the submodule name "
             "(Flax names submodules like 'Conv_0' unless given name=...)"
+        )
+    if found["calls"] > 1:
+        raise ValueError(
+            f"layer={layer!r} ({found['path']!r}) is called {found['calls']} times in one "
+            "forward pass; split_encoder needs a layer called exactly once (a reused submodule "
+            "has no single feature map, and replacing it would replace every call). Split at "
+            "a submodule that is called once, e.g. wrap the first use in its own module"
         )
     features = found["features"]
     if not isinstance(features, jax.Array) or features.ndim != 4:
