@@ -89,7 +89,10 @@ _LAYOUT = (
 # Official spellings (three digits), and anything else that would name a clip or mask folder.
 _CLIP_RE = {"Train": re.compile(r"^Train(\d{3})$"), "Test": re.compile(r"^Test(\d{3})$")}
 _GT_DIR_RE = re.compile(r"^Test(\d{3})_gt$")
-_LOOSE_DIR_RE = re.compile(r"^(train|test)[ _-]?(\d+)([ _-]?gt)?$", re.IGNORECASE)
+_LOOSE_DIR_RE = {
+    "Train": re.compile(r"^train[ _-]?(\d+)()$", re.IGNORECASE),
+    "Test": re.compile(r"^test[ _-]?(\d+)([ _-]?gt)?$", re.IGNORECASE),
+}
 _ENTRY_RE = re.compile(
     r"TestDataset\s*\{\s*(\d+)\s*\}\s*\.\s*gt_frame\s*=\s*(\[[^\]]*\]|[^;\n]*)", re.IGNORECASE
 )
@@ -235,16 +238,16 @@ def _scan_split(
             clips[int(m.group(1))] = p
         elif kind == "Test" and (m := _GT_DIR_RE.match(p.name)):
             gts[int(m.group(1))] = p
-        elif m := _LOOSE_DIR_RE.match(p.name):
-            loose.append((p, int(m.group(2)), m.group(3) is not None))
+        elif m := _LOOSE_DIR_RE[kind].match(p.name):
+            loose.append((p, int(m.group(1)), bool(m.group(2))))
     for p, num, is_gt in loose:
         official = f"{kind}{num:03d}" + ("_gt" if is_gt else "")
         twin = (gts if is_gt else clips).get(num)
         clash = f"; it would be a second {official} beside {twin}" if twin is not None else ""
         raise ValueError(
-            f"ambiguous folder name {p}: UCSD Ped1 names clip folders {kind}NNN and mask "
-            f"folders TestNNN_gt with three digits (here {official!r}){clash}; rename or "
-            f"remove it. {_LAYOUT}"
+            f"ambiguous folder name {p}: UCSD Ped1 folder names have three digits "
+            f"(TrainNNN, TestNNN, TestNNN_gt), so this would be {official!r}{clash}; rename "
+            f"or remove it. {_LAYOUT}"
         )
     if not clips:
         raise ValueError(f"empty split: no {kind}NNN clip folders in {split_dir}; {_LAYOUT}")

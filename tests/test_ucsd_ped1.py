@@ -242,11 +242,16 @@ def test_error_ambiguous_clip_folder(
 
 def test_error_unofficial_folder_names(ped1_dir: pathlib.Path) -> None:
     (ped1_dir / "Test/Test001_gt").rename(ped1_dir / "Test/Test01_gt")
-    with pytest.raises(ValueError, match=r"ambiguous folder name .*Test01_gt: .*'Test001_gt'"):
+    with pytest.raises(
+        ValueError, match=r"ambiguous folder name .*Test01_gt: .*would be 'Test001_gt'; rename"
+    ):
         ped1.load_test(ped1_dir)
     (ped1_dir / "Test/Test01_gt").rename(ped1_dir / "Test/Test001_gt")
-    (ped1_dir / "Test/Test001_gt_old").mkdir()  # not a clip name at all: ignored, as before
+    # names that cannot be read as a clip of that split are ignored, as before
+    (ped1_dir / "Test/Test001_gt_old").mkdir()
+    (ped1_dir / "Train/Test001").mkdir()
     assert len(ped1.load_test(ped1_dir, image_size=20)["label"]) == 5
+    assert len(ped1.load_train(ped1_dir, image_size=20)["label"]) == 10
 
 
 def test_error_ped2_labels_are_not_used(ped1_dir: pathlib.Path) -> None:
