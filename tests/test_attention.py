@@ -455,6 +455,13 @@ def test_head_fn_must_return_a_mu_logvar_pair(tiny, make_head, match):
         )
 
 
+def test_score_function_must_return_an_array(tiny):
+    model, variables, x = tiny
+    split = split_encoder(model, variables, x, layer="conv2", method="encode")
+    with pytest.raises(TypeError, match=r"score function must return a \(B, D\) array; got tuple"):
+        att.latent_attention(split.head_fn, split.features, score=lambda mu, lv: (mu, lv))
+
+
 def test_integer_mu_is_a_type_error(tiny):
     # Before: all-zero maps (an integer output has a zero gradient).
     model, variables, x = tiny
