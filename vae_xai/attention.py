@@ -20,10 +20,10 @@ Every function here is jit-able and vmap-able; use ``latent_chunk`` to bound mem
 
 Bad input: shapes, dtypes and the ``head_fn`` output are checked at trace time (free under
 ``jit``) and raise ``ValueError``/``TypeError`` naming the argument. Values (``ref_var > 0``,
-rows of :func:`reference_statistics`) are checked only when they are concrete, i.e. outside
-``jit``. A NaN or inf in an image's features, or in its ``(mu, logvar)``, makes *all* of that
-image's maps NaN (inside and outside ``jit``; other images are unaffected), so a broken
-input never yields plausible-looking numbers.
+finite ``ref_mu``, finite :func:`reference_statistics` input) are checked only when they are
+concrete, i.e. outside ``jit``. A NaN or inf in an image's features, or in its
+``(mu, logvar)``, makes *all* of that image's maps NaN (inside and outside ``jit``; other
+images are unaffected), so a broken input never yields plausible-looking numbers.
 """
 
 from __future__ import annotations
@@ -120,10 +120,12 @@ def _nan_where_nonfinite(x: jax.Array, *sources: jax.Array) -> jax.Array:
 
 def _check_reference(ref_mu: ArrayLike, ref_var: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """``ref_mu``/``ref_var`` as arrays; concrete values must be finite and ``ref_var > 0``."""
-    if _is_concrete(ref_mu, ref_var):
-        mu_np, var_np = np.asarray(ref_mu), np.asarray(ref_var)
+    if _is_concrete(ref_mu):
+        mu_np = np.asarray(ref_mu)
         if not np.all(np.isfinite(mu_np)):
             raise ValueError(f"ref_mu must be finite; got {mu_np.tolist()}")
+    if _is_concrete(ref_var):
+        var_np = np.asarray(ref_var)
         if var_np.size == 0 or not np.all(var_np > 0) or not np.all(np.isfinite(var_np)):
             raise ValueError(
                 "ref_var must be > 0 and finite (the variances sigma_x^2 of the normal-data "
