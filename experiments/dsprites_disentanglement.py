@@ -12,10 +12,13 @@ Usage::
 Each seed trains in ``workdir/seed_N`` (resuming from its checkpoints), on batches rendered on
 device from uniformly random factors (``batch_fn(step)`` seeded by the step). Then the encoder
 mean is scored with the FactorVAE metric, the beta-VAE score and MIG
-(:mod:`vae_xai.metrics.disentanglement`) on images rendered from factor values, and the seed
-folder gets ``eval.json``, ``traversal.png`` (latent traversals) and ``attention_pairs.png``
-(Figure 8: attention maps of the two top latent dims for a few inputs). ``workdir/results.json``
-holds per-seed results and mean/std over seeds next to the paper's numbers.
+(:mod:`vae_xai.metrics.disentanglement`) on images rendered from factor values, and the
+evaluation's folder ``workdir/evaluations/step<N>_<hash>/`` gets per seed ``seed_N/eval.json``,
+``traversal.png`` (latent traversals) and ``attention_pairs.png`` (Figure 8: attention maps of
+the two top latent dims for a few inputs; ``attention_pairs_vs_<other>.png`` with
+``--compare_workdir``), and ``results.json`` with per-seed results and mean/std over seeds
+next to the paper's numbers (linked as ``workdir/results.json``). The workdir is one run
+(:mod:`vae_xai.workdir`): another method or model on it is refused before any work.
 """
 
 from __future__ import annotations
@@ -35,9 +38,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from data_pipelines.dsprites_gt import DSpritesGroundTruth, make_batch_fn
-from experiments.configs.dsprites_disentanglement import METHODS, PAPER_FACTOR_VAE_SCORE
+from experiments.configs.dsprites_disentanglement import (
+    FIELDS,
+    METHODS,
+    PAPER_FACTOR_VAE_SCORE,
+    validate,
+)
 from vae_xai import disentangle as dis
-from vae_xai import plots
+from vae_xai import plots, validation
+from vae_xai import workdir as workdir_lib
 from vae_xai.metrics import disentanglement as metrics_lib
 from vae_xai.models.conv_vae import dsprites_vae
 from vae_xai.models.factor_vae import FactorDiscriminator, init_factor_vae
@@ -163,16 +172,39 @@ def train_seed(
         log_every=config.log_every,
     )
     total = before + time.time() - start
-    wall_path.write_text(json.dumps({"seconds": total, "step": int(state.step)}))
+    workdir_lib.write_json_atomic(wall_path, {"seconds": total, "step": int(state.step)})
     return model, state, total
 
 
-def load_run(workdir: pathlib.Path, seed: int) -> tuple[Any, Any, ml_collections.ConfigDict]:
-    """``(model, vae_params, config)`` of a finished seed of another run (its config.json)."""
-    path = workdir / "config.json"
+def check_compare_run(workdir: pathlib.Path, seeds: Sequence[int]) -> ml_collections.ConfigDict:
+    """The recorded config of another finished run, checked before any work: it must be a
+    ``dsprites_disentanglement`` run (``run.json``) whose every seed in ``seeds`` is trained
+    to its ``num_steps``."""
+    path = workdir / workdir_lib.RUN_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} a dsprites_disentanglement run?")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+        raise FileNotFoundError(
+            f"--compare_workdir: {path} not found: is {workdir} a dsprites_disentanglement run?"
+        )
+    record = json.loads(path.read_text())
+    if record.get("experiment") != "dsprites_disentanglement":
+        raise ValueError(
+            f"--compare_workdir: {workdir} holds a {record.get('experiment')!r} run, not a "
+            "dsprites_disentanglement run"
+        )
+    config = ml_collections.ConfigDict(record.get("last_config", record["config"]))
+    for seed in seeds:
+        step = workdir_lib.trained_step(workdir / f"seed_{seed}")
+        if step != config.num_steps:
+            raise ValueError(
+                f"--compare_workdir: seed {seed} of {workdir} is trained to step {step}, not "
+                f"to its num_steps={config.num_steps}; finish it first"
+            )
+    return config
+
+
+def load_run(workdir: pathlib.Path, seed: int) -> tuple[Any, Any, ml_collections.ConfigDict]:
+    """``(model, vae_params, config)`` of a finished seed of another run (its ``run.json``)."""
+    config = check_compare_run(workdir, [seed])
     model, state, _, _ = build(config, seed)
     state = restore_params(workdir / f"seed_{seed}", state)
     return model, vae_params_of(state), config
@@ -319,12 +351,16 @@ def save_pairs_figure(
     seed: int,
     compare_workdir: str | pathlib.Path | None,
 ) -> None:
-    """``seed_dir/attention_pairs.png``: this run, and ``compare_workdir``'s same seed."""
+    """``seed_dir/attention_pairs.png`` (this run), or with ``compare_workdir``'s same seed
+    beside it, ``seed_dir/attention_pairs_vs_<its folder name>.png`` (so a comparison never
+    replaces the plain figure or another comparison)."""
     runs = [(config.method, config, model, vae_params)]
+    name = "attention_pairs.png"
     if compare_workdir is not None:
         other = load_run(pathlib.Path(compare_workdir), seed)
         runs.append((other[2].method, other[2], other[0], other[1]))
-    save_attention_pairs(seed_dir / "attention_pairs.png", runs)
+        name = f"attention_pairs_vs_{pathlib.Path(compare_workdir).absolute().name}.png"
+    save_attention_pairs(seed_dir / name, runs)
 
 
 # ------------------------------------------------------------------------------ summary
@@ -359,68 +395,80 @@ def run(
     skip_eval: bool = False,
     official_dsprites: str | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every seed; writes and returns ``results.json``'s content.
+    """Train and evaluate every seed; writes and returns this evaluation's ``results.json``.
 
-    ``official_dsprites``: path of the official release; when given, the metrics are scored
-    on its images (loaded once, before any training, so a bad path fails fast).
+    Before any work: the config is validated, ``compare_workdir`` (if given) must be a
+    finished run, ``official_dsprites`` is loaded (a bad path fails fast), and the workdir's
+    run record is checked (:func:`vae_xai.workdir.start`: another method, latent size, ...
+    is refused). The evaluation of a seed lives in
+    ``workdir/evaluations/step<N>_<hash>/seed_<seed>/`` and is reused when it exists.
     """
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "config.json"
-    if config_path.exists():
-        saved = json.loads(config_path.read_text())
-        if saved.get("method") != config.method:
-            raise ValueError(
-                f"{workdir} holds a {saved.get('method')!r} run; this config is "
-                f"{config.method!r}. Use another --workdir."
-            )
+    validate(config)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise validation.ConfigError("seeds", "name at least one seed")
+    if compare_workdir is not None:
+        check_compare_run(pathlib.Path(compare_workdir), seeds)
     if official_dsprites and not skip_eval:
         gt = DSpritesGroundTruth.from_official(official_dsprites)
     else:
         gt = DSpritesGroundTruth()
-    config_path.write_text(config.to_json_best_effort(indent=2))
-    results_path = workdir / "results.json"
+    run_ = workdir_lib.start(
+        workdir,
+        config,
+        experiment="dsprites_disentanglement",
+        fields=FIELDS,
+        data={"dataset": "dSprites, rendered", **workdir_lib.renderer_identity()},
+    )
+    workdir = run_.workdir
+    evaluation = None
     per_seed: dict[str, dict[str, Any]] = {}
-    if results_path.exists():
-        per_seed = json.loads(results_path.read_text()).get("seeds", {})
+    if not skip_eval:
+        eval_config = {**run_.eval_config(config), "eval_images": gt.source}
+        evaluation = run_.evaluation(eval_config, step=config.num_steps)
+        if evaluation.results_path.exists():
+            per_seed = json.loads(evaluation.results_path.read_text()).get("seeds", {})
 
+    out: dict[str, Any] = {}
     for seed in seeds:
-        seed_dir = workdir / f"seed_{seed}"
-        model, state, wall = train_seed(config, seed_dir, seed)
+        model, state, wall = train_seed(config, workdir / f"seed_{seed}", seed)
         step = int(state.step)
         logging.info("seed %d: trained to step %d (%.0f s of training in total)", seed, step, wall)
-        if skip_eval:
+        if evaluation is None:
             continue
+        seed_dir = evaluation.dir / f"seed_{seed}"
+        seed_dir.mkdir(parents=True, exist_ok=True)
         eval_path = seed_dir / "eval.json"
-        previous = json.loads(eval_path.read_text()) if eval_path.exists() else {}
-        if previous.get("step") == step and previous.get("eval_images", "renderer") == gt.source:
-            result = previous  # already evaluated at this step, on the same images
+        vae_params = vae_params_of(state)
+        if eval_path.exists():
+            result = json.loads(eval_path.read_text())  # this model, this evaluation config
+            if compare_workdir is not None:
+                save_pairs_figure(seed_dir, config, model, vae_params, seed, compare_workdir)
         else:
-            vae_params = vae_params_of(state)
             t = time.time()
             result = evaluate(config, model, vae_params, seed, gt)
             result["step"] = step
             result["train_wall_s"] = wall
             save_traversal(seed_dir / "traversal.png", config, model, vae_params)
-            save_pairs_figure(seed_dir, config, model, vae_params, seed, compare_workdir)
+            save_pairs_figure(seed_dir, config, model, vae_params, seed, None)
+            if compare_workdir is not None:
+                save_pairs_figure(seed_dir, config, model, vae_params, seed, compare_workdir)
             result["total_eval_wall_s"] = time.time() - t
-            eval_path.write_text(json.dumps(result, indent=2))
-        if result is previous and compare_workdir is not None:
-            # metrics reused; a comparison asked for now still gets its Figure 8 panel
-            save_pairs_figure(seed_dir, config, model, vae_params_of(state), seed, compare_workdir)
+            workdir_lib.write_json_atomic(eval_path, result)
         per_seed[str(seed)] = result
         summary = {
             "method": config.method,
             "variant": config.variant,
+            "config": config.to_dict(),
             "num_steps": config.num_steps,
             "batch_size": config.batch_size,
             "paper_factor_vae_score": PAPER_FACTOR_VAE_SCORE[config.method],
             "summary": summarize(per_seed),
             "seeds": per_seed,
         }
-        results_path.write_text(json.dumps(summary, indent=2))
+        out = evaluation.save_results(summary)
         logging.info("results so far: %s", json.dumps(summary["summary"]))
-    return json.loads(results_path.read_text()) if results_path.exists() else {}
+    return out
 
 
 def main(argv: Sequence[str]) -> None:

@@ -44,6 +44,7 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import dsprites
+from vae_xai import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
@@ -307,7 +308,7 @@ def run(
     summary["wall_seconds"] = round(time.time() - t0, 2)
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1))
+    workdir_lib.write_json_atomic(out, {**summary, "provenance": workdir_lib.provenance()})
     save_figure(out.with_suffix(".png"), frames, matches, frame_ids)
     return summary
 

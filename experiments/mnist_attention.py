@@ -5,11 +5,12 @@
         --config=experiments/configs/mnist_attention.py:small
 
 For each training digit it trains (or resumes) a ConvVAE in ``workdir/digit_N``, then writes
-``workdir/digit_N/figure.png`` (input, reconstruction, reconstruction error, attention of the
+``workdir/figure_digit_N.png`` (input, reconstruction, reconstruction error, attention of the
 sampled z, anomaly attention with the prior and with empirical reference statistics, for test
 images of other digits) and ``workdir/results.json``: one-class detection AUROC on the test set
 (normal = the training digit) of four per-image scores (sum of squared reconstruction error and
-the mean of each attention map), as a number to compare runs by.
+the mean of each attention map), as a number to compare runs by. Both are links into the
+evaluation's own folder ``workdir/evaluations/step<N>_<hash>/`` (see :mod:`vae_xai.workdir`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from data_pipelines import mnist
-from vae_xai import explain, plots
+from experiments.configs.mnist_attention import FIELDS, validate
+from vae_xai import explain, plots, validation
+from vae_xai import workdir as workdir_lib
 from vae_xai.metrics import image_auroc
 from vae_xai.models import ConvVAE, mnist_vae
 
@@ -41,7 +44,19 @@ flags.mark_flag_as_required("workdir")
 SCORES = ("recon_error", "attention", "anomaly_attention_prior", "anomaly_attention_empirical")
 
 
-def run_digit(cfg, digit: int, train_images, test_images, test_labels, workdir: pathlib.Path):
+def run_digit(
+    cfg,
+    digit: int,
+    train_images,
+    test_images,
+    test_labels,
+    workdir: pathlib.Path,
+    out_dir: pathlib.Path,
+    *,
+    progress: bool = True,
+):
+    """Train (or resume) digit ``digit``'s model in ``workdir``, score it, draw its figure in
+    ``out_dir`` (the evaluation's folder)."""
     model: ConvVAE = mnist_vae(cfg.latent_dim)
 
     def batch_fn(step: int):
@@ -57,6 +72,7 @@ def run_digit(cfg, digit: int, train_images, test_images, test_labels, workdir: 
         seed=cfg.seed,
         checkpoint_every=cfg.checkpoint_every,
         log_every=cfg.log_every,
+        progress=progress,
     )
     ref_mu, ref_var = explain.encode_statistics(model, variables, train_images)
     explain_jit = jax.jit(
@@ -114,7 +130,7 @@ def run_digit(cfg, digit: int, train_images, test_images, test_labels, workdir: 
             ],
         }
         fig = plots.save_image_rows(
-            workdir / "figure.png",
+            out_dir / f"figure_digit_{digit}.png",
             rows,
             col_titles=[f"digit {int(test_labels[i])}" for i in shown],
             title=f"VAE trained on digit {digit} ({cfg.num_steps} steps, layer {cfg.layer})",
@@ -124,24 +140,58 @@ def run_digit(cfg, digit: int, train_images, test_images, test_labels, workdir: 
     return result
 
 
-def main(argv):
-    del argv
-    cfg = _CONFIG.value
-    workdir = pathlib.Path(_WORKDIR.value)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if _SOURCE.value == "idx" and not _DATA_DIR.value:
-        raise app.UsageError("--data_dir is required (folder with the MNIST IDX files)")
-    all_train, train_labels = mnist.load(_DATA_DIR.value, "train", source=_SOURCE.value)
-    test_images, test_labels = mnist.load(_DATA_DIR.value, "test", source=_SOURCE.value)
+def run(
+    cfg, workdir: str | pathlib.Path, *, data_dir=None, source: str = "idx", progress=True
+) -> dict:
+    """Validate, check the workdir's run record, then train and score every training digit;
+    writes this evaluation's ``results.json`` and figures and returns the results."""
+    validate(cfg)
+    if source == "idx":
+        root = validation.existing_path(data_dir, "data_dir")
+        files = []
+        for stem in (f for pair in mnist.FILES.values() for f in pair):
+            hits = [root / n for n in (stem + ".gz", stem) if (root / n).is_file()]
+            if not hits:
+                raise FileNotFoundError(f"MNIST file {stem}[.gz] not found in {root} (data_dir)")
+            files.append(hits[0])
+        data = {"dataset": "MNIST", "files": workdir_lib.fingerprint_files(root, files=files)}
+    else:
+        data = {"dataset": "MNIST", "source": source}
+    run_ = workdir_lib.start(
+        workdir,
+        cfg,
+        experiment="mnist_attention",
+        fields=FIELDS,
+        data=data,
+        data_location=None if data_dir is None else str(pathlib.Path(data_dir).absolute()),
+    )
+    evaluation = run_.evaluation(run_.eval_config(cfg), step=cfg.num_steps)
+    all_train, train_labels = mnist.load(data_dir, "train", source=source)
+    test_images, test_labels = mnist.load(data_dir, "test", source=source)
     results = {"config": cfg.to_dict(), "jax_device": str(jax.devices()[0]), "digits": []}
     for digit in cfg.train_digits:
         train_images = all_train[train_labels == digit]
         results["digits"].append(
             run_digit(
-                cfg, int(digit), train_images, test_images, test_labels, workdir / f"digit_{digit}"
+                cfg,
+                int(digit),
+                train_images,
+                test_images,
+                test_labels,
+                run_.workdir / f"digit_{digit}",
+                evaluation.dir,
+                progress=progress,
             )
         )
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    return evaluation.save_results(results)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _SOURCE.value == "idx" and not _DATA_DIR.value:
+        raise app.UsageError("--data_dir is required (folder with the MNIST IDX files)")
+    results = run(_CONFIG.value, _WORKDIR.value, data_dir=_DATA_DIR.value, source=_SOURCE.value)
     print(json.dumps(results["digits"], indent=2))
 
 

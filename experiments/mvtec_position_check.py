@@ -10,7 +10,10 @@ of the same image rotated by 180 degrees, the latter's map rotated back. Content
 agree (their hot spots follow the image); a positional artifact (e.g. from padding) stays at the
 same place of the *input* and so moves to the opposite corner after rotating back. Prints, per
 layer, the mean position of the top 1% of pixels of both, their correlation and the pooled
-pixel AUROC of each, and writes them to ``workdir/position_check.json``.
+pixel AUROC of each, and writes them to
+``workdir/evaluations/position_check_step<N>_<hash>/results.json``. The workdir must be a
+finished run of the same config and category (checked against its ``run.json`` before any
+work; see :mod:`vae_xai.workdir`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import mvtec_ad
+from experiments.configs.mvtec_localization import FIELDS
 from experiments.mvtec_localization import build_model
-from vae_xai import localization, train
+from vae_xai import localization, train, validation
+from vae_xai import workdir as workdir_lib
 from vae_xai.metrics import pixel_auroc
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -50,9 +55,26 @@ def top_percent_position(maps: np.ndarray) -> list[float]:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cfg = _CONFIG.value
-    workdir = pathlib.Path(_WORKDIR.value)
+    model = build_model(cfg)
+    validation.model_layers(model, (cfg.image_size, cfg.image_size, 3), _LAYERS.value,
+                            "--layers", train=False)  # fmt: skip
+    cat_dir = mvtec_ad.resolve_category_dir(_DATA_DIR.value, _CATEGORY.value)
+    # the workdir must be a finished mvtec_localization run of this config and category
+    run = workdir_lib.open_trained(
+        _WORKDIR.value,
+        cfg,
+        experiment="mvtec_localization",
+        fields=FIELDS,
+        data={
+            "dataset": "MVTec-AD",
+            "category": _CATEGORY.value,
+            "files": workdir_lib.fingerprint_files(cat_dir),
+        },
+    )
+    workdir = run.workdir
     test = mvtec_ad.load_split(
         _DATA_DIR.value,
         _CATEGORY.value,
@@ -60,7 +82,6 @@ def main(argv):
         image_size=cfg.image_size,
         cache_dir=cfg.cache_dir or str(workdir / "data_cache"),
     )
-    model = build_model(cfg)
     state = localization.init_state(model, optax.adam(0.0), test["image"].shape[1:], seed=cfg.seed)
     variables = localization.variables_of(train.restore_params(workdir, state))
     images, masks = test["image"], test["mask"]
@@ -78,7 +99,13 @@ def main(argv):
             "pixel_auroc_rotated_back": pixel_auroc(back, masks),
         }
         print(layer, json.dumps(out[layer]))
-    (workdir / "position_check.json").write_text(json.dumps(out, indent=2))
+    # its own evaluation folder (not linked from the workdir: the run's results stay there)
+    evaluation = run.evaluation(
+        {"position_check.layers": list(_LAYERS.value)}, step=cfg.train.num_steps,
+        label="position_check_step",
+    )  # fmt: skip
+    written = evaluation.save_results({"position_check": out}, publish=False)
+    print(f"results: {written['results_path']}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
+
+from vae_xai.validation import ConfigError
+from vae_xai.workdir import WorkdirError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -52,6 +57,50 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert [s["num_steps"] for s in record["starts"]] == [4, 6]
+    assert record["starts"][1]["continues_from_step"] == 4
+    assert record["starts"][1]["changed"] == {"num_steps": [4, 6]}
+    assert len(record["evaluations"]) == 2  # one per trained model, each in its own folder
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 6
+
+    # issue 10: another learning rate, a smaller num_steps, a zero period, an unknown layer
+    # are refused in seconds with the field named, and nothing in the workdir changes
+    before = snapshot(tmp_path)
+    base = (f"--workdir={tmp_path}", f"--config={REPO}/experiments/configs/quickstart.py:small")
+    for extra, message in [
+        (
+            ("--config.num_steps=6", "--config.learning_rate=0.001"),
+            "learning_rate: 0.0005 -> 0.001",
+        ),
+        (("--config.num_steps=5",), "trained to step 6; num_steps=5 is smaller"),
+    ]:
+        refused = run("experiments.quickstart", *base, *extra)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr[-3000:]
+        assert str(tmp_path) in refused.stderr
+        assert snapshot(tmp_path) == before
+    fresh = tmp_path / "fresh"
+    for extra, message in [
+        ("--config.checkpoint_every=0", "checkpoint_every: must be an integer >= 1; got 0"),
+        ("--config.layer=conv9", "layer: ConvVAE.encode has no layer 'conv9'"),
+    ]:
+        refused = run("experiments.quickstart", f"--workdir={fresh}", extra)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr[-3000:]
+        assert not fresh.exists()
+
+
+def test_mnist_attention_bad_digits_fail_before_reading_data(tmp_path):
+    out = run(
+        "experiments.mnist_attention",
+        f"--workdir={tmp_path / 'run'}",
+        f"--data_dir={tmp_path}",
+        "--config.train_digits=(11,)",
+    )
+    assert out.returncode != 0
+    assert "train_digits: MNIST digits are integers 0..9; got [11]" in out.stderr, out.stderr[
+        -2000:
+    ]
+    assert not (tmp_path / "run").exists()
 
 
 def test_mnist_attention_requires_data_dir(tmp_path):
@@ -90,7 +139,8 @@ def test_mnist_attention_end_to_end(tmp_path, data_dir):
         "anomaly_attention_empirical",
     }
     assert all(0.0 <= v <= 1.0 for v in aurocs.values())
-    assert (tmp_path / "digit_1" / "figure.png").stat().st_size > 1000
+    assert (tmp_path / "figure_digit_1.png").stat().st_size > 1000  # a link into evaluations/
+    assert (tmp_path / "digit_1" / "checkpoints").is_dir()
 
 
 def _tiny_dsprites_config(method: str):
@@ -124,29 +174,88 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     assert 0.0 <= seed["mig"]["discrete_mig"] <= 1.0
     assert 0.0 <= seed["attention_overlap"]["mean"] <= 1.0
     assert out["summary"]["factor_vae_score"]["values"] == [seed["factor_vae"]["eval_accuracy"]]
-    for name in ("eval.json", "traversal.png", "attention_pairs.png"):
-        assert (tmp_path / "ad" / "seed_0" / name).stat().st_size > 0, name
+    seed_dir = pathlib.Path(out["evaluation"]["dir"]) / "seed_0"
+    assert seed_dir.parent.parent == tmp_path / "ad" / "evaluations"
+    for name in ("eval.json", "traversal.png", "attention_pairs.png", "attention_pairs_vs_fv.png"):
+        assert (seed_dir / name).stat().st_size > 0, name
     on_disk = json.loads((tmp_path / "ad" / "results.json").read_text())
     assert on_disk == out
+    assert on_disk["run"]["data"]["renderer"] == "data_pipelines.dsprites.render_from_classes"
 
     # a second call resumes: no training, and the evaluation at this step is reused
     log = (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text()
     again = dd.run(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0])
     assert again["seeds"]["0"] == seed
     assert (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text() == log
-    # ... and a comparison asked for later still redraws the Figure 8 panel
-    pairs = tmp_path / "ad" / "seed_0" / "attention_pairs.png"
+    # ... and a comparison asked for later still draws its Figure 8 panel, beside the plain one
+    pairs = seed_dir / "attention_pairs_vs_fv.png"
     pairs.unlink()
     fv_dir = tmp_path / "fv"
     dd.run(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0], compare_workdir=fv_dir)
-    assert pairs.stat().st_size > 0
+    assert pairs.stat().st_size > 0 and (seed_dir / "attention_pairs.png").exists()
 
-    # another method in the same workdir, and a missing official array, fail before training
-    with pytest.raises(ValueError, match="holds a 'ad_factorvae' run"):
-        dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "ad", [0])
+    # issue 10: another method or another latent size on this workdir is refused in seconds,
+    # before training, and changes nothing (the old launcher rewrote config.json first and
+    # left a config for a model that was never trained)
+    before = snapshot(tmp_path / "ad")
+    for change, match in [
+        (dict(method="factorvae"), 'method: "ad_factorvae" -> "factorvae"'),
+        (dict(latent_dim=5), "latent_dim: 10 -> 5"),
+    ]:
+        cfg = _tiny_dsprites_config(change.get("method", "ad_factorvae"))
+        cfg.latent_dim = change.get("latent_dim", cfg.latent_dim)
+        t0 = time.perf_counter()
+        with pytest.raises(WorkdirError, match=match) as err:
+            dd.run(cfg, tmp_path / "ad", [0])
+        assert time.perf_counter() - t0 < 15
+        assert str(tmp_path / "ad") in str(err.value)
+        assert snapshot(tmp_path / "ad") == before
+    # a comparison run must be a finished run of this experiment, checked before training
+    with pytest.raises(FileNotFoundError, match="compare_workdir: .*run.json not found"):
+        dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "y", [0], compare_workdir=tmp_path)
+    with pytest.raises(ValueError, match="seed 1 of .* is trained to step None"):
+        dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "y", [1], compare_workdir=fv_dir)
     with pytest.raises(FileNotFoundError, match="nope.npz"):
         dd.run(
             _tiny_dsprites_config("factorvae"), tmp_path / "x", [0],
             official_dsprites=str(tmp_path / "nope.npz"),
         )  # fmt: skip
-    assert not (tmp_path / "x" / "seed_0").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("checkpoint_every", 0, "checkpoint_every: must be an integer >= 1; got 0"),
+        ("log_every", 0, "log_every: must be an integer >= 1; got 0"),
+        ("num_steps", -5, "num_steps: must be an integer >= 1; got -5"),
+        ("ad.layer", "conv9", "ad.layer: .*has no layer 'conv9'"),
+        ("latent_dim", 1, "latent_dim: must be an integer >= 2; got 1"),
+    ],
+)
+def test_dsprites_bad_config_fails_before_any_work(tmp_path, field, value, match):
+    from experiments import dsprites_disentanglement as dd
+
+    cfg = _tiny_dsprites_config("ad_factorvae")
+    *parents, key = field.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    node[key] = value
+    with pytest.raises(ConfigError, match=match):
+        dd.run(cfg, tmp_path / "run", [0])
+    assert not (tmp_path / "run").exists()
+
+
+def snapshot(folder: pathlib.Path) -> dict[str, str]:
+    """Every file (and link) under ``folder``: relative path -> content hash or link target."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = pathlib.Path(root) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                out[rel] = "link:" + os.readlink(path)
+            elif path.is_file():
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

@@ -48,6 +48,8 @@ __all__ = [
     "config_dict",
     "fingerprint_files",
     "flatten",
+    "open_trained",
+    "provenance",
     "renderer_identity",
     "start",
     "trained_step",
@@ -252,6 +254,12 @@ def _device() -> dict[str, Any]:
     return {"platform": devices[0].platform, "kind": devices[0].device_kind, "count": len(devices)}
 
 
+def provenance() -> dict[str, Any]:
+    """``{"time", "git", "versions", "device"}``: what an output file should say about how it
+    was made (for tools that write one file rather than a run)."""
+    return {"time": _now(), "git": _git_commit(), "versions": _versions(), "device": _device()}
+
+
 def trained_step(workdir: str | os.PathLike[str]) -> int | None:
     """The highest checkpointed step under ``workdir/checkpoints`` or ``workdir/*/checkpoints``.
 
@@ -395,6 +403,51 @@ class Evaluation:
         return made
 
 
+def _check(
+    workdir: pathlib.Path,
+    record: Mapping[str, Any],
+    experiment: str,
+    fields: Fields,
+    flat_new: Mapping[str, Any],
+    new_data: Mapping[str, Any],
+    num_steps: int,
+    step_done: int | None,
+) -> None:
+    """Raise :class:`WorkdirError` unless the start may continue the recorded run."""
+    if record.get("experiment") != experiment:
+        raise WorkdirError(
+            f"{workdir} holds a {record.get('experiment')!r} run; this is {experiment!r}. "
+            "Use another --workdir."
+        )
+    flat_old = flatten(record["config"])
+    diffs = [
+        (k, flat_old.get(k, _MISSING), flat_new.get(k, _MISSING))
+        for k in sorted(set(flat_old) | set(flat_new))
+        if fields.kind(k) == "train" and flat_old.get(k, _MISSING) != flat_new.get(k, _MISSING)
+    ]
+    flat_data_old, flat_data_new = flatten(record["data"]), flatten(new_data)
+    diffs += [
+        (f"data.{k}", flat_data_old.get(k, _MISSING), flat_data_new.get(k, _MISSING))
+        for k in sorted(set(flat_data_old) | set(flat_data_new))
+        if flat_data_old.get(k, _MISSING) != flat_data_new.get(k, _MISSING)
+    ]
+    if diffs:
+        raise WorkdirError(
+            f"{workdir} holds another run ({RUN_FILE}): these fields change what is trained "
+            f"(recorded -> now):\n{_diff_lines(diffs)}\n"
+            "Use another --workdir for another run (only num_steps may grow, and the fields "
+            f"under {list(fields.eval) + list(fields.schedule)} may change)."
+        )
+    if step_done is not None and num_steps < step_done:
+        raise WorkdirError(
+            f"{workdir} was trained to step {step_done}; {fields.num_steps}={num_steps} is "
+            f"smaller, and the checkpoints before step {step_done} are not all kept, so results "
+            f"would describe the {step_done}-step model under the label {num_steps}. Pass "
+            f"{fields.num_steps} >= {step_done} (a larger value continues the run) or use "
+            "another --workdir."
+        )
+
+
 def start(
     workdir: str | os.PathLike[str],
     config: Any,
@@ -461,44 +514,13 @@ def start(
             "starts": [entry],
             "evaluations": [],
         }
-        run = Run(workdir, record, fields)
+        run = Run(workdir, json.loads(json.dumps(record, default=str)), fields)
         workdir.mkdir(parents=True, exist_ok=True)
         run._write()
         return run
 
     record = json.loads(path.read_text())
-    if record.get("experiment") != experiment:
-        raise WorkdirError(
-            f"{workdir} holds a {record.get('experiment')!r} run; this is {experiment!r}. "
-            "Use another --workdir."
-        )
-    flat_old = flatten(record["config"])
-    diffs = [
-        (k, flat_old.get(k, _MISSING), flat_new.get(k, _MISSING))
-        for k in sorted(set(flat_old) | set(flat_new))
-        if fields.kind(k) == "train" and flat_old.get(k, _MISSING) != flat_new.get(k, _MISSING)
-    ]
-    flat_data_old, flat_data_new = flatten(record["data"]), flatten(new_data)
-    diffs += [
-        (f"data.{k}", flat_data_old.get(k, _MISSING), flat_data_new.get(k, _MISSING))
-        for k in sorted(set(flat_data_old) | set(flat_data_new))
-        if flat_data_old.get(k, _MISSING) != flat_data_new.get(k, _MISSING)
-    ]
-    if diffs:
-        raise WorkdirError(
-            f"{workdir} holds another run ({RUN_FILE}): these fields change what is trained "
-            f"(recorded -> now):\n{_diff_lines(diffs)}\n"
-            "Use another --workdir for another run (only num_steps may grow, and the fields "
-            f"under {list(fields.eval) + list(fields.schedule)} may change)."
-        )
-    if step_done is not None and num_steps < step_done:
-        raise WorkdirError(
-            f"{workdir} was trained to step {step_done}; {fields.num_steps}={num_steps} is "
-            f"smaller, and the checkpoints before step {step_done} are not all kept, so results "
-            f"would describe the {step_done}-step model under the label {num_steps}. Pass "
-            f"{fields.num_steps} >= {step_done} (a larger value continues the run) or use "
-            "another --workdir."
-        )
+    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done)
     last = record["starts"][-1] if record.get("starts") else {}
     previous = flatten(record.get("last_config", record["config"]))
     changed = {
@@ -517,3 +539,34 @@ def start(
     run = Run(workdir, record, fields)
     run._write()
     return run
+
+
+def open_trained(
+    workdir: str | os.PathLike[str],
+    config: Any,
+    *,
+    experiment: str,
+    fields: Fields,
+    data: Mapping[str, Any] | None = None,
+) -> Run:
+    """The run of a trained ``workdir`` for a tool that only evaluates it (records no start).
+
+    Checks what :func:`start` checks (same experiment, training-relevant fields and, when
+    given, the data identity) and that the workdir holds a checkpoint at ``num_steps``.
+    """
+    workdir = pathlib.Path(workdir)
+    path = workdir / RUN_FILE
+    if not path.exists():
+        raise WorkdirError(f"{workdir} has no {RUN_FILE}: not a run of {experiment!r}")
+    record = json.loads(path.read_text())
+    flat_new = flatten(config_dict(config))
+    num_steps = int(flat_new[fields.num_steps])
+    step_done = trained_step(workdir)
+    new_data = record["data"] if data is None else json.loads(json.dumps(dict(data), default=str))
+    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done)
+    if step_done != num_steps:
+        raise WorkdirError(
+            f"{workdir} is trained to step {step_done}, not {fields.num_steps}={num_steps}: "
+            "finish its training first (rerun its launcher)"
+        )
+    return Run(workdir, record, fields)
