@@ -406,11 +406,9 @@ def load_test(
     gt_path = test_dir / GT_FILE_NAME
     if not gt_path.is_file():
         others = sorted(p.name for p in test_dir.glob("*.m") if _is_visible_file(p))
-        note = (
-            f"; found {others}, not used in its place (UCSDped2.m holds UCSD Ped2's labels)"
-            if others
-            else ""
-        )
+        note = f"; found {others}, not used in its place" if others else ""
+        if "UCSDped2.m" in others:
+            note += " (UCSDped2.m holds UCSD Ped2's labels)"
         raise FileNotFoundError(f"missing frame-level ground truth file {gt_path}{note}; {_LAYOUT}")
     anomalous = parse_frame_gt_file(gt_path)
 
