@@ -123,6 +123,8 @@ class _Wrapped:
         return self._hook(self._inner, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:  # other methods/attributes of the submodule
+        if name in ("_inner", "_hook"):  # not set yet (e.g. while copying)
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
 
