@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
+import nbclient  # in the test extra: pip install -e '.[test]'
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
