@@ -11,7 +11,8 @@ The pieces compose for any model:
   resumed run replays exactly the keys of an uninterrupted one.
 * :func:`fit` runs the loop: restores the latest orbax checkpoint found in ``workdir``,
   draws batches from ``batch_fn(step)`` (a deterministic function of the step, so resuming
-  also replays the data), logs metrics to ``workdir/metrics.jsonl``, shows a progress bar and
+  also replays the data), logs metrics to ``workdir/metrics.jsonl`` and TensorBoard event
+  files in ``workdir`` (:class:`vae_xai.metric_writer.MetricWriter`), shows a progress bar and
   checkpoints every ``checkpoint_every`` steps and at the end. Every step also returns
   finiteness flags (of each metric and of the new parameters/model state), computed on
   device and checked at each log step and before each save, so a non-finite state is never
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,6 +39,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from vae_xai import losses
+from vae_xai.metric_writer import MetricWriter
 from vae_xai.sharding import batch_sharding, make_mesh, replicated, shard_batch
 
 Batch = Mapping[str, Any]
@@ -243,7 +246,9 @@ def _truncate_log(path: pathlib.Path, last_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:  # a line cut by a kill: drop it
             continue
-    path.write_text("".join(line + "\n" for line in kept))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)  # atomically: a kill here loses no log line
 
 
 def fit(
@@ -268,7 +273,7 @@ def fit(
       update_fn: see :func:`jit_step`.
       batch_fn: ``step -> batch`` (NumPy or JAX arrays, leading axis the batch). Must be a
         deterministic function of ``step`` so that a resumed run sees the same data.
-      workdir: the run folder (``checkpoints/``, ``metrics.jsonl``).
+      workdir: the run folder (``checkpoints/``, ``metrics.jsonl``, TensorBoard events).
       num_steps: total number of steps of the run (not of this call).
       mesh: device mesh (default: all devices on ``"data"``).
       seed: seeds the per-step keys.
@@ -338,7 +343,10 @@ def fit(
         bar = tqdm(
             total=num_steps, initial=start, disable=not progress, desc=workdir.name, unit="step"
         )
-        with log_path.open("a") as log, bar:
+        # a resumed run: TensorBoard drops the points the old files hold after the restored step
+        resume = None if latest is None else latest + 1
+        writer = MetricWriter(workdir, jsonl=log_path, resume_step=resume)
+        with writer, bar:
             for step in range(start, num_steps):
                 batch = shard_batch(batch_fn(step), mesh)
                 state, (metrics, flags) = step_fn(state, batch)
@@ -347,8 +355,8 @@ def fit(
                 if done % log_every == 0 or done == num_steps:
                     check_finite()
                     values = _to_float(metrics)
-                    log.write(json.dumps({"step": done, **values}) + "\n")
-                    log.flush()
+                    writer.write_scalars(done, values)
+                    writer.flush()
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
                 for period, hook in (hooks or {}).items():
                     if done % period == 0:

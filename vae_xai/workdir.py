@@ -21,7 +21,8 @@ any work (no data loading, model init or compilation):
   ``results.json`` and figures, so an evaluation with another evaluation config never
   replaces an earlier one. The newest evaluation's outputs are linked from the workdir
   (``workdir/results.json``, ``workdir/figures``, ... are symlinks into its folder) and every
-  evaluation is listed in ``run.json``'s ``evaluations``.
+  evaluation is listed in ``run.json``'s ``evaluations``. Each evaluation folder also holds a
+  TensorBoard event file with its numbers and figures (:mod:`vae_xai.metric_writer`).
 
 A workdir that holds outputs but no ``run.json`` (made before run records, or by something
 else) is refused: its config cannot be checked.
@@ -61,6 +62,7 @@ EVALUATIONS = "evaluations"
 # Above this many bytes the data fingerprint uses (size, mtime) instead of content hashes.
 CONTENT_HASH_LIMIT = 2 << 30
 _MISSING = "<absent>"
+_EVENTS = "events.out.tfevents"
 
 
 class WorkdirError(ValueError):
@@ -371,6 +373,7 @@ class Evaluation:
         """
         written = {**self.header(), **results, "results_path": str(self.results_path)}
         write_json_atomic(self.results_path, written)
+        self._write_events(results)
         entry = {"dir": self.dir.name, "step": self.step, "time": _now()}
         evals = [e for e in self.run.record.get("evaluations", []) if e["dir"] != self.dir.name]
         self.run.record["evaluations"] = [*evals, entry]
@@ -379,12 +382,30 @@ class Evaluation:
             self.publish()
         return json.loads(json.dumps(written, default=str))
 
+    def _write_events(self, results: Mapping[str, Any]) -> None:
+        """This evaluation's TensorBoard run: every number of ``results`` and every PNG in
+        its folder at its step (the event file is rewritten with each save)."""
+        from vae_xai.metric_writer import MetricWriter, flatten_numbers
+
+        for old in self.dir.glob(f"{_EVENTS}*"):
+            old.unlink()
+        with MetricWriter(self.dir) as writer:
+            writer.write_scalars(
+                self.step, flatten_numbers(json.loads(json.dumps(results, default=str)))
+            )
+            pngs = sorted(self.dir.rglob("*.png"))
+            writer.write_images(self.step, {p.relative_to(self.dir).as_posix(): p for p in pngs})
+
     def publish(self) -> list[pathlib.Path]:
         """Point ``workdir/<name>`` at every output of this evaluation (symlinks, replaced
         atomically); links of an earlier evaluation that this one lacks are removed. A real
         file or folder of that name in the workdir is left alone."""
         workdir = self.run.workdir
-        names = {p.name for p in self.dir.iterdir() if not p.name.startswith(".")}
+        names = {
+            p.name
+            for p in self.dir.iterdir()
+            if not p.name.startswith(".") and not p.name.startswith(_EVENTS)
+        }
         for link in workdir.iterdir():
             if link.is_symlink() and os.readlink(link).startswith(EVALUATIONS + os.sep):
                 if link.name not in names:
