@@ -350,6 +350,29 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
                    workdir=workdir)  # fmt: skip
     assert "train.num_steps=1 is smaller" in msg
 
+    # the position check reads the trained run only if its config and data match the record
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    cmd = [
+        sys.executable, "-m", "experiments.mvtec_position_check", "--category=toy",
+        f"--data_dir={data}", f"--workdir={workdir}", "--layers=stage3",
+        f"--config={ROOT}/experiments/configs/mvtec_localization.py:tiny",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*cmd, "--config.train.learning_rate=0.01"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "train.learning_rate: 0.0003 -> 0.01" in proc.stderr
+    assert snapshot(workdir) == before
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (check,) = (workdir / "evaluations").glob("position_check_step2_*/results.json")
+    out = json.loads(check.read_text())
+    assert set(out["position_check"]) == {"stage3"}
+    assert 0.0 <= out["position_check"]["stage3"]["pixel_auroc"] <= 1.0
+    assert json.loads((workdir / "results.json").read_text())["evaluation"]["dir"] != str(
+        check.parent
+    )  # the run's own results stay linked
+
 
 @pytest.mark.parametrize(
     ("field", "value", "match"),
