@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_xai.fast_conv import Conv, ConvTranspose, Impl
 from vae_xai.losses import reparameterize
 
 
@@ -27,11 +28,12 @@ class ConvBlock(nn.Module):
     features: int
     kernel_size: int = 4
     strides: int = 2
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        x = nn.Conv(self.features, (k, k), strides=(self.strides, self.strides), padding="SAME")(x)
+        k, s = self.kernel_size, (self.strides, self.strides)
+        x = Conv(self.features, (k, k), strides=s, padding="SAME", impl=self.conv_impl)(x)
         return nn.relu(x)
 
 
@@ -41,13 +43,14 @@ class ConvEncoder(nn.Module):
     channels: Sequence[int]
     hidden: int
     latent_dim: int
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         out: dict[str, jax.Array] = {}
         h = x
         for i, ch in enumerate(self.channels):
-            h = ConvBlock(ch, name=f"conv{i + 1}")(h)
+            h = ConvBlock(ch, conv_impl=self.conv_impl, name=f"conv{i + 1}")(h)
             out[f"conv{i + 1}"] = h
         h = h.reshape(h.shape[0], -1)
         h = nn.relu(nn.Dense(self.hidden, name="fc1")(h))
@@ -62,6 +65,7 @@ class ConvDecoder(nn.Module):
     channels: Sequence[int]
     hidden: int
     output_shape: tuple[int, int, int]
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -71,15 +75,10 @@ class ConvDecoder(nn.Module):
         h = nn.relu(nn.Dense(self.hidden, name="fc1")(z))
         h = nn.relu(nn.Dense(h0 * w0 * self.channels[-1], name="fc2")(h))
         h = h.reshape(h.shape[0], h0, w0, self.channels[-1])
+        up = dict(kernel_size=(4, 4), strides=(2, 2), padding="SAME", impl=self.conv_impl)
         for i, ch in enumerate(list(reversed(self.channels))[1:]):
-            h = nn.relu(
-                nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv{i + 1}")(
-                    h
-                )
-            )
-        return nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv{n}")(
-            h
-        )
+            h = nn.relu(ConvTranspose(ch, **up, name=f"deconv{i + 1}")(h))
+        return ConvTranspose(out_ch, **up, name=f"deconv{n}")(h)
 
 
 class ConvVAE(nn.Module):
@@ -88,12 +87,17 @@ class ConvVAE(nn.Module):
     ``__call__(x, key=None)`` returns a dict with the encoder intermediates (``conv1``...),
     ``mu``, ``logvar`` (each ``(B, D)``), ``z`` (the reparameterized sample, or ``mu`` when no
     key is given) and ``logits`` (``(B, H, W, C)``). ``encode`` and ``decode`` are the halves.
+
+    ``conv_impl`` picks how the strided and transposed convolutions run
+    (:mod:`vae_xai.fast_conv`): ``"auto"`` (fast custom gradients on CPU, XLA's ops on GPU/TPU),
+    ``"xla"`` or ``"fast"``. Parameters and outputs are the same for all three.
     """
 
     input_shape: tuple[int, int, int] = (28, 28, 1)
     channels: Sequence[int] = (64, 128)
     hidden: int = 1024
     latent_dim: int = 32
+    conv_impl: Impl = "auto"
 
     def setup(self) -> None:
         height, width, _ = self.input_shape
@@ -103,8 +107,10 @@ class ConvVAE(nn.Module):
                 f"input_shape {self.input_shape} must be divisible by 2**{n} "
                 "(one stride-2 conv per channel entry)"
             )
-        self.encoder = ConvEncoder(self.channels, self.hidden, self.latent_dim)
-        self.decoder = ConvDecoder(self.channels, self.hidden, tuple(self.input_shape))
+        self.encoder = ConvEncoder(self.channels, self.hidden, self.latent_dim, self.conv_impl)
+        self.decoder = ConvDecoder(
+            self.channels, self.hidden, tuple(self.input_shape), self.conv_impl
+        )
 
     def encode(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         # ``train`` is accepted (and unused: no BatchNorm or dropout) so that code written for
@@ -131,13 +137,23 @@ class ConvVAE(nn.Module):
         return out
 
 
-def mnist_vae(latent_dim: int = 32) -> ConvVAE:
+def mnist_vae(latent_dim: int = 32, conv_impl: Impl = "auto") -> ConvVAE:
     """The paper's one-class MNIST VAE (28x28x1; conv 64, conv 128, dense 1024, latent 32)."""
-    return ConvVAE(input_shape=(28, 28, 1), channels=(64, 128), hidden=1024, latent_dim=latent_dim)
+    return ConvVAE(
+        input_shape=(28, 28, 1),
+        channels=(64, 128),
+        hidden=1024,
+        latent_dim=latent_dim,
+        conv_impl=conv_impl,
+    )
 
 
-def dsprites_vae(latent_dim: int = 10) -> ConvVAE:
+def dsprites_vae(latent_dim: int = 10, conv_impl: Impl = "auto") -> ConvVAE:
     """Kim & Mnih's FactorVAE architecture for 64x64 dSprites (conv 32-32-64-64, dense 128)."""
     return ConvVAE(
-        input_shape=(64, 64, 1), channels=(32, 32, 64, 64), hidden=128, latent_dim=latent_dim
+        input_shape=(64, 64, 1),
+        channels=(32, 32, 64, 64),
+        hidden=128,
+        latent_dim=latent_dim,
+        conv_impl=conv_impl,
     )

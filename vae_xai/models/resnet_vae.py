@@ -40,6 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_xai.fast_conv import Conv, ConvTranspose, Impl
 from vae_xai.losses import reparameterize
 
 __all__ = [
@@ -74,17 +75,19 @@ class BasicBlock(nn.Module):
     strides: int = 1
     bn_momentum: float = 0.9
     padding: PaddingMode = "zeros"
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         s = (self.strides, self.strides)
+        conv = dict(use_bias=False, impl=self.conv_impl)
         pad = _pad(self.padding, 1)
-        y = nn.Conv(self.features, (3, 3), strides=s, padding=pad, use_bias=False, name="conv1")(x)
+        y = Conv(self.features, (3, 3), strides=s, padding=pad, **conv, name="conv1")(x)
         y = nn.relu(_batch_norm(train, self.bn_momentum, name="bn1")(y))
-        y = nn.Conv(self.features, (3, 3), padding=pad, use_bias=False, name="conv2")(y)
+        y = Conv(self.features, (3, 3), padding=pad, **conv, name="conv2")(y)
         y = _batch_norm(train, self.bn_momentum, name="bn2", scale_init=nn.initializers.zeros)(y)
         if x.shape[-1] != self.features or self.strides != 1:
-            x = nn.Conv(self.features, (1, 1), strides=s, use_bias=False, name="proj")(x)
+            x = Conv(self.features, (1, 1), strides=s, **conv, name="proj")(x)
             x = _batch_norm(train, self.bn_momentum, name="proj_bn")(x)
         return nn.relu(x + y)
 
@@ -107,12 +110,19 @@ class Stem(nn.Module):
     features: int
     bn_momentum: float = 0.9
     padding: PaddingMode = "zeros"
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         pad = _pad(self.padding, 3)
-        x = nn.Conv(
-            self.features, (7, 7), strides=(2, 2), padding=pad, use_bias=False, name="conv"
+        x = Conv(
+            self.features,
+            (7, 7),
+            strides=(2, 2),
+            padding=pad,
+            use_bias=False,
+            impl=self.conv_impl,
+            name="conv",
         )(x)
         x = nn.relu(_batch_norm(train, self.bn_momentum, name="bn")(x))
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -126,6 +136,7 @@ class ResNetStage(nn.Module):
     strides: int = 1
     bn_momentum: float = 0.9
     padding: PaddingMode = "zeros"
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -135,6 +146,7 @@ class ResNetStage(nn.Module):
                 strides=self.strides if i == 0 else 1,
                 bn_momentum=self.bn_momentum,
                 padding=self.padding,
+                conv_impl=self.conv_impl,
                 name=f"block{i + 1}",
             )(x, train)
         return x
@@ -149,13 +161,18 @@ class ResNetEncoder(nn.Module):
     head: Literal["flatten", "pool"] = "flatten"
     bn_momentum: float = 0.9
     padding: PaddingMode = "zeros"
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         out: dict[str, jax.Array] = {}
-        h = Stem(self.width, bn_momentum=self.bn_momentum, padding=self.padding, name="stem")(
-            x, train
-        )
+        h = Stem(
+            self.width,
+            bn_momentum=self.bn_momentum,
+            padding=self.padding,
+            conv_impl=self.conv_impl,
+            name="stem",
+        )(x, train)
         out["stem"] = h
         for i, blocks in enumerate(self.stage_sizes):
             h = ResNetStage(
@@ -164,6 +181,7 @@ class ResNetEncoder(nn.Module):
                 strides=1 if i == 0 else 2,
                 bn_momentum=self.bn_momentum,
                 padding=self.padding,
+                conv_impl=self.conv_impl,
                 name=f"stage{i + 1}",
             )(h, train)
             out[f"stage{i + 1}"] = h
@@ -187,6 +205,7 @@ class ResNetDecoder(nn.Module):
     width: int = 64
     num_up: int = 5
     bn_momentum: float = 0.9
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
@@ -199,11 +218,17 @@ class ResNetDecoder(nn.Module):
         chans = [max(self.width * 8 // 2 ** (i + 1), max(self.width // 2, 1)) for i in range(5)]
         for i in range(self.num_up):
             ch = chans[min(i, len(chans) - 1)]
-            h = nn.ConvTranspose(
-                ch, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, name=f"up{i + 1}"
+            h = ConvTranspose(
+                ch,
+                (4, 4),
+                strides=(2, 2),
+                padding="SAME",
+                use_bias=False,
+                impl=self.conv_impl,
+                name=f"up{i + 1}",
             )(h)
             h = nn.relu(_batch_norm(train, self.bn_momentum, name=f"up{i + 1}_bn")(h))
-        return nn.Conv(out_ch, (3, 3), padding=1, name="out")(h)
+        return Conv(out_ch, (3, 3), padding=1, impl=self.conv_impl, name="out")(h)
 
 
 class ResNetVAE(nn.Module):
@@ -220,6 +245,8 @@ class ResNetVAE(nn.Module):
       padding: encoder conv padding, ``"zeros"`` (torchvision's ResNet) or ``"reflect"``. With
         zeros, the stride-2 3x3 convs on even-sized maps only ever read the top/left padding,
         which can leave a positional artifact at the top-left border in attention maps.
+      conv_impl: how strided/transposed convolutions run (:mod:`vae_xai.fast_conv`; ``"auto"``:
+        fast custom gradients on CPU, XLA's ops elsewhere). Same parameters and outputs.
 
     ``__call__(x, key=None, train=False)`` returns the encoder dict plus ``z`` (the
     reparameterized sample, or ``mu`` when ``key`` is None) and ``logits`` ``(B, S, S, C)``.
@@ -233,6 +260,7 @@ class ResNetVAE(nn.Module):
     head: Literal["flatten", "pool"] = "flatten"
     bn_momentum: float = 0.9
     padding: PaddingMode = "zeros"
+    conv_impl: Impl = "auto"
 
     def setup(self) -> None:
         if len(self.stage_sizes) != 4:
@@ -248,11 +276,13 @@ class ResNetVAE(nn.Module):
             head=self.head,
             bn_momentum=self.bn_momentum,
             padding=self.padding,
+            conv_impl=self.conv_impl,
         )
         self.decoder = ResNetDecoder(
             output_shape=(self.image_size, self.image_size, self.in_channels),
             width=self.width,
             bn_momentum=self.bn_momentum,
+            conv_impl=self.conv_impl,
         )
 
     @property

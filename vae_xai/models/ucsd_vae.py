@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_xai.fast_conv import Conv, ConvTranspose, Impl
 from vae_xai.losses import reparameterize
 
 __all__ = ["CONV_NAMES", "UCSDVAE", "dense_after"]
@@ -48,11 +49,12 @@ class ConvReLU(nn.Module):
     features: int
     kernel_size: int
     padding: Any
+    conv_impl: Impl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        x = nn.Conv(self.features, (k, k), strides=(2, 2), padding=self.padding, name="conv")(x)
+        k, s, pad = self.kernel_size, (2, 2), self.padding
+        x = Conv(self.features, (k, k), strides=s, padding=pad, impl=self.conv_impl, name="conv")(x)
         return nn.relu(x)
 
 
@@ -69,6 +71,8 @@ class UCSDVAE(nn.Module):
       channels: ``(c1, c2, c3)``.
       hidden: width of ``fc1``.
       latent_dim: ``D``.
+      conv_impl: how strided/transposed convolutions run (:mod:`vae_xai.fast_conv`; ``"auto"``:
+        fast custom gradients on CPU, XLA's ops elsewhere). Same parameters and outputs.
 
     ``__call__(x, key=None, train=False)`` returns ``conv1..conv3``, ``mu``, ``logvar``,
     ``z`` (sample, or ``mu`` without a key) and ``logits`` ``(B, S, S, 1)``.
@@ -79,6 +83,7 @@ class UCSDVAE(nn.Module):
     channels: Sequence[int] = (32, 64, 128)
     hidden: int = 512
     latent_dim: int = 32
+    conv_impl: Impl = "auto"
 
     def setup(self) -> None:
         if len(self.channels) != 3:
@@ -89,17 +94,19 @@ class UCSDVAE(nn.Module):
                 f"decoder mirrors conv3 exactly; got {self.input_size}"
             )
         c1, c2, c3 = self.channels
-        self.conv1 = ConvReLU(c1, 4, ((1, 1), (1, 1)))
-        self.conv2 = ConvReLU(c2, 4, ((1, 1), (1, 1)))
-        self.conv3 = ConvReLU(c3, 3, "VALID")
+        impl = self.conv_impl
+        self.conv1 = ConvReLU(c1, 4, ((1, 1), (1, 1)), impl)
+        self.conv2 = ConvReLU(c2, 4, ((1, 1), (1, 1)), impl)
+        self.conv3 = ConvReLU(c3, 3, "VALID", impl)
         self.fc1 = nn.Dense(self.hidden)
         self.fc_latent = nn.Dense(2 * self.latent_dim)
         s3 = _conv3_size(self.input_size)
         self.dec_fc1 = nn.Dense(self.hidden)
         self.dec_fc2 = nn.Dense(s3 * s3 * c3)
-        self.deconv1 = nn.ConvTranspose(c2, (3, 3), strides=(2, 2), padding="VALID")
-        self.deconv2 = nn.ConvTranspose(c1, (4, 4), strides=(2, 2), padding="SAME")
-        self.deconv3 = nn.ConvTranspose(self.in_channels, (4, 4), strides=(2, 2), padding="SAME")
+        up = dict(strides=(2, 2), impl=impl)
+        self.deconv1 = ConvTranspose(c2, (3, 3), padding="VALID", **up)
+        self.deconv2 = ConvTranspose(c1, (4, 4), padding="SAME", **up)
+        self.deconv3 = ConvTranspose(self.in_channels, (4, 4), padding="SAME", **up)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
