@@ -393,8 +393,10 @@ class Evaluation:
             writer.write_scalars(
                 self.step, flatten_numbers(json.loads(json.dumps(results, default=str)))
             )
-            pngs = sorted(self.dir.rglob("*.png"))
-            writer.write_images(self.step, {p.relative_to(self.dir).as_posix(): p for p in pngs})
+            for png in sorted(self.dir.rglob("*.png")):
+                data = png.read_bytes()
+                if data.startswith(b"\x89PNG"):  # a figure that is not a PNG is left out
+                    writer.write_images(self.step, {png.relative_to(self.dir).as_posix(): data})
 
     def publish(self) -> list[pathlib.Path]:
         """Point ``workdir/<name>`` at every output of this evaluation (symlinks, replaced
