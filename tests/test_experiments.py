@@ -62,7 +62,12 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     assert record["starts"][1]["continues_from_step"] == 4
     assert record["starts"][1]["changed"] == {"num_steps": [4, 6]}
     assert len(record["evaluations"]) == 2  # one per trained model, each in its own folder
-    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 6
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["steps"] == 6
+    # TensorBoard: one event file per training call in the workdir, one per evaluation
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    evaluation = pathlib.Path(results["evaluation"]["dir"])
+    assert len(list(evaluation.glob("events.out.tfevents.*"))) == 1
 
     # issue 10: another learning rate, a smaller num_steps, a zero period, an unknown layer
     # are refused in seconds with the field named, and nothing in the workdir changes

@@ -22,6 +22,7 @@ The pieces compose for any model:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -344,8 +345,13 @@ def fit(
             total=num_steps, initial=start, disable=not progress, desc=workdir.name, unit="step"
         )
         # a resumed run: TensorBoard drops the points the old files hold after the restored step
+        # (no new event file when there is nothing left to train)
         resume = None if latest is None else latest + 1
-        writer = MetricWriter(workdir, jsonl=log_path, resume_step=resume)
+        writer = (
+            MetricWriter(workdir, jsonl=log_path, resume_step=resume)
+            if start < num_steps
+            else contextlib.nullcontext()
+        )
         with writer, bar:
             for step in range(start, num_steps):
                 batch = shard_batch(batch_fn(step), mesh)
