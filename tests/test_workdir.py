@@ -114,6 +114,7 @@ def test_training_fields_and_data_are_compared(tmp_path):
     assert "  train.batch_size: 8 -> 16\n" in msg
     assert "  train.learning_rate: 0.001 -> 0.01\n" in msg
     assert "seed" not in msg and "eval" not in msg.split("Use another")[0]
+    assert "Nothing is checkpointed there yet: deleting" in msg  # a run that never trained
     with pytest.raises(wd.WorkdirError, match=r'data.category: "a" -> "b"'):
         start(tmp_path, config(), data={**DATA, "category": "b"})
     with pytest.raises(wd.WorkdirError, match="holds a 'exp' run; this is 'other'"):
@@ -123,6 +124,15 @@ def test_training_fields_and_data_are_compared(tmp_path):
     with pytest.raises(wd.WorkdirError, match='model.depth: "<absent>" -> 3'):
         start(tmp_path, added)
     assert (tmp_path / "run.json").read_text() == before  # refusals write nothing
+
+
+def test_a_trained_run_is_not_offered_for_deletion(tmp_path):
+    start(tmp_path, config())
+    fake_checkpoint(tmp_path, 10)
+    with pytest.raises(wd.WorkdirError) as err:
+        start(tmp_path, config(learning_rate=0.5))
+    assert "train.learning_rate: 0.001 -> 0.5" in str(err.value)
+    assert "deleting" not in str(err.value)
 
 
 def test_eval_and_schedule_fields_may_change_and_num_steps_may_grow(tmp_path):

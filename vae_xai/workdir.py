@@ -455,11 +455,16 @@ def _check(
         if flat_data_old.get(k, _MISSING) != flat_data_new.get(k, _MISSING)
     ]
     if diffs:
+        untrained = (
+            f" Nothing is checkpointed there yet: deleting {workdir / RUN_FILE} starts over."
+            if step_done is None and not record.get("evaluations")
+            else ""
+        )
         raise WorkdirError(
             f"{workdir} holds another run ({RUN_FILE}): these fields change what is trained "
             f"(recorded -> now):\n{_diff_lines(diffs)}\n"
             "Use another --workdir for another run (only num_steps may grow, and the fields "
-            f"under {list(fields.eval) + list(fields.schedule)} may change)."
+            f"under {list(fields.eval) + list(fields.schedule)} may change).{untrained}"
         )
     if step_done is not None and num_steps < step_done:
         raise WorkdirError(
