@@ -2,7 +2,8 @@
 
 For each model, the full jitted, donated training step that our launchers run
 (:func:`vae_xai.train.jit_step` over :func:`vae_xai.train.vae_update_fn` or
-:func:`vae_xai.disentangle.factor_vae_update_fn`) is timed with the convolutions as
+:func:`vae_xai.disentangle.factor_vae_update_fn`, with the on-device finiteness flags that
+:func:`vae_xai.train.fit` adds) is timed with the convolutions as
 ``conv_impl="xla"`` (plain Flax layers: what every model ran before issue 9) and ``"fast"``
 (:mod:`vae_xai.fast_conv`, the CPU default), and, when ``torch`` is installed (optional:
 ``pip install torch``), the PyTorch twin of the same architecture, loss and optimizer from
@@ -47,7 +48,7 @@ from vae_xai.models.factor_vae import FactorDiscriminator, init_factor_vae
 from vae_xai.models.resnet_vae import ResNetVAE
 from vae_xai.models.ucsd_vae import UCSDVAE
 from vae_xai.sharding import make_mesh, shard_batch
-from vae_xai.train import create_state, jit_step, vae_update_fn
+from vae_xai.train import create_state, jit_step, vae_update_fn, with_finite_flags
 
 MODELS = ("quickstart", "mnist_vae", "factorvae", "ad_factorvae", "resnet_small", "ucsd")
 IMPLS = ("xla", "fast")
@@ -155,7 +156,7 @@ def main() -> None:
         for impl in impls:
             params_i, update, opt, variables = make_jax(name, impl, batch, params)
             params = jax.device_get(params_i)
-            step = jit_step(update, mesh, seed=0)
+            step = jit_step(with_finite_flags(update), mesh, seed=0)  # as train.fit runs it
             fresh = jax.tree.map(jnp.asarray, (params, jax.device_get(variables)))
             holder = {"state": create_state(fresh[0], opt, fresh[1] or None)}
             sharded = shard_batch(batch, mesh)

@@ -55,6 +55,7 @@ __all__ = [
     "jit_step",
     "restore_params",
     "vae_update_fn",
+    "with_finite_flags",
 ]
 
 
@@ -219,7 +220,7 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def _with_finite_flags(update_fn: UpdateFn) -> UpdateFn:
+def with_finite_flags(update_fn: UpdateFn) -> UpdateFn:
     """``update_fn`` whose metrics become ``(metrics, flags)``: ``flags[name]`` says whether
     metric ``name`` is finite, ``flags["params/model_state"]`` whether the new state is."""
 
@@ -306,7 +307,7 @@ def fit(
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = mesh or make_mesh()
     log_path = workdir / "metrics.jsonl"
-    step_fn = jit_step(_with_finite_flags(update_fn), mesh, seed)
+    step_fn = jit_step(with_finite_flags(update_fn), mesh, seed)
 
     with checkpoint_manager(workdir) as manager:
         latest = manager.latest_step()
