@@ -235,3 +235,51 @@ def test_bad_shapes_are_named():
         fc.fast_strided_conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 1)), (2, 2), "SAME")
     with pytest.raises(ValueError, match="padding"):
         fc.fast_strided_conv(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), (2, 2), "FULL")
+
+
+@pytest.mark.parametrize("features", [1, 3])
+@pytest.mark.parametrize("padding", ["SAME", 1, "VALID"])
+def test_narrow_stride1_conv_is_padded_and_exact(features, padding):
+    """A stride-1 conv to < MIN_OUT_CHANNELS channels runs padded to MIN_OUT_CHANNELS outputs
+    (the jaxpr shows the wide kernel) and equals nn.Conv in float64: forward, gradients of
+    input and kernel, and a second-order gradient."""
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(0), (2, 9, 7, 5), jnp.float64)
+        plain = nn.Conv(features, (3, 3), padding=padding, param_dtype=jnp.float64)
+        fast = fc.Conv(features, (3, 3), padding=padding, impl="fast", param_dtype=jnp.float64)
+        v = plain.init(jax.random.key(1), x)
+        jaxpr = str(jax.make_jaxpr(fast.apply)(v, x))
+        assert f"3,3,5,{fc.MIN_OUT_CHANNELS}]" in jaxpr.replace(" ", "")
+        np.testing.assert_allclose(fast.apply(v, x), plain.apply(v, x), rtol=0, atol=1e-12)
+
+        def loss(mod):
+            return lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x)))
+
+        for a, b in zip(
+            jax.tree.leaves(jax.grad(loss(fast), argnums=(0, 1))(v, x)),
+            jax.tree.leaves(jax.grad(loss(plain), argnums=(0, 1))(v, x)),
+            strict=True,
+        ):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+        def second(mod):  # d/dv of |d loss / dx|^2, as L_AD differentiates an input gradient
+            return jax.grad(lambda v: jnp.sum(jax.grad(loss(mod), argnums=1)(v, x) ** 2))(v)
+
+        for a, b in zip(jax.tree.leaves(second(fast)), jax.tree.leaves(second(plain)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+
+
+def test_narrow_subpixel_transpose_is_padded_and_exact():
+    """The sub-pixel forward of a 4x4 s2 transposed conv to 1 channel (the conv VAE's last
+    layer: 4 phase channels) runs padded and equals lax.conv_transpose."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(5)
+        x, w = _rand(rng, 2, 8, 8, 4), _rand(rng, 4, 4, 4, 1)
+        jaxpr = str(jax.make_jaxpr(lambda x, w: fc.conv_transpose(x, w, (2, 2), "SAME"))(x, w))
+        assert f",{fc.MIN_OUT_CHANNELS}]" in jaxpr.replace(" ", "")
+        np.testing.assert_allclose(
+            fc.conv_transpose(x, w, (2, 2), "SAME"),
+            lax.conv_transpose(x, w, (2, 2), "SAME"),
+            rtol=0,
+            atol=1e-11,
+        )

@@ -20,6 +20,11 @@ pass on a fast formulation with two mutually recursive ``jax.custom_vjp`` rules:
   duality: ``<T(x, w), dy> = <x, S(dy, flip_swap(w))>``, so it is the kernel gradient of a
   strided conv ``S``, which XLA computes fast.
 
+A stride-1 conv to fewer than :data:`MIN_OUT_CHANNELS` output channels (a decoder's last conv
+to 1 or 3 channels, or the sub-pixel conv of a transposed conv to 1 channel) is also off XLA
+CPU's fast path; the fast layers pad its kernel to :data:`MIN_OUT_CHANNELS` output channels and
+slice the result (exact: the padded outputs never reach the loss).
+
 The backward rules are written in the same functions, so second-order gradients (the attention
 disentanglement loss differentiates a vjp) stay exact; ``vmap`` composes. Forward mode
 (``jvp``, ``jacfwd``) is not defined for ``custom_vjp``: use ``impl="xla"`` there.
@@ -48,6 +53,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 __all__ = [
+    "MIN_OUT_CHANNELS",
     "SUBPIXEL_MIN_PIXELS",
     "Conv",
     "ConvTranspose",
@@ -178,9 +184,12 @@ def conv_transpose(
     wc = wc.transpose(1, 3, 4, 0, 2, 5).reshape(ih.shape[1], iw.shape[1], cin, sh * sw * cout)
     zero = jnp.zeros((), x.dtype)
     xp = lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
-    y = lax.conv_general_dilated(
-        xp, wc, (1, 1), "VALID", dimension_numbers=_DN, precision=precision
-    )  # (B, Q_h, Q_w, s_h * s_w * C_out)
+    if sh * sw * cout < MIN_OUT_CHANNELS:  # e.g. the last upsampling to 1 grey channel
+        y = _padded_out_conv(xp, wc, "VALID", None, _DN, precision)
+    else:
+        y = lax.conv_general_dilated(
+            xp, wc, (1, 1), "VALID", dimension_numbers=_DN, precision=precision
+        )  # (B, Q_h, Q_w, s_h * s_w * C_out)
     b, qh, qw, _ = y.shape
     y = y.reshape(b, qh, qw, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(b, qh * sh, qw * sw, cout)[:, : sizes[0], : sizes[1], :]
@@ -378,6 +387,12 @@ def _conv_general_dilated(impl: Impl):
             or kwargs
         )
         if plain:
+            if resolve_impl(impl) == "fast" and _narrow_stride1(
+                lhs, rhs, window_strides, lhs_dilation, rhs_dilation, feature_group_count, kwargs
+            ):
+                return _padded_out_conv(
+                    lhs, rhs, padding, rhs_dilation, dimension_numbers, precision
+                )
             return lax.conv_general_dilated(
                 lhs,
                 rhs,
@@ -393,6 +408,52 @@ def _conv_general_dilated(impl: Impl):
         return fast_strided_conv(lhs, rhs, window_strides, padding, precision=precision)
 
     return conv
+
+
+# A stride-1 conv to fewer output channels than this (e.g. a decoder's last conv to 3 RGB or 1
+# grey channels) runs off XLA CPU's fast convolution path: forward and both gradients of the
+# ResNet decoder's 3x3 8->3 output conv at 128 px take 1.6x as long as the same conv padded to 8
+# output channels (zero kernel columns, sliced off after). Padding the kernel is exact: the
+# sliced-off outputs never reach the loss, so their kernel columns get no gradient.
+MIN_OUT_CHANNELS = 8
+
+
+def _narrow_stride1(lhs, rhs, strides, lhs_dilation, rhs_dilation, groups, kwargs) -> bool:
+    return (
+        lhs.ndim == 4
+        and all(s == 1 for s in strides)
+        and all(d == 1 for d in (lhs_dilation or (1,)))
+        and groups == 1
+        and not kwargs
+        and 0 < rhs.shape[-1] < MIN_OUT_CHANNELS
+    )
+
+
+def _padded_out_conv(lhs, rhs, padding, rhs_dilation, dimension_numbers, precision):
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    out_axis = dn.rhs_spec[0]
+    n_out = rhs.shape[out_axis]
+    if out_axis != rhs.ndim - 1:  # only the HWIO layout Flax uses is padded
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            (1, 1),
+            padding,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            precision=precision,
+        )
+    wide = jnp.pad(rhs, [(0, 0)] * (rhs.ndim - 1) + [(0, MIN_OUT_CHANNELS - n_out)])
+    y = lax.conv_general_dilated(
+        lhs,
+        wide,
+        (1, 1),
+        padding,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        precision=precision,
+    )
+    return lax.slice_in_dim(y, 0, n_out, axis=dn.out_spec[1])
 
 
 _CONV_FNS: dict[str, Any] = {}
