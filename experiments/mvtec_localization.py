@@ -32,7 +32,8 @@ from ml_collections import config_flags
 
 from data_pipelines import mvtec_ad
 from data_pipelines.augment import augment_batch
-from experiments.configs.mvtec_localization import FIELDS, PAPER_TABLE2
+from experiments.configs.mvtec_localization import FIELDS
+from experiments.paper import TABLE2_MVTEC as PAPER_TABLE2
 from vae_xai import localization, validation
 from vae_xai import workdir as workdir_lib
 from vae_xai.models.resnet_vae import ResNetVAE, dense_after

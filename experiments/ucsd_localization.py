@@ -33,7 +33,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import ucsd_ped1
-from experiments.configs.ucsd_localization import FIELDS, PAPER_TABLE1
+from experiments.configs.ucsd_localization import FIELDS
+from experiments.paper import TABLE1_UCSD_PED1_PIXEL_AUROC as PAPER_TABLE1
 from vae_xai import localization, validation
 from vae_xai import workdir as workdir_lib
 from vae_xai.models.ucsd_vae import UCSDVAE, dense_after

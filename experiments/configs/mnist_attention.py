@@ -1,14 +1,19 @@
 """Config for experiments/mnist_attention.py (paper Fig. 4: one-class MNIST VAEs).
 
-``--config=experiments/configs/mnist_attention.py`` is the full run;
-``--config=experiments/configs/mnist_attention.py:cpu`` is a shortened schedule for a laptop CPU
-(1000 steps of batch 64 per digit, ~10 epochs of one digit);
-``--config=experiments/configs/mnist_attention.py:small`` is a CPU smoke run (a minute).
+Variants (:mod:`experiments.configs.common`):
+``--config=experiments/configs/mnist_attention.py`` is the ``full`` run (6000 steps of batch
+128 per digit, for an accelerator); ``...:cpu`` is a shortened schedule for a 2-core CPU
+(1000 steps of batch 64 per digit, ~10 epochs of one digit; ~30 minutes for both digits);
+``...:smoke`` (old name ``small``) is a smoke run (one digit, 150 steps, about a minute).
 """
 
 import ml_collections
 
+from experiments.configs.common import parse_variant
 from vae_xai.workdir import Fields
+
+VARIANTS = ("smoke", "cpu", "full")
+ALIASES = {"small": "smoke"}
 
 # What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
 # evaluation fields and the checkpoint/log periods may differ; anything else is another run.
@@ -27,11 +32,12 @@ FIELDS = Fields(
 )
 
 
-def get_config(arg: str = "full") -> ml_collections.ConfigDict:
-    if arg not in ("full", "cpu", "small"):
-        raise ValueError(f"unknown config variant {arg!r}; use 'full', 'cpu' or 'small'")
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = parse_variant(
+        arg, variants=VARIANTS, default="full", aliases=ALIASES, config="mnist_attention"
+    ).name
     c = ml_collections.ConfigDict()
-    c.variant = arg
+    c.variant = variant
     c.seed = 0
     # Paper Fig. 4: trained on 1 and tested on 7, 2, 4, 9; and trained on 3. The digits shown
     # for the 3-model are our choice (the paper's figure is not specific enough to copy).
@@ -48,11 +54,11 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     c.log_every = 100
     c.eval_batch_size = 500
     c.max_eval_images = 10000  # the whole MNIST test set
-    if arg == "cpu":
+    if variant == "cpu":
         c.num_steps = 1000
         c.batch_size = 64
         c.checkpoint_every = 250
-    if arg == "small":
+    if variant == "smoke":
         c.train_digits = (1,)
         c.num_steps = 150
         c.batch_size = 64

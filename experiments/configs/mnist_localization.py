@@ -5,13 +5,14 @@ the same digit get synthetic anomalies with exact masks (a square of added ink, 
 and a square of removed ink, ``"erase"``; see :mod:`data_pipelines.synthetic_anomaly`), and the
 reconstruction error and anomaly-attention maps are scored with the MVTec-AD metrics.
 
-``get_config(arg)`` with ``arg`` one of:
+``get_config(arg)`` with ``arg`` one of (:mod:`experiments.configs.common`):
 
 * ``None`` / ``"cpu"`` (default) -- 1,000 steps of batch 64 (~10 epochs of one digit's ~6,000
   training images), Adam 1e-3: minutes on a laptop CPU.
 * ``"full"`` -- 6,000 steps of batch 128 (~120 epochs), the schedule of
   ``experiments/configs/mnist_attention.py``; for an accelerator.
-* ``"tiny"`` -- seconds-long test config (3 steps of batch 8, latent 4, 16 test images).
+* ``"smoke"`` (old name ``"tiny"``) -- seconds-long test config (3 steps of batch 8,
+  latent 4, 16 test images).
 
 ``normal_digit`` is 3, an ink-heavy digit (so an ``"erase"`` square often removes ink); an
 ink-light digit can be tried with ``--config.normal_digit=1``. Evaluation (all variants):
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.common import parse_variant
 from vae_xai.workdir import Fields
 
-VARIANTS = ("cpu", "full", "tiny")
+VARIANTS = ("smoke", "cpu", "full")
+ALIASES = {"tiny": "smoke"}
 
 
 # What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
@@ -39,9 +42,9 @@ FIELDS = Fields(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = (arg or "cpu").strip()
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    variant = parse_variant(
+        arg, variants=VARIANTS, default="cpu", aliases=ALIASES, config="mnist_localization"
+    ).name
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0
@@ -89,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.batch_size = 128
         c.train.checkpoint_every = 1_000
         c.train.log_every = 100
-    elif variant == "tiny":
+    elif variant == "smoke":
         c.latent_dim = 4
         c.train.num_steps = 3
         c.train.batch_size = 8

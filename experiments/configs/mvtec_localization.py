@@ -1,6 +1,6 @@
 """MVTec-AD anomaly localization with a ResNet18-encoder VAE (paper Table 2).
 
-``get_config(arg)`` with ``arg`` one of:
+``get_config(arg)`` with ``arg`` one of (:mod:`experiments.configs.common`):
 
 * ``None`` / ``"full"`` -- the paper's setting for an accelerator: 256x256 RGB, ResNet18
   encoder (width 64, stages (2, 2, 2, 2), trained from scratch: no pretrained weights are
@@ -8,14 +8,14 @@
   Adam 3e-4, batch 32, 10,000 steps (~1,500 epochs of a category's ~200-400 training
   images), random mirror + rotation (+-15 degrees). The step count and learning rate are our
   choices; the paper does not give them.
-* ``"small"`` -- the CPU budget run (~12 min on 2 shared cores): 128x128 (masks at 128 too),
-  width 16, batch 16, 1,200 steps, reflect padding and ``variance=0.05``. Same method, smaller
-  and shorter; its numbers are a reduced-compute reproduction, not the paper's setting. The
-  last two were chosen by measurement on ``bottle`` (RESULTS.md): zero padding put a
-  positional hot spot in the top-left corner of every attention map, and with
+* ``"cpu"`` (old name ``"small"``) -- the CPU budget run (~12 min on 2 shared cores): 128x128
+  (masks at 128 too), width 16, batch 16, 1,200 steps, reflect padding and ``variance=0.05``.
+  Same method, smaller and shorter; its numbers are a reduced-compute reproduction, not the
+  paper's setting. The last two were chosen by measurement on ``bottle`` (RESULTS.md): zero
+  padding put a positional hot spot in the top-left corner of every attention map, and with
   ``variance=0.5`` the latents carried only ~7 nats (reconstruction map 0.78 pixel AUROC)
   against ~40 nats and 0.83 with ``variance=0.05``.
-* ``"tiny"`` -- seconds-long test config (32x32, width 4, a few steps).
+* ``"smoke"`` (old name ``"tiny"``) -- seconds-long test config (32x32, width 4, a few steps).
 
 Evaluation (all variants): reconstruction error ("vanilla VAE") and anomaly attention at
 ``eval.layers`` with both the N(0, 1) prior and the empirical statistics of the training
@@ -26,18 +26,11 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.common import parse_variant
 from vae_xai.workdir import Fields
 
-VARIANTS = ("full", "small", "tiny")
-
-# Liu et al. Table 2 (pixel AUROC / best IoU). Only the bottle row is recorded here.
-PAPER_TABLE2 = {
-    "bottle": {
-        "vae_attention": {"pixel_auroc": 0.87, "best_iou": 0.27},
-        "ae_ssim": {"pixel_auroc": 0.93, "best_iou": 0.15},
-        "ae_l2": {"pixel_auroc": 0.86, "best_iou": 0.22},
-    }
-}
+VARIANTS = ("smoke", "cpu", "full")
+ALIASES = {"small": "cpu", "tiny": "smoke"}
 
 
 # What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
@@ -50,9 +43,9 @@ FIELDS = Fields(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = (arg or "full").strip()
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    variant = parse_variant(
+        arg, variants=VARIANTS, default="full", aliases=ALIASES, config="mvtec_localization"
+    ).name
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0
@@ -97,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             overlays_per_group=4,
         )
     )
-    if variant == "small":
+    if variant == "cpu":
         c.image_size = 128
         c.model.width = 16
         c.train.batch_size = 16
@@ -107,7 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.padding = "reflect"
         c.train.checkpoint_every = 200
         c.train.log_every = 25
-    elif variant == "tiny":
+    elif variant == "smoke":
         c.image_size = 32
         c.model.width = 4
         c.model.stage_sizes = (1, 1, 1, 1)

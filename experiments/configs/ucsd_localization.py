@@ -1,31 +1,26 @@
 """UCSD Ped1 anomaly localization ablation (paper Table 1): reconstruction vs attention at
 conv1/conv2/conv3 of a three-conv VAE on 100x100 grayscale frames.
 
-``get_config(arg)`` with ``arg`` one of:
+``get_config(arg)`` with ``arg`` one of (:mod:`experiments.configs.common`):
 
 * ``None`` / ``"full"`` -- 100x100 frames, channels (32, 64, 128), fc 512, latent 32,
   Gaussian likelihood (``variance=0.5``: loss = SSE + KL), Adam 3e-4, batch 64, 20,000 steps
   (~190 epochs of the 6,800 training frames). No augmentation (fixed camera). The paper does
   not give the step count, widths or learning rate: these are our choices.
-* ``"small"`` -- a CPU run: 3,000 steps at batch 32.
-* ``"tiny"`` -- seconds-long test config (28x28 frames, a few channels, 2 steps).
+* ``"cpu"`` (old name ``"small"``) -- a CPU run: 3,000 steps at batch 32.
+* ``"smoke"`` (old name ``"tiny"``) -- seconds-long test config (28x28 frames, a few
+  channels, 2 steps).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.common import parse_variant
 from vae_xai.workdir import Fields
 
-VARIANTS = ("full", "small", "tiny")
-
-# Liu et al. Table 1, pixel-level AUROC on UCSD Ped1.
-PAPER_TABLE1 = {
-    "recon": 0.86,
-    "attention_conv1": 0.89,
-    "attention_conv2": 0.92,
-    "attention_conv3": 0.91,
-}
+VARIANTS = ("smoke", "cpu", "full")
+ALIASES = {"small": "cpu", "tiny": "smoke"}
 
 
 # What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
@@ -38,9 +33,9 @@ FIELDS = Fields(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = (arg or "full").strip()
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    variant = parse_variant(
+        arg, variants=VARIANTS, default="full", aliases=ALIASES, config="ucsd_localization"
+    ).name
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0
@@ -72,12 +67,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             overlays_per_group=6,
         )
     )
-    if variant == "small":
+    if variant == "cpu":
         c.train.num_steps = 3_000
         c.train.batch_size = 32
         c.train.learning_rate = 1e-3
         c.train.checkpoint_every = 500
-    elif variant == "tiny":
+    elif variant == "smoke":
         c.image_size = 28
         c.model.channels = (3, 4, 5)
         c.model.hidden = 8

@@ -1,0 +1,126 @@
+"""The one config-argument parser every ``get_config(arg)`` uses, and what its variants mean.
+
+``--config=experiments/configs/NAME.py[:arg]`` hands ``arg`` to ``get_config``. Every config
+spells it the same way, ``[option,]variant``, and every variant means the same thing:
+
+* ``smoke`` -- seconds, for tests: every code path runs, the numbers mean nothing.
+* ``cpu`` -- fits a 2-core CPU in about 30 minutes or less (one seed): a reduced-compute
+  run whose numbers are reported as such in RESULTS.md.
+* ``full`` -- the paper's setting (or our best reading of it), for an accelerator.
+
+A config may add variants of its own (dSprites' ``cpu_long``: hours on a CPU) and names its
+default. ``option`` is a leading choice some configs need (dSprites' method:
+``ad_factorvae,cpu``).
+
+Old names are aliases, so every command written before this convention gives the config it
+gave then; the run record (``run.json``) stores the canonical name (``config.variant``). The
+renames (``ALIASES`` in each config module; see the README's experiments section):
+
+===========================  ==========================  ==================================
+config                       old name                    canonical
+===========================  ==========================  ==================================
+quickstart                   ``small``                   ``smoke``
+quickstart                   ``full`` (its old default)  ``cpu`` (no paper-scale Fig. 1)
+mnist_attention              ``small``                   ``smoke``
+mnist_localization           ``tiny``                    ``smoke``
+mvtec_localization           ``small`` (~12-19 min)      ``cpu``
+mvtec_localization           ``tiny``                    ``smoke``
+ucsd_localization            ``small``                   ``cpu``
+ucsd_localization            ``tiny``                    ``smoke``
+dsprites_disentanglement     ``<method>,small``          ``<method>,cpu``
+===========================  ==========================  ==================================
+
+dSprites' old ``<method>,cpu`` (5,000 steps with the standard metric sizes: hours on a
+CPU) is ``<method>,cpu_long``: its old name is now the 30-minute variant, so it cannot be an
+alias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+__all__ = ["CANONICAL", "Variant", "parse_variant"]
+
+# What every config's variants mean (module docstring).
+CANONICAL = {
+    "smoke": "seconds, for tests",
+    "cpu": "fits a 2-core CPU in about 30 minutes or less",
+    "full": "the paper's setting, for an accelerator",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A parsed config argument.
+
+    Attributes:
+      name: the canonical variant (``smoke``, ``cpu``, ``full`` or one the config adds).
+      given: the variant as spelled (an alias, or ``name``; ``None`` when the default was used).
+      option: the leading option (dSprites' method), or ``None`` for configs without one.
+    """
+
+    name: str
+    given: str | None
+    option: str | None = None
+
+    @property
+    def alias(self) -> bool:
+        """Whether the variant was spelled with an old name."""
+        return self.given is not None and self.given != self.name
+
+
+def parse_variant(
+    arg: str | None,
+    *,
+    variants: Sequence[str],
+    default: str,
+    aliases: Mapping[str, str] | None = None,
+    options: Sequence[str] | None = None,
+    default_option: str | None = None,
+    config: str = "config",
+) -> Variant:
+    """Parse ``get_config``'s ``arg``: ``"variant"``, or ``"option[,variant]"`` with ``options``.
+
+    Args:
+      arg: what follows ``:`` in ``--config=PATH:arg`` (``None`` or ``""``: the defaults).
+      variants: the canonical variants this config has (normally ``smoke``, ``cpu``, ``full``).
+      default: the variant when none is given.
+      aliases: old name -> canonical name.
+      options: the valid leading options (e.g. methods); ``None`` when the config has none.
+      default_option: the option when ``arg`` is empty.
+      config: the config's name, for error messages.
+
+    Raises:
+      ValueError: an unknown option or variant (the message lists the valid ones and the
+        aliases), or more than one variant.
+    """
+    aliases = dict(aliases or {})
+    if default not in variants:
+        raise ValueError(f"{config}: default variant {default!r} is not one of {list(variants)}")
+    for old, new in aliases.items():
+        if new not in variants:
+            raise ValueError(f"{config}: alias {old!r} -> {new!r} names no variant")
+    parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+    option = None
+    if options is not None:
+        option = default_option
+        if parts and parts[0] not in variants and parts[0] not in aliases:
+            option = parts.pop(0)
+        if option not in options:
+            raise ValueError(
+                f"{config}: unknown option {option!r} in {arg!r}; choose one of {list(options)} "
+                f"(spelled OPTION[,VARIANT])"
+            )
+    if len(parts) > 1:
+        raise ValueError(f"{config}: choose one variant; got {parts} in {arg!r}")
+    given = parts[0] if parts else None
+    name = default if given is None else aliases.get(given, given)
+    if name not in variants:
+        valid = ", ".join(repr(v) for v in variants)
+        old = ", ".join(f"{a!r} = {b!r}" for a, b in aliases.items())
+        raise ValueError(
+            f"{config}: unknown variant {given!r}; valid variants are {valid}"
+            + (f" (old names: {old})" if old else "")
+        )
+    return Variant(name=name, given=given, option=option)
