@@ -2,208 +2,45 @@
 
     python -m experiments.mnist_localization --data_dir=$VAE_XAI_DATA_DIR/mnist \
         --workdir=workdirs/mnist_localization \
-        [--config=experiments/configs/mnist_localization.py:cpu]
+        [--config=experiments/configs/mnist_localization.py:cpu] [--seeds=0,1,2]
 
-On MVTec-AD the anomaly-attention maps do not localize, and the encoder's latents barely tell
-defective images from good ones. This experiment measures the same maps where the ground truth
-is exact: it trains (or resumes, from ``workdir/checkpoints``) the paper's one-class MNIST VAE
-on the training images of ``config.normal_digit`` (no augmentation), takes the first
-``anomaly.max_test_images`` test images of that digit, splits them into one disjoint chunk per
-anomaly kind (``"square"``: a filled 7x7 square of ink; ``"erase"``: a 7x7 square set to 0;
-:func:`data_pipelines.synthetic_anomaly.paste_squares`), and pastes that kind into
-``anomaly.fraction`` of its chunk (seed ``config.seed + k`` for the ``k``-th kind). The
-untouched images of every chunk are the "good" test images, each appearing once. It then scores
-the reconstruction-error map, the model-free centre and intensity maps and the anomaly
-attention (Eq. 5, and the per-latent KL score) at conv1/conv2 with the prior and the empirical
-reference, exactly as :mod:`experiments.mvtec_localization` does: pooled pixel AUROC, best IoU,
-AUPRO and image AUROC, overall and per anomaly kind (a kind's images plus all good ones).
-
-Writes ``workdir/results.json`` and ``workdir/figures/`` (pooled ROC curves; overlays per
-kind) and prints the summary table. Data: the four MNIST IDX files
-(see :mod:`data_pipelines.mnist`); nothing is downloaded.
+Trains a one-class MNIST VAE on ``config.normal_digit``, pastes synthetic squares of added or
+erased ink with exact masks into held-out test images of that digit, and scores the
+reconstruction-error, model-free and anomaly-attention maps with the MVTec-AD metrics
+(:mod:`vae_xai.experiments.mnist_localization`). Writes ``workdir/results.json`` and
+``workdir/figures/`` and prints the summary table.
 """
 
 from __future__ import annotations
 
-import pathlib
-import time
-from typing import Any
-
-import jax
-import ml_collections
-import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
-from data_pipelines import mnist
-from data_pipelines.synthetic_anomaly import paste_squares
-from experiments.configs.mnist_localization import FIELDS, validate
-from vae_xai import localization, validation
-from vae_xai import workdir as workdir_lib
-from vae_xai.models.conv_vae import mnist_vae
+from experiments import launch
+from vae_xai import localization
+from vae_xai.experiments import mnist_localization as lib
 
 
 def define_flags() -> None:
-    """Define the command-line flags (only when run as a script, so that importing ``run``
-    from several launchers in one process does not define the same flags twice)."""
-    config_flags.DEFINE_config_file(
-        "config",
-        str(pathlib.Path(__file__).parent / "configs" / "mnist_localization.py"),
-        "ml_collections config file[:variant] (cpu | full | tiny).",
+    launch.define_common_flags(
+        "mnist_localization", data_dir_help="Folder with the four MNIST IDX files."
     )
-    flags.DEFINE_string("data_dir", None, "Folder with the four MNIST IDX files.")
-    flags.DEFINE_string("workdir", None, "Output folder (checkpoints, figures, JSON).")
-
-
-def dense_after(layer: str) -> str | None:
-    """The Dense that consumes ``flatten(layer)`` in the MNIST ConvVAE (attention fast path)."""
-    return "fc1" if layer == "conv2" else None
-
-
-def mnist_files(data_dir: str | pathlib.Path | None) -> list[pathlib.Path]:
-    """The four MNIST IDX files in ``data_dir`` (each ``NAME`` or ``NAME.gz``), or an error
-    naming the missing one: checked before any work."""
-    root = validation.existing_path(data_dir, "data_dir")
-    found = []
-    for stem in (f for pair in mnist.FILES.values() for f in pair):
-        hits = [root / n for n in (stem + ".gz", stem) if (root / n).is_file()]
-        if not hits:
-            raise FileNotFoundError(
-                f"MNIST file {stem}[.gz] not found in {root} (data_dir; see "
-                "data_pipelines/mnist.py)"
-            )
-        found.append(hits[0])
-    return found
-
-
-def synthetic_test_set(
-    clean: np.ndarray, anomaly: ml_collections.ConfigDict, *, seed: int
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """The test set: ``clean`` split into one disjoint chunk per kind, one kind pasted in each.
-
-    Returns ``({"image", "mask", "label", "defect"}, stats)``; ``stats[kind]`` counts the
-    chunk's images and anomalies, the mean mask size, and the anomalous images whose square
-    changed nothing (empty mask: a square pasted over ink, or an erase over background).
-    """
-    kinds = tuple(anomaly.kinds)
-    if not kinds or len(set(kinds)) != len(kinds):
-        raise ValueError(f"anomaly.kinds must be non-empty and distinct; got {kinds}")
-    if len(clean) < len(kinds):
-        raise ValueError(f"{len(clean)} clean test images cannot be split among kinds {kinds}")
-    parts, stats = [], {}
-    for k, (kind, chunk) in enumerate(zip(kinds, np.array_split(clean, len(kinds)), strict=True)):
-        out = paste_squares(
-            chunk,
-            fraction=anomaly.fraction,
-            size=anomaly.size,
-            margin=anomaly.margin,
-            kind=kind,
-            seed=seed + k,
-        )
-        parts.append(out)
-        anomalous = out["label"] == 1
-        mask_pixels = out["mask"][anomalous].sum((1, 2))
-        stats[kind] = {
-            "num_images": len(chunk),
-            "num_anomalous": int(anomalous.sum()),
-            "mean_mask_pixels": float(mask_pixels.mean()) if anomalous.any() else None,
-            "num_anomalous_with_empty_mask": int((mask_pixels == 0).sum()),
-        }
-    test = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return test, stats
-
-
-def run(
-    config: ml_collections.ConfigDict,
-    *,
-    data_dir: str | pathlib.Path,
-    workdir: str | pathlib.Path,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train/resume, evaluate, write ``results.json`` and figures; returns the results.
-
-    The config, the four MNIST files and the workdir's run record are checked before any
-    work (see :func:`experiments.mvtec_localization.run`).
-    """
-    model = mnist_vae(config.latent_dim)
-    validate(config)
-    localization.check_config(model, config, (28, 28, 1))
-    data_files = mnist_files(data_dir)
-    run_ = workdir_lib.start(
-        workdir,
-        config,
-        experiment="mnist_localization",
-        fields=FIELDS,
-        data={
-            "dataset": "MNIST",
-            "files": workdir_lib.fingerprint_files(data_dir, files=data_files),
-        },
-        data_location=str(pathlib.Path(data_dir).absolute()),
-    )
-    digit = int(config.normal_digit)
-    t0 = time.perf_counter()
-    train_images, _ = mnist.load_one_class(data_dir, "train", digit)
-    test_images, _ = mnist.load_one_class(data_dir, "test", digit)
-    load_s = time.perf_counter() - t0
-    if len(train_images) == 0 or len(test_images) == 0:
-        raise ValueError(
-            f"{data_dir} has {len(train_images)} training and {len(test_images)} test images "
-            f"of digit {digit}; need both"
-        )
-    clean = test_images[: config.anomaly.max_test_images]
-    test, anomaly_stats = synthetic_test_set(clean, config.anomaly, seed=config.seed)
-
-    train_info, evaluation, record = localization.train_and_evaluate(
-        model,
-        config,
-        run=run_,
-        train_images=train_images,
-        test=test,
-        dense_after=dense_after,
-        title=f"MNIST {digit} + synthetic anomalies ({config.variant})",
-        progress=progress,
-    )
-    a = config.anomaly
-    results = {
-        "dataset": "MNIST, synthetic anomalies",
-        "normal_digit": digit,
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "device": str(jax.devices()[0]),
-        "num_train_images": len(train_images),
-        "num_test_images": len(test["image"]),
-        "num_anomalous_test_images": int(test["label"].sum()),
-        "anomalies": anomaly_stats,
-        "data_load_s": load_s,
-        "train": train_info,
-        **evaluation,
-        "notes": localization.RESULT_NAMES_NOTE
-        + (
-            f" Test set: the first {len(clean)} MNIST test images of digit {digit}, split into "
-            f"one disjoint chunk per kind {tuple(a.kinds)}; in {a.fraction:g} of each chunk a "
-            f"{a.size}x{a.size} square at least {a.margin} px inside the border is set to 1 "
-            "(square: added ink, placed uniformly) or 0 (erase: removed ink, centred on an ink "
-            "pixel); the mask is the pixels the square changed by more than 0.25; the rest of "
-            "each chunk are the good images. Per-defect metrics use that kind's images plus all "
-            "good images."
-        ),
-    }
-    return localization.save_results(record, results)
 
 
 def main(argv: list[str]) -> None:
+    launch.no_arguments(argv)
+    launch.require(
+        "data_dir",
+        "--data_dir is required: the folder with the four MNIST IDX files "
+        "(e.g. $VAE_XAI_DATA_DIR/mnist, see data_pipelines/mnist.py)",
+    )
+    launch.require("workdir", "--workdir is required (checkpoints, results.json, figures)")
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.data_dir:
-        raise app.UsageError(
-            "--data_dir is required: the folder with the four MNIST IDX files "
-            "(e.g. $VAE_XAI_DATA_DIR/mnist, see data_pipelines/mnist.py)"
-        )
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required (checkpoints, results.json, figures)")
-    results = run(FLAGS.config, data_dir=FLAGS.data_dir, workdir=FLAGS.workdir)
-    localization.print_report(results, results["results_path"])
+    results = lib.train_and_evaluate(
+        FLAGS.config, FLAGS.workdir, data_dir=FLAGS.data_dir, seeds=launch.seeds()
+    )
+    for seed, entry in results["per_seed"].items():
+        print(f"seed {seed}:")
+        localization.print_report(entry, results["results_path"])
 
 
 if __name__ == "__main__":

@@ -2,111 +2,49 @@
 
     python -m experiments.mvtec_position_check --category=bottle \
         --data_dir=PATH/mvtec_ad --workdir=workdirs/mvtec_bottle_small \
-        --config=experiments/configs/mvtec_localization.py:small
+        --config=experiments/configs/mvtec_localization.py:cpu
 
-Loads the trained checkpoint of an ``experiments.mvtec_localization`` run and computes the
-anomaly attention (deterministic score ``mu_x - mu_y``, prior reference) of every test image and
-of the same image rotated by 180 degrees, the latter's map rotated back. Content-driven maps
-agree (their hot spots follow the image); a positional artifact (e.g. from padding) stays at the
-same place of the *input* and so moves to the opposite corner after rotating back. Prints, per
-layer, the mean position of the top 1% of pixels of both, their correlation and the pooled
-pixel AUROC of each, and writes them to
-``workdir/evaluations/position_check_step<N>_<hash>/results.json``. The workdir must be a
-finished run of the same config and category (checked against its ``run.json`` before any
-work; see :mod:`vae_xai.workdir`).
+Compares the anomaly attention of every test image of a finished
+``experiments.mvtec_localization`` run with that of the image rotated by 180 degrees
+(:mod:`vae_xai.experiments.mvtec_position_check`) and writes the result to
+``workdir/evaluations/position_check_step<N>_<hash>/results.json``. ``--config`` is the
+config the run was trained with (default ``:cpu``, the old ``:small``).
 """
 
 from __future__ import annotations
 
-import json
-import pathlib
-
-import jax
-import numpy as np
-import optax
 from absl import app, flags
-from ml_collections import config_flags
 
-from data_pipelines import mvtec_ad
-from experiments.configs.mvtec_localization import FIELDS
-from experiments.mvtec_localization import build_model
-from vae_xai import localization, train, validation
-from vae_xai import workdir as workdir_lib
-from vae_xai.metrics import pixel_auroc
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    str(pathlib.Path(__file__).parent / "configs" / "mvtec_localization.py") + ":small",
-    "The config the run was trained with.",
-)
-_CATEGORY = flags.DEFINE_string("category", "bottle", "MVTec-AD category.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding the MVTec-AD categories.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a trained mvtec_localization run.")
-_LAYERS = flags.DEFINE_list("layers", ["stage1", "stage2", "stage3", "stage4"], "Layers.")
-flags.mark_flags_as_required(["data_dir", "workdir"])
+from experiments import launch
+from vae_xai.experiments import mvtec_position_check as lib
 
 
-def top_percent_position(maps: np.ndarray) -> list[float]:
-    """Mean (row, col) of each map's top 1% pixels, as fractions of the image size."""
-    n, h, w = maps.shape
-    k = max(1, h * w // 100)
-    idx = np.argsort(maps.reshape(n, -1), axis=1)[:, -k:]
-    return [float((idx // w).mean() / h), float((idx % w).mean() / w)]
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = _CONFIG.value
-    model = build_model(cfg)
-    validation.model_layers(model, (cfg.image_size, cfg.image_size, 3), _LAYERS.value,
-                            "--layers", train=False)  # fmt: skip
-    cat_dir = mvtec_ad.resolve_category_dir(_DATA_DIR.value, _CATEGORY.value)
-    # the workdir must be a finished mvtec_localization run of this config and category
-    run = workdir_lib.open_trained(
-        _WORKDIR.value,
-        cfg,
-        experiment="mvtec_localization",
-        fields=FIELDS,
-        data={
-            "dataset": "MVTec-AD",
-            "category": _CATEGORY.value,
-            "files": workdir_lib.fingerprint_files(cat_dir),
-        },
+def define_flags() -> None:
+    launch.define_common_flags(
+        "mvtec_localization",
+        default_arg="cpu",
+        data_dir_help="Folder holding the MVTec-AD categories.",
+        seeds=False,  # it evaluates the one run in --workdir (a seed_N folder of --seeds)
     )
-    workdir = run.workdir
-    test = mvtec_ad.load_split(
-        _DATA_DIR.value,
-        _CATEGORY.value,
-        "test",
-        image_size=cfg.image_size,
-        cache_dir=cfg.cache_dir or str(workdir / "data_cache"),
+    flags.DEFINE_string("category", "bottle", "MVTec-AD category.")
+    flags.DEFINE_list("layers", list(lib.LAYERS), "Layers.")
+
+
+def main(argv: list[str]) -> None:
+    launch.no_arguments(argv)
+    launch.require("data_dir", "--data_dir is required (the folder of the MVTec-AD categories)")
+    launch.require("workdir", "--workdir is required (a trained mvtec_localization run)")
+    FLAGS = flags.FLAGS
+    written = lib.evaluate(
+        FLAGS.config,
+        FLAGS.workdir,
+        category=FLAGS.category,
+        data_dir=FLAGS.data_dir,
+        layers=FLAGS.layers,
     )
-    state = localization.init_state(model, optax.adam(0.0), test["image"].shape[1:], seed=cfg.seed)
-    variables = localization.variables_of(train.restore_params(workdir, state))
-    images, masks = test["image"], test["mask"]
-    rotated = np.ascontiguousarray(images[:, ::-1, ::-1])
-    out = {}
-    for layer in _LAYERS.value:
-        kw = dict(layer=layer, key=jax.random.key(0), sample=False)
-        maps = localization.anomaly_attention_maps(model, variables, images, **kw)
-        back = localization.anomaly_attention_maps(model, variables, rotated, **kw)[:, ::-1, ::-1]
-        out[layer] = {
-            "top1pct_row_col": top_percent_position(maps),
-            "rotated_input_top1pct_row_col_after_rotating_back": top_percent_position(back),
-            "correlation": float(np.corrcoef(maps.ravel(), back.ravel())[0, 1]),
-            "pixel_auroc": pixel_auroc(maps, masks),
-            "pixel_auroc_rotated_back": pixel_auroc(back, masks),
-        }
-        print(layer, json.dumps(out[layer]))
-    # its own evaluation folder (not linked from the workdir: the run's results stay there)
-    evaluation = run.evaluation(
-        {"position_check.layers": list(_LAYERS.value)}, step=cfg.train.num_steps,
-        label="position_check_step",
-    )  # fmt: skip
-    written = evaluation.save_results({"position_check": out}, publish=False)
     print(f"results: {written['results_path']}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

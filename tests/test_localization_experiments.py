@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from experiments import mvtec_localization, ucsd_localization
 from experiments.configs import mvtec_localization as mvtec_cfg
 from experiments.configs import ucsd_localization as ucsd_cfg
 from tests.fixtures_anomaly import make_mvtec_category, make_ucsd_ped1
 from vae_xai import localization as loc
+from vae_xai.experiments import mvtec_localization, ucsd_localization
 from vae_xai.validation import ConfigError
 from vae_xai.workdir import WorkdirError, config_dict
 
@@ -117,10 +117,13 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
     workdir = tmp_path / "run"
     config = mvtec_cfg.get_config("tiny")
-    results = mvtec_localization.run(
+    doc = mvtec_localization.train_and_evaluate(
         config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
     )
-    on_disk = json.loads((workdir / "results.json").read_text())
+    written = json.loads((workdir / "results.json").read_text())
+    assert written == doc and doc["seeds"] == [0] and doc["experiment"] == "mvtec_localization"
+    assert doc["paper"] is None  # no paper row for the toy category
+    results, on_disk = doc["per_seed"]["0"], written["per_seed"]["0"]
     assert on_disk["metrics"] == results["metrics"]
     names = {"recon", "center_prior"} | {
         f"attention{c}_{r}_stage3" for c in ("", "_kl") for r in ("prior", "empirical")
@@ -135,7 +138,7 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     assert on_disk["train"]["steps"] == 2 and on_disk["train"]["steps_run"] == 2
     assert on_disk["num_train_images"] == 4 and on_disk["num_test_images"] == 5
     # figures and results live in the evaluation's own folder; the workdir links to it
-    evaluation = pathlib.Path(on_disk["evaluation"]["dir"])
+    evaluation = pathlib.Path(written["evaluation"]["dir"])
     assert evaluation.parent == workdir / "evaluations" and evaluation.name.startswith("step2_")
     figures = workdir / "figures"
     assert figures.resolve() == (evaluation / "figures").resolve()
@@ -152,18 +155,19 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     first = snapshot(evaluation)
     log = (workdir / "metrics.jsonl").read_text()
     config.eval.criteria = ("difference",)
-    again = mvtec_localization.run(
+    again_doc = mvtec_localization.train_and_evaluate(
         config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
     )
+    again = again_doc["per_seed"]["0"]
     assert again["train"]["steps"] == 2 and again["train"]["steps_run"] == 0
     assert (workdir / "metrics.jsonl").read_text() == log
     assert again["metrics"]["recon"] == results["metrics"]["recon"]
     assert snapshot(evaluation) == first
-    second = pathlib.Path(again["evaluation"]["dir"])
+    second = pathlib.Path(again_doc["evaluation"]["dir"])
     assert second != evaluation and second.parent == evaluation.parent
     assert json.loads((workdir / "results.json").read_text())["evaluation"]["dir"] == str(second)
     assert "attention_kl_prior_stage3" not in again["metrics"]
-    assert again["evaluation"]["config"]["eval.criteria"] == ["difference"]
+    assert again_doc["evaluation"]["config"]["eval.criteria"] == ["difference"]
     record = json.loads((workdir / "run.json").read_text())
     assert [e["dir"] for e in record["evaluations"]] == [evaluation.name, second.name]
     assert len(record["starts"]) == 2
@@ -233,7 +237,7 @@ def test_latent_detection_matches_sklearn():
 def test_mvtec_missing_category_and_data_dir(tmp_path):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
     with pytest.raises(FileNotFoundError, match="unknown MVTec-AD category 'bottle'"):
-        mvtec_localization.run(
+        mvtec_localization.train_and_evaluate(
             mvtec_cfg.get_config("tiny"),
             category="bottle",
             data_dir=tmp_path / "data",
@@ -260,10 +264,11 @@ def test_mvtec_missing_category_and_data_dir(tmp_path):
 def test_ucsd_end_to_end(tmp_path):
     make_ucsd_ped1(tmp_path / "data")
     workdir = tmp_path / "run"
-    results = ucsd_localization.run(
+    doc = ucsd_localization.train_and_evaluate(
         ucsd_cfg.get_config("tiny"), data_dir=tmp_path / "data", workdir=workdir, progress=False
     )
-    on_disk = json.loads((workdir / "results.json").read_text())
+    written = json.loads((workdir / "results.json").read_text())
+    results, on_disk = doc["per_seed"]["0"], written["per_seed"]["0"]
     names = {"recon", "center_prior"} | {
         f"attention{c}_{r}_conv{i}"
         for c in ("", "_kl")
@@ -277,7 +282,7 @@ def test_ucsd_end_to_end(tmp_path):
         assert 0.0 <= overall["pixel_auroc"] <= 1.0 and 0.0 <= overall["image_auroc"] <= 1.0
         assert overall["n_images"] == 5 and overall["n_anomalous"] == 3  # Test001, frames 2-4
     assert on_disk["test_clips"] == ["Test001"] and on_disk["num_train_frames"] == 10
-    assert on_disk["paper_pixel_auroc"]["attention_conv2"] == 0.92
+    assert written["paper"]["pixel_auroc"]["attention_conv2"] == 0.92
     for name in ("roc.png", "overlay_normal.png", "overlay_anomalous.png"):
         assert (workdir / "figures" / name).stat().st_size > 0, name
 
@@ -321,12 +326,14 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     config = mvtec_cfg.get_config("tiny")
     config.eval.criteria = ("difference",)
     config.eval.references = ("prior",)
-    mvtec_localization.run(config, category="toy", data_dir=data, workdir=workdir, progress=False)
+    mvtec_localization.train_and_evaluate(
+        config, category="toy", data_dir=data, workdir=workdir, progress=False
+    )
     before = snapshot(workdir)
     assert "checkpoints/2/_CHECKPOINT_METADATA" in before and "results.json" in before
 
     def rerun(cfg, category="toy"):
-        return lambda: mvtec_localization.run(
+        return lambda: mvtec_localization.train_and_evaluate(
             cfg, category=category, data_dir=data, workdir=workdir, progress=False
         )
 
@@ -366,7 +373,7 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (check,) = (workdir / "evaluations").glob("position_check_step2_*/results.json")
-    out = json.loads(check.read_text())
+    out = json.loads(check.read_text())["per_seed"]["0"]
     assert set(out["position_check"]) == {"stage3"}
     assert 0.0 <= out["position_check"]["stage3"]["pixel_auroc"] <= 1.0
     assert json.loads((workdir / "results.json").read_text())["evaluation"]["dir"] != str(
@@ -394,7 +401,7 @@ def test_mvtec_bad_config_fails_before_any_work(tmp_path, field, value, match):
     config[section][key] = value
     t0 = time.perf_counter()
     with pytest.raises(ConfigError, match=match):
-        mvtec_localization.run(
+        mvtec_localization.train_and_evaluate(
             config, category="toy", data_dir=tmp_path / "nope", workdir=tmp_path / "run"
         )
     assert time.perf_counter() - t0 < 15
@@ -406,7 +413,7 @@ def test_mvtec_batch_larger_than_training_set_fails_before_any_work(tmp_path):
     config = mvtec_cfg.get_config("tiny")
     config.train.batch_size = 5
     with pytest.raises(ConfigError, match="train.batch_size: 5 exceeds the 4 training images"):
-        mvtec_localization.run(
+        mvtec_localization.train_and_evaluate(
             config, category="toy", data_dir=tmp_path / "data", workdir=tmp_path / "run"
         )
     assert not (tmp_path / "run").exists()

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from data_pipelines.synthetic_anomaly import paste_squares
-from experiments import mnist_localization
 from experiments.configs import mnist_localization as mnist_loc_cfg
 from tests.test_mnist import write_idx
 from vae_xai import localization as loc
+from vae_xai.experiments import mnist_localization
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("pixel_auroc", "best_iou", "aupro", "image_auroc")
@@ -262,8 +262,10 @@ def test_end_to_end_and_resume(tmp_path):
     data = write_fake_mnist(tmp_path / "mnist")
     workdir = tmp_path / "run"
     config = mnist_loc_cfg.get_config("tiny")
-    results = mnist_localization.run(config, data_dir=data, workdir=workdir, progress=False)
-    on_disk = json.loads((workdir / "results.json").read_text())
+    doc = mnist_localization.train_and_evaluate(config, workdir, data_dir=data, progress=False)
+    written = json.loads((workdir / "results.json").read_text())
+    assert written == doc and doc["seeds"] == [0]
+    results, on_disk = doc["per_seed"]["0"], written["per_seed"]["0"]
     assert on_disk["metrics"] == results["metrics"]
     names = {"recon", "center_prior", "intensity"} | {
         f"attention{c}_{r}_{layer}"
@@ -282,20 +284,20 @@ def test_end_to_end_and_resume(tmp_path):
     assert on_disk["num_train_images"] == 20 and on_disk["num_test_images"] == 16
     assert set(on_disk["anomalies"]) == {"square", "erase"}
     assert set(on_disk["latent_detection"]) == {"kl_prior", "kl_empirical"}
-    assert on_disk["notes"].startswith(loc.RESULT_NAMES_NOTE)
+    assert written["notes"].startswith(loc.RESULT_NAMES_NOTE)
     figures = workdir / "figures"  # a link into the evaluation's own folder
     for name in ("roc.png", "overlay_good.png", "overlay_square.png", "overlay_erase.png"):
         assert (figures / name).stat().st_size > 0, name
-    own = pathlib.Path(on_disk["evaluation"]["dir"]) / "figures"
+    own = pathlib.Path(written["evaluation"]["dir"]) / "figures"
     assert figures.resolve() == own.resolve()
     assert sorted(on_disk["figures"]) == sorted(str(p) for p in own.glob("*.png"))
-    assert on_disk["run"]["data"]["dataset"] == "MNIST"
-    assert on_disk["run"]["data"]["files"]["num_files"] == 4
+    assert written["data"]["dataset"] == "MNIST" and written["data"]["files"]["num_files"] == 4
 
     # a second invocation resumes from the final checkpoint instead of retraining (with one
     # attention map only: the evaluation is not under test here, and each map costs a compile)
     config.eval.update(layers=("conv2",), references=("prior",), criteria=("difference",))
-    again = mnist_localization.run(config, data_dir=data, workdir=workdir, progress=False)
+    again = mnist_localization.train_and_evaluate(config, workdir, data_dir=data, progress=False)
+    again = again["per_seed"]["0"]
     assert again["train"]["steps"] == 3 and again["train"]["steps_run"] == 0
     assert again["metrics"]["recon"] == results["metrics"]["recon"]
 
@@ -303,7 +305,9 @@ def test_end_to_end_and_resume(tmp_path):
 def test_missing_data_dir_fails_fast(tmp_path):
     config = mnist_loc_cfg.get_config("tiny")
     with pytest.raises(FileNotFoundError, match="nope"):
-        mnist_localization.run(config, data_dir=tmp_path / "nope", workdir=tmp_path / "run")
+        mnist_localization.train_and_evaluate(
+            config, data_dir=tmp_path / "nope", workdir=tmp_path / "run"
+        )
     assert not (tmp_path / "run").exists()  # nothing trained or written
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "experiments.mnist_localization", f"--workdir={tmp_path / 'w'}"]

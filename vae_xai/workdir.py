@@ -42,10 +42,12 @@ from typing import Any
 
 __all__ = [
     "RUN_FILE",
+    "SEEDS_FILE",
     "Evaluation",
     "Fields",
     "Run",
     "WorkdirError",
+    "check",
     "config_dict",
     "fingerprint_files",
     "flatten",
@@ -58,6 +60,8 @@ __all__ = [
 ]
 
 RUN_FILE = "run.json"
+# The record of a workdir whose seeds are runs of their own (workdir/seed_N; vae_xai.seeds).
+SEEDS_FILE = "seeds.json"
 EVALUATIONS = "evaluations"
 # Above this many bytes the data fingerprint uses (size, mtime) instead of content hashes.
 CONTENT_HASH_LIMIT = 2 << 30
@@ -80,17 +84,28 @@ class Fields:
         is recorded with their values.
       schedule: dotted paths that change neither the trained model nor the evaluation (how
         often to checkpoint and log, where to cache decoded data); recorded when they change.
+      labels: dotted paths that only name a set of other fields' values (the config
+        ``variant``); recorded when they change, never compared: the fields they stand for
+        are. So a workdir started as ``mvtec_localization.py:small`` continues under the
+        variant's canonical name ``cpu`` (same fields), and ``:smoke`` -> ``:cpu`` on one
+        workdir is refused by the fields that differ (batch size, ...), not by the name.
     """
 
     num_steps: str = "num_steps"
     eval: tuple[str, ...] = ("eval",)
     schedule: tuple[str, ...] = ("checkpoint_every", "log_every")
+    labels: tuple[str, ...] = ("variant",)
 
     def kind(self, key: str) -> str:
-        """``"num_steps"``, ``"eval"``, ``"schedule"`` or ``"train"`` for a dotted key."""
+        """``"num_steps"``, ``"eval"``, ``"schedule"``, ``"label"`` or ``"train"`` for a
+        dotted key."""
         if key == self.num_steps:
             return "num_steps"
-        for name, prefixes in (("eval", self.eval), ("schedule", self.schedule)):
+        for name, prefixes in (
+            ("eval", self.eval),
+            ("schedule", self.schedule),
+            ("label", self.labels),
+        ):
             if any(key == p or key.startswith(p + ".") for p in prefixes):
                 return name
         return "train"
@@ -364,23 +379,51 @@ class Evaluation:
             },
         }
 
-    def save_results(self, results: Mapping[str, Any], *, publish: bool = True) -> dict[str, Any]:
-        """Write ``results.json`` in the evaluation folder (atomically), record the evaluation
-        in ``run.json`` and, with ``publish``, link its outputs from the workdir.
+    def save_results(
+        self,
+        results: Mapping[str, Any] | None = None,
+        *,
+        per_seed: Mapping[Any, Mapping[str, Any]] | None = None,
+        seed: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        publish: bool = True,
+    ) -> dict[str, Any]:
+        """Write ``results.json`` in the evaluation folder through the results schema
+        (:func:`vae_xai.results.write`, atomically), record the evaluation in ``run.json``
+        and, with ``publish``, link its outputs from the workdir.
 
-        Returns what was written: ``results`` after the ``run`` and ``evaluation`` entries of
-        :meth:`header`, plus ``results_path``.
+        ``results`` are one seed's numbers (``seed`` defaults to the config's ``seed``, else
+        0); a run that trains several seeds itself passes ``per_seed`` instead. The schema's
+        ``config`` and ``data`` are the run record's; ``extra`` (e.g. ``paper``, ``notes``)
+        follows the :meth:`header` entries. Returns what was written, with ``results_path``.
         """
-        written = {**self.header(), **results, "results_path": str(self.results_path)}
-        write_json_atomic(self.results_path, written)
-        self._write_events(results)
+        from vae_xai import results as results_lib
+
+        if (results is None) == (per_seed is None):
+            raise ValueError("pass one of results (one seed) and per_seed")
+        record = self.run.record
+        config = record.get("last_config", record["config"])
+        if per_seed is None:
+            if seed is None:
+                seed = flatten(config).get("seed", 0)
+            per_seed = {str(seed): results}
+        written = results_lib.write(
+            self.results_path,
+            experiment=record["experiment"],
+            config=config,
+            data=record["data"],
+            per_seed=per_seed,
+            extra={**self.header(), **dict(extra or {})},
+        )
+        entries = written["per_seed"]
+        self._write_events(next(iter(entries.values())) if len(entries) == 1 else entries)
         entry = {"dir": self.dir.name, "step": self.step, "time": _now()}
         evals = [e for e in self.run.record.get("evaluations", []) if e["dir"] != self.dir.name]
         self.run.record["evaluations"] = [*evals, entry]
         self.run._write()
         if publish:
             self.publish()
-        return json.loads(json.dumps(written, default=str))
+        return written
 
     def _write_events(self, results: Mapping[str, Any]) -> None:
         """This evaluation's TensorBoard run: every number of ``results`` and every PNG in
@@ -476,6 +519,52 @@ def _check(
         )
 
 
+def _refuse_seeds_parent(workdir: pathlib.Path) -> None:
+    path = workdir / SEEDS_FILE
+    if path.exists():
+        seeds = json.loads(path.read_text()).get("seeds")
+        raise WorkdirError(
+            f"{workdir} holds one run per seed ({SEEDS_FILE}: seeds {seeds} in "
+            f"{workdir}/seed_N), not a single run: pass --seeds (e.g. --seeds={seeds[0]}) to "
+            "continue them, or use another --workdir"
+        )
+
+
+def check(
+    workdir: str | os.PathLike[str],
+    config: Any,
+    *,
+    experiment: str,
+    fields: Fields,
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """What :func:`start` would refuse, checked without writing anything.
+
+    Returns the recorded run (``None`` when ``workdir`` holds no ``run.json``); ``data``
+    ``None`` skips the data comparison (the caller compares it at :func:`start`).
+
+    Raises:
+      WorkdirError: as :func:`start` (outputs without a record included).
+    """
+    workdir = pathlib.Path(workdir)
+    _refuse_seeds_parent(workdir)
+    path = workdir / RUN_FILE
+    step_done = trained_step(workdir)
+    if not path.exists():
+        if step_done is not None:
+            raise WorkdirError(
+                f"{workdir} holds checkpoints but no {RUN_FILE}: its config cannot be compared "
+                "with this one. Use a new --workdir."
+            )
+        return None
+    record = json.loads(path.read_text())
+    flat_new = flatten(config_dict(config))
+    new_data = record["data"] if data is None else json.loads(json.dumps(dict(data), default=str))
+    num_steps = int(flat_new[fields.num_steps])
+    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done)
+    return record
+
+
 def start(
     workdir: str | os.PathLike[str],
     config: Any,
@@ -505,6 +594,7 @@ def start(
         without a ``run.json``.
     """
     workdir = pathlib.Path(workdir)
+    _refuse_seeds_parent(workdir)
     new_config = config_dict(config)
     new_data = json.loads(json.dumps(dict(data), default=str))
     flat_new = flatten(new_config)
@@ -554,7 +644,7 @@ def start(
     changed = {
         k: [previous.get(k, _MISSING), flat_new.get(k, _MISSING)]
         for k in sorted(set(previous) | set(flat_new))
-        if fields.kind(k) in ("num_steps", "schedule")
+        if fields.kind(k) in ("num_steps", "schedule", "label")
         and previous.get(k, _MISSING) != flat_new.get(k, _MISSING)
     }
     if changed:

@@ -1,0 +1,262 @@
+"""The results schema (vae_xai.results), several seeds (vae_xai.seeds) and the config
+variants (experiments.configs.common): fields present, mean/std against numpy, old variant
+names giving the configs they gave before the rename."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import pathlib
+
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs.common import CANONICAL, parse_variant
+from vae_xai import results as results_lib
+from vae_xai import seeds as seeds_lib
+from vae_xai import workdir as wd
+from vae_xai.validation import ConfigError
+
+HERE = pathlib.Path(__file__).resolve().parent
+CONFIGS = (
+    "quickstart",
+    "mnist_attention",
+    "mnist_localization",
+    "mvtec_localization",
+    "ucsd_localization",
+    "dsprites_disentanglement",
+)
+
+# ----------------------------------------------------------------------------- variants
+
+
+def test_parse_variant_aliases_options_and_errors():
+    kw = dict(variants=("smoke", "cpu", "full"), default="full", aliases={"small": "cpu"})
+    assert parse_variant(None, **kw).name == "full"
+    assert parse_variant("", **kw).given is None
+    v = parse_variant(" small ", **kw)
+    assert (v.name, v.given, v.alias) == ("cpu", "small", True)
+    assert not parse_variant("cpu", **kw).alias
+    with pytest.raises(ValueError, match=r"unknown variant 'huge'; valid variants are 'smoke', "
+                       r"'cpu', 'full' \(old names: 'small' = 'cpu'\)"):  # fmt: skip
+        parse_variant("huge", **kw)
+    with pytest.raises(ValueError, match="choose one variant"):
+        parse_variant("cpu,smoke", **kw)
+    opt = dict(kw, options=("a", "b"), default_option="a", config="toy")
+    assert parse_variant(None, **opt) == parse_variant("a", **opt)
+    assert (parse_variant("b,small", **opt).option, parse_variant("small", **opt).option) == (
+        "b",
+        "a",
+    )
+    with pytest.raises(ValueError, match=r"toy: unknown option 'c' in 'c,cpu'; choose one of"):
+        parse_variant("c,cpu", **opt)
+
+
+def _get(name):
+    return importlib.import_module(f"experiments.configs.{name}").get_config
+
+
+def test_every_config_names_only_known_variants():
+    for name in CONFIGS:
+        mod = importlib.import_module(f"experiments.configs.{name}")
+        assert {"smoke", "cpu"} <= set(mod.VARIANTS), name
+        for variant in mod.VARIANTS:
+            arg = variant if name != "dsprites_disentanglement" else f"factorvae,{variant}"
+            c = mod.get_config(arg)
+            assert c.variant == variant
+            assert variant in CANONICAL or variant == "cpu_long", (name, variant)
+        # an old name is stored under its canonical name
+        for old, new in mod.ALIASES.items():
+            assert mod.get_config(old).variant == new
+        with pytest.raises(ValueError, match="valid variants are"):
+            mod.get_config("huge" if name != "dsprites_disentanglement" else "factorvae,huge")
+
+
+def test_old_variant_names_give_the_configs_they_gave_before_the_rename():
+    """Reference: every config as the config modules of f91e2c6 (before the shared parser)
+    built it, stored in tests/configs_before_variants.json. Only ``variant`` (now the
+    canonical name) may differ, except dSprites' old ``,cpu``, which is ``,cpu_long`` now."""
+    before = json.loads((HERE / "configs_before_variants.json").read_text())
+    renamed = {
+        f"{m},cpu": f"{m},cpu_long" for m in ("beta_vae", "factorvae", "ad_factorvae")
+    }  # the one variant whose old name could not stay an alias
+    checked = 0
+    for name, cases in before.items():
+        get = _get(name)
+        for arg, old in cases.items():
+            if name == "dsprites_disentanglement":
+                arg = renamed.get(arg, arg)
+            new = get(arg or None).to_dict()
+            new = json.loads(json.dumps(new))
+            assert {k: v for k, v in new.items() if k != "variant"} == {
+                k: v for k, v in old.items() if k != "variant"
+            }, (name, arg)
+            checked += 1
+    assert checked == 28
+
+
+def test_smoke_variants_are_short():
+    assert _get("quickstart")("smoke").num_steps <= 30
+    assert _get("mnist_localization")("smoke").train.num_steps <= 3
+    assert _get("mvtec_localization")("smoke").train.num_steps <= 2
+    assert _get("ucsd_localization")("smoke").train.num_steps <= 2
+    d = _get("dsprites_disentanglement")("ad_factorvae,smoke")
+    assert d.num_steps <= 2 and d.eval.factor_vae.num_train <= 20
+
+
+def test_a_renamed_variant_continues_its_workdir(tmp_path):
+    """A workdir recorded under an old variant name continues under the canonical one
+    (``variant`` is a label: the fields it stands for are compared, and they are equal)."""
+    fields = wd.Fields(num_steps="num_steps", eval=(), schedule=())
+    old = ml_collections.ConfigDict(dict(variant="small", seed=0, num_steps=4, lr=1e-3))
+    wd.start(tmp_path, old, experiment="x", fields=fields, data={})
+    new = ml_collections.ConfigDict(dict(old.to_dict(), variant="cpu"))
+    run = wd.start(tmp_path, new, experiment="x", fields=fields, data={})
+    assert run.record["starts"][-1]["changed"] == {"variant": ["small", "cpu"]}
+    other = ml_collections.ConfigDict(dict(new.to_dict(), lr=1e-2))
+    with pytest.raises(wd.WorkdirError, match="lr: 0.001 -> 0.01"):
+        wd.start(tmp_path, other, experiment="x", fields=fields, data={})
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+PER_SEED = {
+    "0": {"a": 1, "m": {"x": 0.5, "y": 2.0}, "flag": True, "curve": [1, 2], "none": None},
+    "1": {"a": 3, "m": {"x": 0.25}, "flag": False, "curve": [3, 4], "none": None},
+    "2": {"a": 8, "m": {"x": 1.0, "y": 4.0}, "name": "n"},
+}
+
+
+def test_mean_std_of_every_numeric_leaf_against_numpy():
+    out = results_lib.mean_std(PER_SEED)
+    assert set(out) == {"a", "m.x", "m.y"}  # no bools, lists, None or strings
+    for key, values in {"a": [1, 3, 8], "m.x": [0.5, 0.25, 1.0], "m.y": [2.0, 4.0]}.items():
+        assert out[key]["n"] == len(values) and out[key]["values"] == values
+        assert out[key]["mean"] == pytest.approx(np.mean(values), abs=1e-15)
+        assert out[key]["std"] == pytest.approx(np.std(values, ddof=0), abs=1e-15)
+    one = results_lib.mean_std({"3": {"v": 0.7}})
+    assert one["v"] == {"mean": 0.7, "std": 0.0, "n": 1, "values": [0.7]}
+    nan = results_lib.mean_std({"0": {"v": float("nan")}, "1": {"v": 1.0}})
+    assert math.isnan(nan["v"]["mean"]) and math.isnan(nan["v"]["std"])
+
+
+def test_written_document_has_every_schema_field(tmp_path):
+    path = tmp_path / "sub" / "results.json"
+    written = results_lib.write(
+        path,
+        experiment="toy",
+        config={"seed": None, "lr": 0.1, "layers": ("a",)},
+        data={"dataset": "toy"},
+        per_seed=PER_SEED,
+        extra={"paper": {"x": 0.9}},
+    )
+    on_disk = json.loads(path.read_text())
+    assert on_disk == written
+    results_lib.check(on_disk, seeds=[0, 1, 2])
+    assert list(on_disk)[: len(results_lib.REQUIRED)] == list(results_lib.REQUIRED)
+    assert on_disk["schema"] == "vae_xai.results" and on_disk["schema_version"] == 1
+    assert on_disk["experiment"] == "toy" and on_disk["config"]["layers"] == ["a"]
+    assert on_disk["per_seed"]["1"]["m"] == {"x": 0.25}  # the seeds' own keys, unchanged
+    assert on_disk["paper"] == {"x": 0.9} and on_disk["results_path"] == str(path)
+    assert set(on_disk["device"]) == {"platform", "kind", "count"}
+    assert {"vae_xai", "jax", "flax"} <= set(on_disk["versions"])
+    assert "commit" in on_disk["git"] and on_disk["date"].startswith("20")
+    with pytest.raises(ValueError, match=r"extra results fields \['seeds'\] would replace"):
+        results_lib.write(path, experiment="t", config={}, data=None, per_seed=PER_SEED,
+                          extra={"seeds": [9]})  # fmt: skip
+    with pytest.raises(ValueError, match="per_seed is empty"):
+        results_lib.write(path, experiment="t", config={}, data=None, per_seed={})
+    with pytest.raises(ValueError, match="lack the schema field 'mean_std'"):
+        results_lib.check({k: v for k, v in on_disk.items() if k != "mean_std"})
+
+
+def test_evaluation_results_go_through_the_schema(tmp_path):
+    fields = wd.Fields(num_steps="num_steps", eval=("eval",), schedule=())
+    cfg = ml_collections.ConfigDict(dict(seed=7, num_steps=2, eval=dict(k=1)))
+    run = wd.start(tmp_path, cfg, experiment="toy", fields=fields, data={"dataset": "d"})
+    written = run.evaluation(run.eval_config(cfg), step=2).save_results({"auroc": 0.75})
+    results_lib.check(written, seeds=[7])
+    assert written["per_seed"] == {"7": {"auroc": 0.75}}
+    assert written["mean_std"]["auroc"]["mean"] == 0.75
+    assert written["data"] == {"dataset": "d"} and written["config"]["seed"] == 7
+    assert written["run"]["experiment"] == "toy" and written["evaluation"]["step"] == 2
+    assert json.loads((tmp_path / "results.json").read_text()) == written
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def test_parse_seeds():
+    assert seeds_lib.parse_seeds("0, 1,2") == [0, 1, 2]
+    assert seeds_lib.parse_seeds(["3"]) == [3]
+    assert seeds_lib.parse_seeds(None) is None and seeds_lib.parse_seeds("") is None
+    for bad, match in [("a", "integers"), ("-1", ">= 0"), ("1,1", "each seed once")]:
+        with pytest.raises(ConfigError, match=f"seeds: .*{match}"):
+            seeds_lib.parse_seeds(bad)
+
+
+def _toy_run_one(calls):
+    """A stand-in experiment: one run per seed dir, its number a function of the seed."""
+    fields = wd.Fields(num_steps="num_steps", eval=(), schedule=())
+
+    def run_one(cfg, workdir):
+        calls.append((cfg.seed, pathlib.Path(workdir).name))
+        run = wd.start(workdir, cfg, experiment="toy", fields=fields, data={"dataset": "d"})
+        evaluation = run.evaluation({}, step=cfg.num_steps)
+        return evaluation.save_results(
+            {"score": 0.1 * cfg.seed + cfg.lr, "nested": {"n": cfg.seed**2}},
+            extra={"paper": {"score": 0.9}},
+        )
+
+    return run_one, fields
+
+
+def test_run_seeds_one_run_per_seed_and_the_aggregate(tmp_path):
+    calls = []
+    run_one, fields = _toy_run_one(calls)
+    cfg = ml_collections.ConfigDict(dict(seed=0, num_steps=3, lr=0.5))
+    out = seeds_lib.run_seeds(tmp_path, cfg, [2, 0, 5], run_one, experiment="toy", fields=fields)
+    assert calls == [(2, "seed_2"), (0, "seed_0"), (5, "seed_5")] and cfg.seed == 0
+    results_lib.check(out, seeds=[2, 0, 5])
+    for seed in (2, 0, 5):
+        own = json.loads((tmp_path / f"seed_{seed}" / "results.json").read_text())
+        assert own["per_seed"] == {str(seed): out["per_seed"][str(seed)]}
+        assert (
+            json.loads((tmp_path / f"seed_{seed}" / "run.json").read_text())["config"]["seed"]
+            == seed
+        )
+        assert out["runs"][str(seed)] == own["results_path"]
+    scores = [0.1 * s + 0.5 for s in (2, 0, 5)]
+    assert out["mean_std"]["score"]["mean"] == pytest.approx(np.mean(scores), abs=1e-12)
+    assert out["mean_std"]["score"]["std"] == pytest.approx(np.std(scores), abs=1e-12)
+    assert out["mean_std"]["nested.n"]["values"] == [4, 0, 25]
+    assert out["config"]["seed"] is None and out["paper"] == {"score": 0.9}
+    assert json.loads((tmp_path / "results.json").read_text()) == out
+    assert (tmp_path / "results.json").is_symlink()
+    record = json.loads((tmp_path / wd.SEEDS_FILE).read_text())
+    assert record["experiment"] == "toy" and record["seeds"] == [0, 2, 5]
+
+    # fewer seeds: their own aggregate, the first one kept
+    first = pathlib.Path(out["results_path"])
+    again = seeds_lib.run_seeds(tmp_path, cfg, [0], run_one, experiment="toy", fields=fields)
+    assert pathlib.Path(again["results_path"]) != first and first.exists()
+    assert again["per_seed"]["0"] == out["per_seed"]["0"]
+
+    # a training change is refused for every seed before any seed runs
+    calls.clear()
+    changed = ml_collections.ConfigDict(dict(cfg.to_dict(), lr=0.1))
+    with pytest.raises(wd.WorkdirError, match="lr: 0.5 -> 0.1"):
+        seeds_lib.run_seeds(tmp_path, changed, [9, 5], run_one, experiment="toy", fields=fields)
+    assert calls == [] and not (tmp_path / "seed_9").exists()
+    # a single run in the parent is refused, and --seeds in a single run's workdir
+    with pytest.raises(wd.WorkdirError, match="holds one run per seed"):
+        wd.start(tmp_path, cfg, experiment="toy", fields=fields, data={})
+    single = tmp_path / "single"
+    wd.start(single, cfg, experiment="toy", fields=fields, data={})
+    with pytest.raises(wd.WorkdirError, match="holds a single run"):
+        seeds_lib.run_seeds(single, cfg, [0], run_one, experiment="toy", fields=fields)
+    with pytest.raises(wd.WorkdirError, match="holds seeds of a 'toy' run; this is 'other'"):
+        seeds_lib.run_seeds(tmp_path, cfg, [0], run_one, experiment="other", fields=fields)

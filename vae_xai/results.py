@@ -1,0 +1,174 @@
+"""One results schema for every experiment: ``results.json``.
+
+Every experiment's results file is written by :func:`write` (through
+:meth:`vae_xai.workdir.Evaluation.save_results` for one run, :func:`vae_xai.seeds.run_seeds`
+for several seeds), so every file has the same top-level fields:
+
+``schema``, ``schema_version``
+    ``"vae_xai.results"`` and :data:`SCHEMA_VERSION`.
+``experiment``
+    the launcher's name (``"mvtec_localization"``, ...).
+``config``
+    the resolved config the numbers were produced with (for several seeds: the config shared
+    by all seeds, ``seed`` set to ``None``; each seed's run sets it).
+``data``
+    the data identity from the run record (dataset, category, fingerprint).
+``seeds``, ``per_seed``
+    the seeds, and each seed's numbers keyed by ``str(seed)``: the experiment's own result
+    keys (``metrics``, ``latent_detection``, ``kl_per_latent``, ``digits``, ``factor_vae``,
+    ...), exactly as each launcher wrote them before this schema.
+``mean_std``
+    for every numeric leaf of the per-seed entries (dotted path; lists and booleans are not
+    leaves), ``{"mean", "std", "n", "values"}`` over the seeds that have it; ``std`` is the
+    population standard deviation (``ddof=0``), 0 for one seed.
+``device``, ``versions``, ``git``, ``date``
+    where, with what and from which commit the file was written
+    (:func:`vae_xai.workdir.provenance`).
+
+Anything else an experiment adds (``run``/``evaluation`` headers, ``paper``, ``notes``,
+``headline``) follows these fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "REQUIRED",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "check",
+    "document",
+    "mean_std",
+    "numeric_leaves",
+    "per_seed_entry",
+    "write",
+]
+
+SCHEMA = "vae_xai.results"
+SCHEMA_VERSION = 1
+REQUIRED = (
+    "schema",
+    "schema_version",
+    "experiment",
+    "config",
+    "data",
+    "seeds",
+    "per_seed",
+    "mean_std",
+    "device",
+    "versions",
+    "git",
+    "date",
+)
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def numeric_leaves(tree: Any, prefix: str = "") -> dict[str, float]:
+    """``{"a.b": 1.0, ...}``: the int/float leaves of nested mappings (not bools, lists or
+    ``None``), finite or not."""
+    out: dict[str, float] = {}
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            out.update(numeric_leaves(value, f"{prefix}{key}."))
+    elif isinstance(tree, int | float) and not isinstance(tree, bool):
+        out[prefix[:-1]] = float(tree)
+    return out
+
+
+def mean_std(per_seed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Mean, population std, count and values over seeds of every numeric leaf.
+
+    A leaf missing from some seeds is summarized over the seeds that have it (``n`` says how
+    many); a non-finite value makes the mean and std non-finite (written as JSON ``NaN``).
+    """
+    leaves = {seed: numeric_leaves(entry) for seed, entry in per_seed.items()}
+    keys: dict[str, None] = {}
+    for flat in leaves.values():
+        keys.update(dict.fromkeys(flat))
+    out = {}
+    for key in keys:
+        values = [flat[key] for flat in leaves.values() if key in flat]
+        n = len(values)
+        mean = math.fsum(values) / n
+        var = math.fsum((v - mean) ** 2 for v in values) / n if math.isfinite(mean) else mean
+        out[key] = {"mean": mean, "std": math.sqrt(var), "n": n, "values": values}
+    return out
+
+
+def document(
+    *,
+    experiment: str,
+    config: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
+    per_seed: Mapping[Any, Mapping[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The schema's document (see the module doc); ``provenance`` defaults to now's."""
+    from vae_xai import workdir as workdir_lib
+
+    if not per_seed:
+        raise ValueError("results need at least one seed's entry (per_seed is empty)")
+    per_seed = {str(k): _plain(v) for k, v in per_seed.items()}
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(REQUIRED))
+    if clash:
+        raise ValueError(f"extra results fields {clash} would replace schema fields")
+    prov = dict(provenance or workdir_lib.provenance())
+    seeds = [int(s) if s.lstrip("-").isdigit() else s for s in per_seed]
+    doc = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "experiment": experiment,
+        "config": _plain(dict(config)),
+        "data": _plain(dict(data)) if data is not None else None,
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "mean_std": mean_std(per_seed),
+        "device": prov["device"],
+        "versions": prov["versions"],
+        "git": prov["git"],
+        "date": prov["time"],
+    }
+    return {**doc, **_plain(extra)}
+
+
+def write(path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
+    """Build :func:`document` (keyword arguments as there) and write it to ``path``
+    atomically; returns what was written, with ``results_path``."""
+    from vae_xai.workdir import write_json_atomic
+
+    path = pathlib.Path(path)
+    doc = {**document(**kwargs), "results_path": str(path)}
+    write_json_atomic(path, doc)
+    return _plain(doc)
+
+
+def per_seed_entry(doc: Mapping[str, Any], seed: int | str | None = None) -> dict[str, Any]:
+    """One seed's entry of a results document (the only one when ``seed`` is ``None``)."""
+    entries = doc["per_seed"]
+    if seed is None:
+        if len(entries) != 1:
+            raise ValueError(f"results hold seeds {doc['seeds']}; name one")
+        return next(iter(entries.values()))
+    return entries[str(seed)]
+
+
+def check(doc: Mapping[str, Any], seeds: Sequence[int] | None = None) -> None:
+    """Raise ``ValueError`` naming the first missing schema field (or a seed mismatch)."""
+    for field in REQUIRED:
+        if field not in doc:
+            raise ValueError(f"results lack the schema field {field!r}")
+    if doc["schema"] != SCHEMA:
+        raise ValueError(f"schema is {doc['schema']!r}, not {SCHEMA!r}")
+    if seeds is not None and list(doc["seeds"]) != list(seeds):
+        raise ValueError(f"results hold seeds {doc['seeds']}, expected {list(seeds)}")

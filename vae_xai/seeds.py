@@ -1,0 +1,167 @@
+"""Several seeds of one experiment: ``--seeds=0,1,2`` in every launcher.
+
+Each seed is one run in ``workdir/seed_N`` (its own ``run.json``, checkpoints, evaluations;
+:mod:`vae_xai.workdir`), trained with ``config.seed = N``. ``workdir/seeds.json`` records that
+the workdir holds one run per seed (so a start without ``--seeds`` there is refused, and a
+workdir that holds a single run is refused for ``--seeds``). After every seed, the
+aggregate is written through the results schema (:mod:`vae_xai.results`) to
+``workdir/evaluations/seeds<0-1-2>_<hash of the seeds' evaluations>/results.json`` and linked
+as ``workdir/results.json``: the per-seed numbers are the seeds' own entries, ``mean_std``
+their mean +- std. A set of seeds evaluated again with another evaluation config gets a new
+folder; no aggregate overwrites another.
+
+Without ``--seeds`` a launcher runs ``config.seed`` in ``workdir`` itself (the layout of
+every workdir made before ``--seeds``; the README's ``workdirs/quickstart/latent_attention.png``).
+dSprites (whose seeds have always shared one run record, ``workdir/seed_N`` holding only each
+seed's training) keeps its layout; see :mod:`vae_xai.experiments.dsprites_disentanglement`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from vae_xai import results as results_lib
+from vae_xai import workdir as workdir_lib
+from vae_xai.validation import ConfigError
+
+__all__ = ["parse_seeds", "run_seeds", "seed_config"]
+
+
+def parse_seeds(values: str | Sequence[str | int] | None) -> list[int] | None:
+    """``"0,1,2"`` or ``["0", "1", "2"]`` -> ``[0, 1, 2]``; ``None``/empty -> ``None``.
+
+    Raises:
+      ConfigError: a value that is not an integer >= 0, or a repeated seed (names ``seeds``).
+    """
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [v for v in values.split(",")]
+    items = [str(v).strip() for v in values if str(v).strip()]
+    if not items:
+        return None
+    try:
+        seeds = [int(v) for v in items]
+    except ValueError:
+        raise ConfigError("seeds", f"must be integers >= 0, comma-separated; got {items}") from None
+    if any(s < 0 for s in seeds):
+        raise ConfigError("seeds", f"must be integers >= 0; got {seeds}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", f"each seed once; got {seeds}")
+    return seeds
+
+
+def seed_config(config: Any, seed: int) -> Any:
+    """A copy of ``config`` with ``seed`` set (the config itself is not changed)."""
+    import ml_collections
+
+    if isinstance(config, ml_collections.ConfigDict):
+        out = ml_collections.ConfigDict(config.to_dict())
+    else:
+        out = json.loads(json.dumps(dict(config), default=str))
+    if "seed" not in out:
+        raise ConfigError("seed", "the config has no seed field; --seeds cannot set it")
+    out["seed"] = int(seed)
+    return out
+
+
+def _link(workdir: pathlib.Path, target: pathlib.Path) -> None:
+    link = workdir / target.name
+    if link.exists() and not link.is_symlink():
+        return  # a real file of that name is left alone
+    tmp = workdir / f".{target.name}.link-{os.getpid()}"
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(os.path.relpath(target, workdir), tmp)
+    os.replace(tmp, link)
+
+
+def run_seeds(
+    workdir: str | os.PathLike[str],
+    config: Any,
+    seeds: Sequence[int],
+    run_one: Callable[[Any, pathlib.Path], Mapping[str, Any]],
+    *,
+    experiment: str,
+    fields: workdir_lib.Fields,
+) -> dict[str, Any]:
+    """Run ``run_one(config with seed N, workdir/seed_N)`` for each seed, then aggregate.
+
+    ``run_one`` is the experiment's single-run function; it returns the results document it
+    wrote (:meth:`vae_xai.workdir.Evaluation.save_results`). Before any seed trains, every
+    seed that already has a run record is checked against its config
+    (:func:`vae_xai.workdir.check`), so a refused change fails in seconds for all seeds.
+
+    Returns:
+      The aggregate results document (schema :mod:`vae_xai.results`), with ``runs``: each
+      seed's own ``results.json``.
+    """
+    workdir = pathlib.Path(workdir)
+    seeds = parse_seeds(list(seeds))
+    if not seeds:
+        raise ConfigError("seeds", "name at least one seed")
+    if (workdir / workdir_lib.RUN_FILE).exists():
+        raise workdir_lib.WorkdirError(
+            f"{workdir} holds a single run ({workdir_lib.RUN_FILE}; started without --seeds): "
+            "--seeds runs each seed in workdir/seed_N of a workdir of its own. Use another "
+            "--workdir, or drop --seeds to continue that run"
+        )
+    path = workdir / workdir_lib.SEEDS_FILE
+    record = json.loads(path.read_text()) if path.exists() else None
+    if record is not None and record.get("experiment") != experiment:
+        raise workdir_lib.WorkdirError(
+            f"{workdir} holds seeds of a {record.get('experiment')!r} run; this is "
+            f"{experiment!r}. Use another --workdir."
+        )
+    if record is None and workdir.is_dir() and any(workdir.iterdir()):
+        raise workdir_lib.WorkdirError(
+            f"{workdir} is not empty and holds no {workdir_lib.SEEDS_FILE}: not a workdir of "
+            "seeds. Use a new --workdir."
+        )
+    configs = {seed: seed_config(config, seed) for seed in seeds}
+    for seed, cfg in configs.items():
+        workdir_lib.check(workdir / f"seed_{seed}", cfg, experiment=experiment, fields=fields)
+
+    now = workdir_lib.provenance()["time"]
+    if record is None:
+        record = {"experiment": experiment, "seeds": [], "created": now, "starts": []}
+    record["seeds"] = sorted(set(record["seeds"]) | set(seeds))
+    record["starts"] = [*record["starts"], {"time": now, "seeds": seeds}]
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir_lib.write_json_atomic(path, record)
+
+    docs = {seed: run_one(cfg, workdir / f"seed_{seed}") for seed, cfg in configs.items()}
+
+    first = docs[seeds[0]]
+    shared = {k: v for k, v in first.items() if k not in results_lib.REQUIRED}
+    extra = {
+        k: v
+        for k, v in shared.items()
+        if k not in ("run", "evaluation", "results_path")
+        and all(d.get(k) == v for d in docs.values())
+    }
+    data = [d["data"] for d in docs.values()]
+    base = workdir_lib.config_dict(configs[seeds[0]])
+    base["seed"] = None
+    runs = {str(s): d["results_path"] for s, d in docs.items()}
+    evaluated = {
+        str(s): d.get("evaluation", {}).get("dir", d["results_path"]) for s, d in docs.items()
+    }
+    key = json.dumps(evaluated, sort_keys=True)
+    name = f"seeds{'-'.join(map(str, seeds))}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    target = workdir / workdir_lib.EVALUATIONS / name / "results.json"
+    written = results_lib.write(
+        target,
+        experiment=experiment,
+        config=base,
+        data=data[0] if all(d == data[0] for d in data) else dict(zip(runs, data, strict=True)),
+        per_seed={s: results_lib.per_seed_entry(d) for s, d in docs.items()},
+        extra={**extra, "runs": runs},
+    )
+    _link(workdir, target)
+    return written
