@@ -51,7 +51,7 @@ def test_config_flag_loads_packaged_config(tmp_path, monkeypatch):
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
     values(argv)
-    assert values.config.variant == "small" and values.config.num_steps == 3
+    assert values.config.variant == "smoke" and values.config.num_steps == 3  # small = smoke
 
 
 def test_missing_config_still_fails(tmp_path, monkeypatch):

@@ -427,12 +427,13 @@ def test_experiment_configs():
     assert get_config("beta_vae").beta == 4.0
     small = get_config("factorvae,small")
     assert small.num_steps < 1000 and small.eval.factor_vae.num_train < 10_000
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown option 'vae'"):
         get_config("vae")
-    cpu = get_config("ad_factorvae,cpu")
-    assert (cpu.variant, cpu.num_steps, cpu.batch_size) == ("cpu", 5_000, 64)
+    assert small.variant == "cpu"  # the old name of the 30-minute CPU variant
+    cpu = get_config("ad_factorvae,cpu_long")
+    assert (cpu.variant, cpu.num_steps, cpu.batch_size) == ("cpu_long", 5_000, 64)
     assert cpu.eval.factor_vae.num_train == 10_000  # standard metric sizes
-    with pytest.raises(ValueError, match="small"):
+    with pytest.raises(ValueError, match="valid variants are 'smoke', 'cpu', 'cpu_long', 'full'"):
         get_config("factorvae,tiny")
-    with pytest.raises(ValueError, match="one of the options"):
+    with pytest.raises(ValueError, match="choose one variant"):
         get_config("factorvae,small,cpu")

@@ -204,7 +204,7 @@ def test_each_evaluation_has_its_own_folder_and_the_newest_is_linked(tmp_path):
     (first.dir / "only_first.png").write_bytes(b"x")
     written = first.save_results({"auroc": 0.5})
     assert written["evaluation"]["step"] == 10 and written["run"]["data"] == DATA
-    assert json.loads((tmp_path / "results.json").read_text())["auroc"] == 0.5
+    assert json.loads((tmp_path / "results.json").read_text())["per_seed"]["0"]["auroc"] == 0.5
     assert (tmp_path / "figures" / "roc.png").read_bytes() == b"first"
 
     # the same evaluation config again: the same folder; another: a new one
@@ -219,11 +219,11 @@ def test_each_evaluation_has_its_own_folder_and_the_newest_is_linked(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     (second.dir / "notes.txt").write_text("evaluation's")
     second.save_results({"auroc": 0.7})
-    assert json.loads((tmp_path / "results.json").read_text())["auroc"] == 0.7
+    assert json.loads((tmp_path / "results.json").read_text())["per_seed"]["0"]["auroc"] == 0.7
     assert (tmp_path / "figures" / "roc.png").read_bytes() == b"second"
     assert not (tmp_path / "only_first.png").exists()  # the stale link is gone ...
     assert (first.dir / "only_first.png").read_bytes() == b"x"  # ... its file is not
-    assert json.loads(first.results_path.read_text())["auroc"] == 0.5
+    assert json.loads(first.results_path.read_text())["per_seed"]["0"]["auroc"] == 0.5
     assert (first.dir / "figures" / "roc.png").read_bytes() == b"first"
     assert (tmp_path / "notes.txt").read_text() == "mine"  # a real file is never replaced
     record = json.loads((tmp_path / "run.json").read_text())
