@@ -444,7 +444,7 @@ def test_load_tfds_repacks_features_with_stub(monkeypatch):
 
 
 def _reference_frames(data_dir: pathlib.Path) -> np.ndarray:
-    from experiments.dsprites_fidelity import load_reference_frames
+    from vae_xai.experiments.dsprites_fidelity import load_reference_frames
 
     return load_reference_frames(data_dir)
 
@@ -465,7 +465,7 @@ def test_fidelity_best_match_iou_on_real_frames(data_dir):
     The full 320-frame run (``python -m experiments.dsprites_fidelity``) takes 1-2 minutes on
     2 shared cores, so the test uses frames 0, 10, ..., 310.
     """
-    from experiments.dsprites_fidelity import match_frames, summarize
+    from vae_xai.experiments.dsprites_fidelity import match_frames, summarize
 
     frames = _reference_frames(data_dir)
     ids = np.arange(0, len(frames), 10)

@@ -260,3 +260,18 @@ def test_run_seeds_one_run_per_seed_and_the_aggregate(tmp_path):
         seeds_lib.run_seeds(single, cfg, [0], run_one, experiment="toy", fields=fields)
     with pytest.raises(wd.WorkdirError, match="holds seeds of a 'toy' run; this is 'other'"):
         seeds_lib.run_seeds(tmp_path, cfg, [0], run_one, experiment="other", fields=fields)
+
+
+@pytest.mark.real_data
+def test_dsprites_fidelity_writes_the_schema(tmp_path, data_dir):
+    from vae_xai.experiments import dsprites_fidelity
+
+    out = tmp_path / "fidelity.json"
+    summary = dsprites_fidelity.run(data_dir, out, every=160)
+    written = json.loads(out.read_text())
+    results_lib.check(written, seeds=[0])
+    assert written["experiment"] == "dsprites_fidelity"
+    assert written["per_seed"]["0"]["mean_iou"] == summary["mean_iou"]
+    assert written["config"] == {"every": 160, "radius": 1, "exhaustive": 0}
+    assert written["data"]["files"]["num_files"] == 1
+    assert out.with_suffix(".png").stat().st_size > 0
