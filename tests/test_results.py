@@ -124,16 +124,37 @@ def test_a_renamed_variant_continues_its_workdir(tmp_path):
 
 
 PER_SEED = {
-    "0": {"a": 1, "m": {"x": 0.5, "y": 2.0}, "flag": True, "curve": [1, 2], "none": None},
-    "1": {"a": 3, "m": {"x": 0.25}, "flag": False, "curve": [3, 4], "none": None},
-    "2": {"a": 8, "m": {"x": 1.0, "y": 4.0}, "name": "n"},
+    "0": {
+        "a": 1,
+        "m": {"x": 0.5, "y": 2.0},
+        "flag": True,
+        "curve": [1, 2],
+        "none": None,
+        "digits": [{"d": 1, "v": 0.5}],
+    },
+    "1": {
+        "a": 3,
+        "m": {"x": 0.25},
+        "flag": False,
+        "curve": [3, 4],
+        "none": None,
+        "digits": [{"d": 1, "v": 0.7}],
+    },
+    "2": {"a": 8, "m": {"x": 1.0, "y": 4.0}, "name": "n", "digits": [{"d": 1, "v": 0.9}]},
 }
 
 
 def test_mean_std_of_every_numeric_leaf_against_numpy():
     out = results_lib.mean_std(PER_SEED)
-    assert set(out) == {"a", "m.x", "m.y"}  # no bools, lists, None or strings
-    for key, values in {"a": [1, 3, 8], "m.x": [0.5, 0.25, 1.0], "m.y": [2.0, 4.0]}.items():
+    # no bools, lists of numbers, None or strings; lists of mappings by position
+    assert set(out) == {"a", "m.x", "m.y", "digits.0.d", "digits.0.v"}
+    want = {
+        "a": [1, 3, 8],
+        "m.x": [0.5, 0.25, 1.0],
+        "m.y": [2.0, 4.0],
+        "digits.0.v": [0.5, 0.7, 0.9],
+    }
+    for key, values in want.items():
         assert out[key]["n"] == len(values) and out[key]["values"] == values
         assert out[key]["mean"] == pytest.approx(np.mean(values), abs=1e-15)
         assert out[key]["std"] == pytest.approx(np.std(values, ddof=0), abs=1e-15)

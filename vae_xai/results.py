@@ -18,8 +18,9 @@ for several seeds), so every file has the same top-level fields:
     keys (``metrics``, ``latent_detection``, ``kl_per_latent``, ``digits``, ``factor_vae``,
     ...), exactly as each launcher wrote them before this schema.
 ``mean_std``
-    for every numeric leaf of the per-seed entries (dotted path; lists and booleans are not
-    leaves), ``{"mean", "std", "n", "values"}`` over the seeds that have it; ``std`` is the
+    for every numeric leaf of the per-seed entries (dotted path; a list of mappings is
+    descended by position, ``digits.0.x``; other lists and booleans are not leaves),
+    ``{"mean", "std", "n", "values"}`` over the seeds that have it; ``std`` is the
     population standard deviation (``ddof=0``), 0 for one seed.
 ``device``, ``versions``, ``git``, ``date``
     where, with what and from which commit the file was written
@@ -73,12 +74,16 @@ def _plain(obj: Any) -> Any:
 
 
 def numeric_leaves(tree: Any, prefix: str = "") -> dict[str, float]:
-    """``{"a.b": 1.0, ...}``: the int/float leaves of nested mappings (not bools, lists or
-    ``None``), finite or not."""
+    """``{"a.b": 1.0, ...}``: the int/float leaves of nested mappings (not bools, ``None`` or
+    lists of numbers such as curves), finite or not; a list of mappings (``digits``: one
+    entry per trained digit) is descended by position (``digits.0.auroc``)."""
     out: dict[str, float] = {}
     if isinstance(tree, Mapping):
         for key, value in tree.items():
             out.update(numeric_leaves(value, f"{prefix}{key}."))
+    elif isinstance(tree, list | tuple) and tree and all(isinstance(x, Mapping) for x in tree):
+        for i, value in enumerate(tree):
+            out.update(numeric_leaves(value, f"{prefix}{i}."))
     elif isinstance(tree, int | float) and not isinstance(tree, bool):
         out[prefix[:-1]] = float(tree)
     return out
