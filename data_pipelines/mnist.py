@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data_pipelines import batching
+
 __all__ = [
     "FILES",
     "MNISTFormatError",
@@ -143,11 +145,7 @@ def batch_at(images: np.ndarray, batch_size: int, step: int, *, seed: int = 0) -
     """The batch of training ``step``: a deterministic function of the step (for resuming).
 
     Each epoch is a permutation seeded by ``(seed, epoch)``; partial batches are dropped.
+    A thin wrapper of :func:`data_pipelines.batching.epoch_batch_fn` (build that once for a
+    training loop instead of calling this per step).
     """
-    n = images.shape[0]
-    if not 0 < batch_size <= n:
-        raise ValueError(f"batch_size must be in 1..{n}; got {batch_size}")
-    per_epoch = n // batch_size
-    epoch, i = divmod(int(step), per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    return images[order[i * batch_size : (i + 1) * batch_size]]
+    return batching.epoch_batch_fn(images, batch_size, seed=seed)(step)

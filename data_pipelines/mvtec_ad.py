@@ -79,6 +79,8 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from data_pipelines import batching
+
 MVTEC_CATEGORIES: tuple[str, ...] = (
     "bottle",
     "cable",
@@ -675,11 +677,14 @@ def iterate_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield NumPy batches (dicts with the same keys, leading axis sliced) from whole arrays.
 
+    The batches of :func:`data_pipelines.batching.epoch_batch_fn` in step order (epoch ``e``
+    is the permutation of ``np.random.default_rng([seed, e])``), so a training loop can use
+    that function's ``step -> batch`` form and see the same data.
+
     Args:
       data: dict of arrays sharing the leading dimension N (e.g. from :func:`load_split`).
       batch_size: examples per batch B.
-      seed: seed of the shuffling RNG (``np.random.default_rng``); a new permutation per
-        epoch, reproducible for a given seed.
+      seed: seeds the per-epoch permutations; ``None`` draws a fresh seed.
       shuffle: shuffle each epoch (else the stored order).
       epochs: number of passes; ``None`` repeats forever.
       drop_remainder: drop the last incomplete batch of each epoch (so every batch is B).
@@ -688,29 +693,16 @@ def iterate_batches(
       dict ``key -> array[(B, ...)]`` (the last batch of an epoch may be smaller when
       ``drop_remainder=False``).
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    lengths = {k: len(v) for k, v in data.items()}
-    if not lengths:
-        raise ValueError("data is empty: no arrays to batch")
-    n = next(iter(lengths.values()))
-    if any(v != n for v in lengths.values()):
-        raise ValueError(f"arrays have different leading dimensions: {lengths}")
-    if n == 0:
-        raise ValueError("data has no examples (N=0)")
-    if drop_remainder and n < batch_size:
-        raise ValueError(
-            f"batch_size={batch_size} exceeds the {n} examples with drop_remainder=True"
-        )
-    rng = np.random.default_rng(seed)
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        stop = n - n % batch_size if drop_remainder else n
-        for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
-            yield {k: v[idx] for k, v in data.items()}
-        epoch += 1
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**63)
+    yield from batching.iterate_epochs(
+        dict(data),
+        batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        epochs=epochs,
+        drop_remainder=drop_remainder,
+    )
 
 
 # ----------------------------------------------------------------------------- CLI

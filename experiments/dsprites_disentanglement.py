@@ -38,19 +38,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from data_pipelines.dsprites_gt import DSpritesGroundTruth, make_batch_fn
-from experiments.configs.dsprites_disentanglement import (
-    FIELDS,
-    METHODS,
-    PAPER_FACTOR_VAE_SCORE,
-    validate,
-)
+from experiments.configs.dsprites_disentanglement import FIELDS, METHODS, validate
+from experiments.paper import TABLE3_FACTOR_VAE_SCORE as PAPER_FACTOR_VAE_SCORE
 from vae_xai import disentangle as dis
-from vae_xai import plots, validation
+from vae_xai import losses, plots, train, validation
 from vae_xai import workdir as workdir_lib
 from vae_xai.metrics import disentanglement as metrics_lib
 from vae_xai.models.conv_vae import dsprites_vae
 from vae_xai.models.factor_vae import FactorDiscriminator, init_factor_vae
-from vae_xai.train import TrainState, create_state, fit, restore_params, vae_update_fn
+from vae_xai.train import TrainState, create_state, restore_params, vae_update_fn
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (one seed_N subfolder per seed).")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -153,15 +149,12 @@ def train_seed(
 ) -> tuple[Any, TrainState, float]:
     """Train (or resume) one seed; returns ``(model, state, total training wall seconds)``.
 
-    The wall time (compilation included) is accumulated over resumed calls in
-    ``workdir/train_wall.json``.
+    :func:`vae_xai.train.train` accumulates the wall time (compilation included) over
+    resumed calls in ``workdir/train_wall.json``.
     """
     model, state, update, keys = build(config, seed)
     batch_fn = make_batch_fn(DATA_SEED_OFFSET + seed, config.batch_size, keys=keys)
-    wall_path = workdir / "train_wall.json"
-    before = json.loads(wall_path.read_text())["seconds"] if wall_path.exists() else 0.0
-    start = time.time()
-    state = fit(
+    state, info = train.train(
         state,
         update,
         batch_fn,
@@ -171,9 +164,7 @@ def train_seed(
         checkpoint_every=config.checkpoint_every,
         log_every=config.log_every,
     )
-    total = before + time.time() - start
-    workdir_lib.write_json_atomic(wall_path, {"seconds": total, "step": int(state.step)})
-    return model, state, total
+    return model, state, info["total_wall_s"]
 
 
 def check_compare_run(workdir: pathlib.Path, seeds: Sequence[int]) -> ml_collections.ConfigDict:
@@ -289,7 +280,7 @@ def save_traversal(path: pathlib.Path, config, model, vae_params) -> None:
     x = _inputs(1, config.figure.input_seed)
     enc = model.apply({"params": vae_params}, x, method="encode")
     mu, logvar = np.asarray(enc["mu"][0]), np.asarray(enc["logvar"][0])
-    kl = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar)
+    kl = np.asarray(losses.kl_per_latent(mu, logvar))
     values = np.linspace(-config.figure.traversal_limit, config.figure.traversal_limit,
                          config.figure.traversal_steps)  # fmt: skip
     order = np.argsort(-kl)

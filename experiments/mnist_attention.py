@@ -21,12 +21,13 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from data_pipelines import mnist
+from data_pipelines import batching, mnist
 from experiments.configs.mnist_attention import FIELDS, validate
-from vae_xai import explain, plots, validation
+from vae_xai import explain, plots, train, validation
 from vae_xai import workdir as workdir_lib
 from vae_xai.metrics import image_auroc
 from vae_xai.models import ConvVAE, mnist_vae
@@ -59,21 +60,20 @@ def run_digit(
     ``out_dir`` (the evaluation's folder)."""
     model: ConvVAE = mnist_vae(cfg.latent_dim)
 
-    def batch_fn(step: int):
-        return {"image": mnist.batch_at(train_images, cfg.batch_size, step, seed=cfg.seed)}
-
-    variables = explain.train_conv_vae(
-        model,
+    batch_fn = batching.epoch_batch_fn({"image": train_images}, cfg.batch_size, seed=cfg.seed)
+    optimizer = optax.adam(cfg.learning_rate)
+    state, _ = train.train(
+        train.init_state(model, optimizer, (28, 28, 1), key=jax.random.key(cfg.seed)),
+        train.vae_update_fn(model, optimizer, beta=cfg.beta),
         batch_fn,
         workdir=workdir,
         num_steps=cfg.num_steps,
-        learning_rate=cfg.learning_rate,
-        beta=cfg.beta,
         seed=cfg.seed,
         checkpoint_every=cfg.checkpoint_every,
         log_every=cfg.log_every,
         progress=progress,
     )
+    variables = {"params": state.params}
     ref_mu, ref_var = explain.encode_statistics(model, variables, train_images)
     explain_jit = jax.jit(
         lambda x, key, rm, rv: explain.explain_batch(

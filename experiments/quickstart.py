@@ -20,13 +20,14 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import dsprites_gt
 from experiments.configs.quickstart import FIELDS, validate
 from vae_xai import attention as att
-from vae_xai import explain, losses, plots
+from vae_xai import losses, plots, train
 from vae_xai import workdir as workdir_lib
 from vae_xai.encoder_split import split_encoder
 from vae_xai.models import dsprites_vae
@@ -52,26 +53,25 @@ def run(cfg, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
     )
     model = dsprites_vae(cfg.latent_dim)
     batch_fn = dsprites_gt.make_batch_fn(cfg.seed, cfg.batch_size)
-    variables = explain.train_conv_vae(
-        model,
+    optimizer = optax.adam(cfg.learning_rate)
+    state, _ = train.train(
+        train.init_state(model, optimizer, (64, 64, 1), key=jax.random.key(cfg.seed)),
+        train.vae_update_fn(model, optimizer, beta=cfg.beta),
         batch_fn,
         workdir=run_.workdir,
         num_steps=cfg.num_steps,
-        learning_rate=cfg.learning_rate,
-        beta=cfg.beta,
         seed=cfg.seed,
         checkpoint_every=cfg.checkpoint_every,
         log_every=cfg.log_every,
         progress=progress,
     )
+    variables = {"params": state.params}
     evaluation = run_.evaluation(run_.eval_config(cfg), step=cfg.num_steps)
 
     # held-out samples (a seed the training stream never uses for step 0..num_steps)
     images = dsprites_gt.make_batch_fn(cfg.seed + 1, 256)(0)["image"]
     out = model.apply(variables, images)
-    kl_per_dim = np.asarray(
-        jnp.mean(0.5 * (jnp.exp(out["logvar"]) + out["mu"] ** 2 - 1 - out["logvar"]), axis=0)
-    )
+    kl_per_dim = np.asarray(jnp.mean(losses.kl_per_latent(out["mu"], out["logvar"]), axis=0))
     order = [int(i) for i in np.argsort(-kl_per_dim)[: cfg.max_latents_shown]]
 
     shown = images[: cfg.num_samples]

@@ -190,15 +190,7 @@ def test_config_variants_match_library_signatures():
     assert (cpu.train.num_steps, cpu.train.batch_size, cpu.train.learning_rate) == (1000, 64, 1e-3)
     full = mnist_loc_cfg.get_config("full")
     assert (full.train.num_steps, full.train.batch_size) == (6000, 128)
-    train_kw = set(inspect.signature(loc.train_one_class).parameters) - {
-        "model",
-        "images",
-        "workdir",
-        "augment",
-        "seed",
-        "progress",
-        "mesh",
-    }
+    train_kw = set(loc.TRAIN_KEYS)
     eval_params = set(inspect.signature(loc.evaluate_one_class).parameters)
     for variant in mnist_loc_cfg.VARIANTS:
         c = mnist_loc_cfg.get_config(variant)

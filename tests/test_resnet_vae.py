@@ -18,10 +18,10 @@ import pytest
 from data_pipelines.augment import augment_batch
 from vae_xai import attention as att
 from vae_xai.encoder_split import split_encoder
-from vae_xai.localization import init_state, one_class_update_fn, variables_of
+from vae_xai.localization import variables_of
 from vae_xai.models.resnet_vae import STAGE_NAMES, ResNetStage, ResNetVAE, dense_after
 from vae_xai.sharding import make_mesh
-from vae_xai.train import jit_step
+from vae_xai.train import init_state, jit_step, vae_update_fn
 
 TOL = dict(rtol=2e-4, atol=2e-5)
 
@@ -212,7 +212,9 @@ def test_one_step_train_smoke():
     optimizer = optax.adam(1e-3)
     state = init_state(model, optimizer, (32, 32, 3), seed=0)
     before = jax.tree.map(np.asarray, variables_of(state))
-    step = jit_step(one_class_update_fn(model, optimizer, augment=_augment), make_mesh(1))
+    step = jit_step(
+        vae_update_fn(model, optimizer, likelihood="gaussian", augment=_augment), make_mesh(1)
+    )
     x = np.asarray(jax.random.uniform(jax.random.key(5), (4, 32, 32, 3)))
     state, m = step(state, {"image": x})
     assert int(state.step) == 1
@@ -230,15 +232,14 @@ def test_one_step_train_smoke():
 MULTI_DEVICE_SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np, optax
-    from vae_xai.localization import init_state, one_class_update_fn
     from vae_xai.models.resnet_vae import ResNetVAE
     from vae_xai.sharding import make_mesh, shard_batch
-    from vae_xai.train import jit_step
+    from vae_xai.train import init_state, jit_step, vae_update_fn
 
     assert jax.device_count() == 4, jax.devices()
     model = ResNetVAE(image_size=32, width=4, stage_sizes=(1, 1, 1, 1), latent_dim=6)
     opt = optax.sgd(0.1)
-    update = one_class_update_fn(model, opt)
+    update = vae_update_fn(model, opt, likelihood="gaussian")
     x = np.asarray(jax.random.uniform(jax.random.key(0), (8, 32, 32, 3)))
     init = jax.tree.map(np.asarray, init_state(model, opt, (32, 32, 3), seed=0))
     results = []

@@ -312,3 +312,58 @@ def test_fit_rejects_bad_periods_before_compiling(tmp_path, kwargs, match):
             **{"num_steps": 4, **kwargs},
         )
     assert not (tmp_path / "w").exists()
+
+
+def test_train_entry_reports_steps_wall_and_last_metrics(tmp_path):
+    model, opt, params, batch_fn = tiny_setup()
+    update = train.vae_update_fn(model, opt)
+
+    def run(num_steps):
+        return train.train(
+            train.create_state(jax.tree.map(jnp.copy, params), opt),
+            update,
+            batch_fn,
+            workdir=tmp_path,
+            num_steps=num_steps,
+            checkpoint_every=2,
+            log_every=2,
+            progress=False,
+        )
+
+    state, info = run(4)
+    assert int(state.step) == 4 and (info["steps"], info["steps_run"]) == (4, 4)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert info["last"] == json.loads(lines[-1]) and info["last"]["step"] == 4
+    assert info["total_wall_s"] == info["wall_s"] > 0
+    wall = json.loads((tmp_path / "train_wall.json").read_text())
+    assert wall == {"seconds": info["total_wall_s"], "step": 4}
+
+    # nothing left to train: steps_run 0, the accumulated wall time is reported, not changed
+    state, again = run(4)
+    assert (again["steps"], again["steps_run"]) == (4, 0)
+    assert again["total_wall_s"] == info["total_wall_s"]
+    assert json.loads((tmp_path / "train_wall.json").read_text()) == wall
+
+    # a larger num_steps continues: the total is the sum of the two calls that trained
+    state, more = run(6)
+    assert (more["steps"], more["steps_run"]) == (6, 2) and more["last"]["step"] == 6
+    assert more["total_wall_s"] == pytest.approx(info["wall_s"] + more["wall_s"])
+    assert json.loads((tmp_path / "train_wall.json").read_text())["step"] == 6
+
+
+def test_init_state_puts_extra_collections_in_model_state():
+    import flax.linen as nn
+
+    class WithBN(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            return nn.BatchNorm(use_running_average=not train)(nn.Dense(3)(x))
+
+    state = train.init_state(WithBN(), optax.sgd(0.1), (5,), key=jax.random.key(1))
+    want = WithBN().init(jax.random.key(1), jnp.zeros((1, 5)))
+    assert set(state.model_state) == {"batch_stats"} and int(state.step) == 0
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want["params"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the default key is rbg (fast to compile); a threefry key reproduces model.init
+    default = train.init_state(WithBN(), optax.sgd(0.1), (5,), seed=1)
+    assert jax.tree.structure(default.params) == jax.tree.structure(state.params)

@@ -11,10 +11,9 @@ import pytest
 
 from vae_xai import attention as att
 from vae_xai.encoder_split import split_encoder
-from vae_xai.localization import init_state, one_class_update_fn
 from vae_xai.models.ucsd_vae import CONV_NAMES, UCSDVAE, dense_after
 from vae_xai.sharding import make_mesh
-from vae_xai.train import jit_step
+from vae_xai.train import init_state, jit_step, vae_update_fn
 
 TOL = dict(rtol=2e-4, atol=2e-5)
 PADDING = {"conv1": ((1, 1), (1, 1)), "conv2": ((1, 1), (1, 1)), "conv3": "VALID"}
@@ -115,7 +114,7 @@ def test_one_step_train_smoke(tiny):
     state = init_state(model, optimizer, (28, 28, 1), seed=0)
     assert state.model_state == {}  # no BatchNorm
     before = jax.tree.map(np.asarray, state.params)
-    step = jit_step(one_class_update_fn(model, optimizer, likelihood="bernoulli"), make_mesh(1))
+    step = jit_step(vae_update_fn(model, optimizer, likelihood="bernoulli"), make_mesh(1))
     state, m = step(state, {"image": np.asarray(x)})
     assert int(state.step) == 1
     assert all(np.isfinite(float(v)) for v in m.values())

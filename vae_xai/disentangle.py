@@ -164,7 +164,7 @@ def pair_scores(
     if method == "attention":
         return jnp.sum(maps, axis=(2, 3))
     if method == "kl":
-        return 0.5 * (jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar)
+        return losses.kl_per_latent(mu, logvar)
     if method == "abs_mu":
         return jnp.abs(mu)
     raise ValueError(f'pair_scores method must be "attention", "kl" or "abs_mu"; got {method!r}')

@@ -41,13 +41,16 @@ def train_conv_vae(
 ) -> dict[str, Any]:
     """Train (or resume training) ``model`` with the Bernoulli ELBO; returns its variables.
 
-    ``batch_fn(step)`` returns ``{"image": (B, H, W, C)}`` in [0, 1], deterministic in step.
+    A notebook's one call: Adam, :func:`vae_xai.train.init_state` (with the threefry key
+    ``jax.random.key(seed)``), :func:`vae_xai.train.vae_update_fn` and
+    :func:`vae_xai.train.train` (which also returns a :class:`~vae_xai.train.TrainInfo`;
+    call it directly for that). ``batch_fn(step)`` returns ``{"image": (B, H, W, C)}`` in
+    [0, 1], deterministic in step.
     """
     optimizer = optax.adam(learning_rate)
-    sample = np.asarray(batch_fn(0)["image"][:1])
-    params = model.init(jax.random.key(seed), jnp.asarray(sample))["params"]
-    state = train.create_state(params, optimizer)
-    state = train.fit(
+    shape = np.shape(batch_fn(0)["image"])[1:]
+    state = train.init_state(model, optimizer, shape, key=jax.random.key(seed))
+    state, _ = train.train(
         state,
         train.vae_update_fn(model, optimizer, beta=beta),
         batch_fn,

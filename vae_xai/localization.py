@@ -3,10 +3,10 @@
 The pieces behind the paper's localization tables (Liu et al., CVPR 2020, Tables 1-2), so
 that the launchers in ``experiments/`` only parse flags and load data:
 
-* **Training** (:func:`one_class_update_fn`, :func:`train_one_class`): the ELBO on normal
-  images only, with optional on-device augmentation, for models with or without BatchNorm
-  (BatchNorm in train mode inside the step; its running averages live in
-  ``state.model_state["batch_stats"]``). Resumable through :func:`vae_xai.train.fit`.
+* **Training** (inside :func:`train_and_evaluate`): the ELBO on normal images only
+  (:func:`vae_xai.train.vae_update_fn`, Gaussian likelihood by default), with optional
+  on-device augmentation, for models with or without BatchNorm (its running averages live in
+  ``state.model_state["batch_stats"]``), through :func:`vae_xai.train.train`.
 * **Maps** (all ``(N, H, W)`` float32 NumPy at the input resolution, higher = more anomalous):
   :func:`reconstruction_error_maps` -- the "vanilla VAE" baseline, per-pixel squared error
   of the reconstruction at ``z = mu`` summed over channels; :func:`anomaly_attention_maps`
@@ -25,9 +25,6 @@ Models follow the convention of :mod:`vae_xai.models.resnet_vae` and
 
 from __future__ import annotations
 
-import functools
-import inspect
-import json
 import pathlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +36,9 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from data_pipelines import batching
 from vae_xai import losses, metrics, plots, validation
+from vae_xai import train as train_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.attention import (
     aggregate_attention,
@@ -49,14 +48,7 @@ from vae_xai.attention import (
     upsample,
 )
 from vae_xai.encoder_split import split_encoder
-from vae_xai.train import (
-    TrainState,
-    UpdateFn,
-    checkpoint_manager,
-    create_state,
-    fit,
-    vae_update_fn,
-)
+from vae_xai.train import TrainState
 
 # Scores differentiated by anomaly attention: the paper's Eq. 5 draw, or the per-latent KL
 # divergence from the reference (vae_xai.attention.latent_kl_score).
@@ -90,7 +82,6 @@ __all__ = [
     "intensity_maps",
     "init_state",
     "localization_metrics",
-    "one_class_update_fn",
     "print_report",
     "reconstruction_error_maps",
     "reconstruction_nll",
@@ -100,7 +91,6 @@ __all__ = [
     "save_roc_figure",
     "summary_table",
     "train_and_evaluate",
-    "train_one_class",
     "variables_of",
 ]
 
@@ -109,44 +99,19 @@ __all__ = [
 
 
 reconstruction_nll = losses.reconstruction_nll
+init_state = train_lib.init_state  # moved to vae_xai.train; kept here under its old name
 
-
-def one_class_update_fn(
-    model: Any,
-    optimizer: optax.GradientTransformation,
-    *,
-    likelihood: Likelihood = "gaussian",
-    **kwargs: Any,
-) -> UpdateFn:
-    """:func:`vae_xai.train.vae_update_fn` with the Gaussian likelihood as default.
-
-    ``beta``, ``variance``, ``augment`` (on-device random mirror + rotation) and
-    ``image_key`` are passed through; BatchNorm statistics are handled there.
-    """
-    return vae_update_fn(model, optimizer, likelihood=likelihood, **kwargs)
-
-
-def init_state(
-    model: Any,
-    optimizer: optax.GradientTransformation,
-    input_shape: Sequence[int],
-    *,
-    seed: int = 0,
-    key: jax.Array | None = None,
-) -> TrainState:
-    """A fresh :class:`TrainState` for ``model`` on inputs ``(B, *input_shape)``.
-
-    Non-``params`` collections from ``model.init`` (BatchNorm's ``batch_stats``) go to
-    ``state.model_state``. The init key defaults to ``jax.random.key(seed, impl="rbg")``:
-    XLA compiles a threefry draw per parameter shape, which for a ResNet took ~35 s on a
-    loaded CPU against ~8 s with ``rbg``. Initial values are then backend-specific (resuming
-    is unaffected: it restores the checkpoint); pass a threefry ``key`` to override.
-    """
-    x = jnp.zeros((1, *input_shape), jnp.float32)
-    key = jax.random.key(seed, impl="rbg") if key is None else key
-    variables = dict(jax.jit(functools.partial(model.init, train=False))(key, x))
-    params = variables.pop("params")
-    return create_state(params, optimizer, variables)
+# The keys of an experiment's ``config.train``: the ELBO's hyperparameters and the schedule.
+TRAIN_KEYS = (
+    "num_steps",
+    "batch_size",
+    "learning_rate",
+    "beta",
+    "likelihood",
+    "variance",
+    "checkpoint_every",
+    "log_every",
+)
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:
@@ -159,28 +124,14 @@ def epoch_batch_fn(
 ) -> Callable[[int], dict[str, np.ndarray]]:
     """``step -> {"image": (batch_size, H, W, C)}``, a deterministic function of ``step``.
 
-    Epoch ``e`` (steps ``e * n_per_epoch`` ...) visits a permutation drawn from
-    ``default_rng([seed, e])``; incomplete last batches are dropped, so a resumed run sees
-    exactly the data of an uninterrupted one.
+    :func:`data_pipelines.batching.epoch_batch_fn` with each batch in index order (how the
+    one-class launchers have always batched): epoch ``e`` visits the permutation of
+    ``default_rng([seed, e])``; incomplete last batches are dropped.
     """
-    n = len(images)
-    if not 0 < batch_size <= n:
-        raise ValueError(f"batch_size must be in [1, {n}] (the number of images); got {batch_size}")
-    per_epoch = n // batch_size
-
-    @functools.lru_cache(maxsize=2)
-    def permutation(epoch: int) -> np.ndarray:
-        return np.random.default_rng([seed, epoch]).permutation(n)
-
-    def batch_fn(step: int) -> dict[str, np.ndarray]:
-        epoch, i = divmod(int(step), per_epoch)
-        idx = np.sort(permutation(epoch)[i * batch_size : (i + 1) * batch_size])
-        return {"image": images[idx]}
-
-    return batch_fn
+    return batching.epoch_batch_fn({"image": images}, batch_size, seed=seed, sort_within_batch=True)
 
 
-def train_one_class(
+def _train(
     model: Any,
     images: np.ndarray,
     *,
@@ -196,44 +147,25 @@ def train_one_class(
     checkpoint_every: int = 500,
     log_every: int = 50,
     progress: bool = True,
-    mesh: Any = None,
-) -> tuple[TrainState, dict[str, Any]]:
-    """Train ``model`` on normal ``images`` ``(N, H, W, C)`` with Adam; resumable.
-
-    Returns the final state and ``{"steps", "steps_run", "wall_s", "last"}`` (``steps_run``
-    is the number of steps this call ran, 0 when ``workdir`` already held the final
-    checkpoint; ``last`` the last logged metrics).
-    """
+) -> tuple[TrainState, train_lib.TrainInfo]:
+    """Adam on the ELBO of normal ``images`` ``(N, H, W, C)``, via :func:`vae_xai.train.train`."""
     images = np.asarray(images, np.float32)
     optimizer = optax.adam(learning_rate)
-    state = init_state(model, optimizer, images.shape[1:], seed=seed)
-    update = one_class_update_fn(
+    state = train_lib.init_state(model, optimizer, images.shape[1:], seed=seed)
+    update = train_lib.vae_update_fn(
         model, optimizer, beta=beta, likelihood=likelihood, variance=variance, augment=augment
     )
-    with checkpoint_manager(workdir) as manager:
-        start = manager.latest_step() or 0
-    t0 = time.perf_counter()
-    state = fit(
+    return train_lib.train(
         state,
         update,
         epoch_batch_fn(images, batch_size, seed=seed),
         workdir=workdir,
         num_steps=num_steps,
-        mesh=mesh,
         seed=seed,
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         progress=progress,
     )
-    wall = time.perf_counter() - t0
-    last: dict[str, Any] = {}
-    log_path = pathlib.Path(workdir) / "metrics.jsonl"
-    if log_path.exists():
-        lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
-        if lines:
-            last = json.loads(lines[-1])
-    steps = int(state.step)
-    return state, {"steps": steps, "steps_run": steps - start, "wall_s": wall, "last": last}
 
 
 # ----------------------------------------------------------------------------- maps
@@ -854,16 +786,14 @@ def eval_kwargs(eval_config: Mapping[str, Any]) -> dict[str, Any]:
 def check_config(model: Any, config: Any, input_shape: Sequence[int]) -> None:
     """Validate a one-class experiment config (``seed``, ``train``, ``eval``) before any work.
 
-    ``train`` must hold exactly the keyword arguments of :func:`train_one_class` with
+    ``train`` holds keys of :data:`TRAIN_KEYS` (the ELBO and schedule) with
     ``num_steps >= 1`` and positive periods, batch size and learning rate; ``eval`` is read
     by :func:`eval_kwargs` and its ``layers`` must be ``(B, h, w, c)`` feature maps of
     ``model.encode`` (checked by a shape-only trace on inputs ``(1, *input_shape)``).
     Raises :class:`~vae_xai.validation.ConfigError` naming the field.
     """
     v = validation
-    train_keys = set(inspect.signature(train_one_class).parameters) - {
-        "model", "images", "workdir", "augment", "seed", "progress", "mesh"
-    }  # fmt: skip
+    train_keys = set(TRAIN_KEYS)
     unknown = set(config.train.keys()) - train_keys
     if unknown:
         raise v.ConfigError("train", f"unknown keys {sorted(unknown)}; known: {sorted(train_keys)}")
@@ -909,20 +839,21 @@ def train_and_evaluate(
 ) -> tuple[dict[str, Any], dict[str, Any], workdir_lib.Evaluation]:
     """What every one-class launcher does: train (or resume) on ``train_images``, evaluate.
 
-    ``config`` is an experiment config with ``seed``, ``train`` (exactly the keyword
-    arguments of :func:`train_one_class`) and ``eval`` (read by :func:`eval_kwargs`), already
-    checked by :func:`check_config`; ``run`` is the started run of the workdir
-    (:func:`vae_xai.workdir.start`). ``test`` holds ``"image"``, ``"mask"``, ``"label"`` and
-    optionally ``"defect"`` (the per-image group for per-defect metrics). Figures go to the
-    evaluation's own folder (``workdir/evaluations/step<N>_<hash>/figures``).
+    ``config`` is an experiment config with ``seed``, ``train`` (keys of
+    :data:`TRAIN_KEYS`; Adam on the ELBO through :func:`vae_xai.train.train`) and ``eval``
+    (read by :func:`eval_kwargs`), already checked by :func:`check_config`; ``run`` is the
+    started run of the workdir (:func:`vae_xai.workdir.start`). ``test`` holds ``"image"``,
+    ``"mask"``, ``"label"`` and optionally ``"defect"`` (the per-image group for per-defect
+    metrics). Figures go to the evaluation's own folder
+    (``workdir/evaluations/step<N>_<hash>/figures``).
 
     Returns:
-      ``(train_info, evaluation_results, evaluation)`` from :func:`train_one_class`,
+      ``(train_info, evaluation_results, evaluation)`` from :func:`vae_xai.train.train`,
       :func:`evaluate_one_class` and :meth:`vae_xai.workdir.Run.evaluation`; the launcher
       adds its fields and calls ``evaluation.save_results(results)``.
     """
     kw = eval_kwargs(config.eval)
-    state, train_info = train_one_class(
+    state, train_info = _train(
         model,
         train_images,
         workdir=run.workdir,

@@ -17,6 +17,7 @@ __all__ = [
     "discriminator_loss",
     "gaussian_kl",
     "gaussian_nll",
+    "kl_per_latent",
     "permute_dims",
     "reconstruction_nll",
     "reparameterize",
@@ -64,11 +65,26 @@ def reconstruction_nll(
     raise ValueError(f'likelihood must be "bernoulli" or "gaussian"; got {likelihood!r}')
 
 
-def gaussian_kl(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:
-    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latent dims, ``(B,)``."""
+def kl_per_latent(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:
+    """``KL(N(mu_i, exp(logvar_i)) || N(0, 1))`` of each latent dim, ``(B, D)``.
+
+    ``0.5 * (exp(logvar) + mu^2 - 1 - logvar)``: the one per-latent KL to the prior that the
+    ELBO (:func:`gaussian_kl`), FactorVAE's pair choice and the launchers' per-latent reports
+    all use. (The KL to an arbitrary reference is
+    :func:`vae_xai.attention.latent_kl_score`.)
+    """
     mu = jnp.asarray(mu)
     logvar = jnp.asarray(logvar)
-    return 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar, axis=-1)
+    return 0.5 * (jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar)
+
+
+def gaussian_kl(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:
+    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latent dims, ``(B,)``.
+
+    The sum of :func:`kl_per_latent` (the factor 0.5 is a power of two, so summing before or
+    after scaling gives the same floats).
+    """
+    return jnp.sum(kl_per_latent(mu, logvar), axis=-1)
 
 
 def permute_dims(z: ArrayLike, key: jax.Array) -> jax.Array:
