@@ -40,7 +40,9 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     )
     first = run("experiments.quickstart", *args)
     assert first.returncode == 0, first.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["seeds"] == [0] and doc["config"]["variant"] == "smoke"  # :small is smoke
+    results = doc["per_seed"]["0"]
     assert len(results["kl_per_latent"]) == 10
     assert (tmp_path / "latent_attention.png").stat().st_size > 1000
     assert (tmp_path / "reconstructions.png").exists()
@@ -63,7 +65,7 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     assert record["starts"][1]["changed"] == {"num_steps": [4, 6]}
     assert len(record["evaluations"]) == 2  # one per trained model, each in its own folder
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["steps"] == 6
+    assert results["per_seed"]["0"]["steps"] == 6
     # TensorBoard: one event file per training call in the workdir, one per evaluation
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
     evaluation = pathlib.Path(results["evaluation"]["dir"])
@@ -134,7 +136,7 @@ def test_mnist_attention_end_to_end(tmp_path, data_dir):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    (digit,) = results["digits"]
+    (digit,) = results["per_seed"]["0"]["digits"]
     assert digit["digit"] == 1 and digit["num_test_images"] == 300
     aurocs = digit["test_auroc_normal_vs_other_digits"]
     assert set(aurocs) == {
@@ -151,34 +153,32 @@ def test_mnist_attention_end_to_end(tmp_path, data_dir):
 def _tiny_dsprites_config(method: str):
     from experiments.configs.dsprites_disentanglement import get_config
 
-    c = get_config(f"{method},small")
-    c.num_steps, c.batch_size, c.checkpoint_every, c.log_every = 2, 8, 1, 1
-    c.disc.hidden, c.disc.num_layers = 16, 2
-    c.eval.factor_vae = dict(batch_size=8, num_train=20, num_eval=10, num_variance_estimate=64)
-    c.eval.beta_vae = dict(batch_size=8, num_train=20, num_eval=10)
-    c.eval.mig = dict(num_train=64, batch_size=32)
-    c.eval.overlap_batch = 8
-    c.figure.num_inputs = 2
-    c.figure.traversal_steps = 3
+    c = get_config(f"{method},smoke")
+    c.checkpoint_every = 1
     return c
 
 
 @pytest.mark.slow
 def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
-    from experiments import dsprites_disentanglement as dd
+    from vae_xai.experiments import dsprites_disentanglement as dd
 
-    fv = dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "fv", [0])
-    out = dd.run(
-        _tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0], compare_workdir=tmp_path / "fv"
-    )
+    fv = dd.train_and_evaluate(_tiny_dsprites_config("factorvae"), tmp_path / "fv", seeds=[0])
+    out = dd.train_and_evaluate(
+        _tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", seeds=[0],
+        compare_workdir=tmp_path / "fv",
+    )  # fmt: skip
     assert fv["method"] == "factorvae" and out["method"] == "ad_factorvae"
-    seed = out["seeds"]["0"]
+    assert out["seeds"] == [0] and out["paper"]["factor_vae_score"] == 0.93
+    seed = out["per_seed"]["0"]
     assert seed["step"] == 2 and seed["eval_images"] == "renderer"
     for metric, key in [("factor_vae", "eval_accuracy"), ("beta_vae", "eval_accuracy")]:
         assert 0.0 <= seed[metric][key] <= 1.0
     assert 0.0 <= seed["mig"]["discrete_mig"] <= 1.0
     assert 0.0 <= seed["attention_overlap"]["mean"] <= 1.0
     assert out["summary"]["factor_vae_score"]["values"] == [seed["factor_vae"]["eval_accuracy"]]
+    assert (
+        out["mean_std"]["factor_vae.eval_accuracy"]["mean"] == seed["factor_vae"]["eval_accuracy"]
+    )
     seed_dir = pathlib.Path(out["evaluation"]["dir"]) / "seed_0"
     assert seed_dir.parent.parent == tmp_path / "ad" / "evaluations"
     for name in ("eval.json", "traversal.png", "attention_pairs.png", "attention_pairs_vs_fv.png"):
@@ -189,14 +189,16 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
 
     # a second call resumes: no training, and the evaluation at this step is reused
     log = (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text()
-    again = dd.run(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0])
-    assert again["seeds"]["0"] == seed
+    again = dd.train_and_evaluate(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", seeds=[0])
+    assert again["per_seed"]["0"] == seed
     assert (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text() == log
     # ... and a comparison asked for later still draws its Figure 8 panel, beside the plain one
     pairs = seed_dir / "attention_pairs_vs_fv.png"
     pairs.unlink()
     fv_dir = tmp_path / "fv"
-    dd.run(_tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", [0], compare_workdir=fv_dir)
+    dd.train_and_evaluate(
+        _tiny_dsprites_config("ad_factorvae"), tmp_path / "ad", seeds=[0], compare_workdir=fv_dir
+    )
     assert pairs.stat().st_size > 0 and (seed_dir / "attention_pairs.png").exists()
 
     # issue 10: another method or another latent size on this workdir is refused in seconds,
@@ -211,18 +213,22 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
         cfg.latent_dim = change.get("latent_dim", cfg.latent_dim)
         t0 = time.perf_counter()
         with pytest.raises(WorkdirError, match=match) as err:
-            dd.run(cfg, tmp_path / "ad", [0])
+            dd.train_and_evaluate(cfg, tmp_path / "ad", seeds=[0])
         assert time.perf_counter() - t0 < 15
         assert str(tmp_path / "ad") in str(err.value)
         assert snapshot(tmp_path / "ad") == before
     # a comparison run must be a finished run of this experiment, checked before training
     with pytest.raises(FileNotFoundError, match="compare_workdir: .*run.json not found"):
-        dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "y", [0], compare_workdir=tmp_path)
+        dd.train_and_evaluate(
+            _tiny_dsprites_config("factorvae"), tmp_path / "y", seeds=[0], compare_workdir=tmp_path
+        )
     with pytest.raises(ValueError, match="seed 1 of .* is trained to step None"):
-        dd.run(_tiny_dsprites_config("factorvae"), tmp_path / "y", [1], compare_workdir=fv_dir)
+        dd.train_and_evaluate(
+            _tiny_dsprites_config("factorvae"), tmp_path / "y", seeds=[1], compare_workdir=fv_dir
+        )
     with pytest.raises(FileNotFoundError, match="nope.npz"):
-        dd.run(
-            _tiny_dsprites_config("factorvae"), tmp_path / "x", [0],
+        dd.train_and_evaluate(
+            _tiny_dsprites_config("factorvae"), tmp_path / "x", seeds=[0],
             official_dsprites=str(tmp_path / "nope.npz"),
         )  # fmt: skip
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
@@ -239,7 +245,7 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     ],
 )
 def test_dsprites_bad_config_fails_before_any_work(tmp_path, field, value, match):
-    from experiments import dsprites_disentanglement as dd
+    from vae_xai.experiments import dsprites_disentanglement as dd
 
     cfg = _tiny_dsprites_config("ad_factorvae")
     *parents, key = field.split(".")
@@ -248,8 +254,68 @@ def test_dsprites_bad_config_fails_before_any_work(tmp_path, field, value, match
         node = node[p]
     node[key] = value
     with pytest.raises(ConfigError, match=match):
-        dd.run(cfg, tmp_path / "run", [0])
+        dd.train_and_evaluate(cfg, tmp_path / "run", seeds=[0])
     assert not (tmp_path / "run").exists()
+
+
+def test_quickstart_seeds_one_run_each_and_the_aggregate(tmp_path):
+    """``--seeds=0,1``: each seed one run in workdir/seed_N with its own figure, and
+    workdir/results.json holding both seeds' numbers and their mean / std (numpy by hand)."""
+    import numpy as np
+
+    from experiments.configs.quickstart import get_config
+    from vae_xai.experiments import quickstart
+
+    out = run(
+        "experiments.quickstart", f"--workdir={tmp_path}", "--seeds=0,1",
+        f"--config={REPO}/experiments/configs/quickstart.py:smoke", "--config.num_steps=2",
+        "--config.checkpoint_every=2", "--config.log_every=2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["seeds"] == [0, 1] and doc["experiment"] == "quickstart"
+    elbo = []
+    for seed in (0, 1):
+        own = json.loads((tmp_path / f"seed_{seed}" / "results.json").read_text())
+        assert own["config"]["seed"] == seed and own["per_seed"] == {
+            str(seed): doc["per_seed"][str(seed)]
+        }
+        assert (tmp_path / f"seed_{seed}" / "latent_attention.png").stat().st_size > 1000
+        elbo.append(own["per_seed"][str(seed)]["held_out_negative_elbo"])
+    assert elbo[0] != elbo[1]  # two different runs
+    stats = doc["mean_std"]["held_out_negative_elbo"]
+    assert stats["n"] == 2 and stats["mean"] == pytest.approx(np.mean(elbo), rel=1e-12)
+    assert stats["std"] == pytest.approx(np.std(elbo), rel=1e-12)
+    # the parent is no single run, and a bad --seeds is a usage error before any work
+    cfg = get_config("smoke")
+    cfg.num_steps = 2
+    with pytest.raises(WorkdirError, match="holds one run per seed"):
+        quickstart.train_and_evaluate(cfg, tmp_path)
+    bad = run("experiments.quickstart", f"--workdir={tmp_path / 'b'}", "--seeds=0,x")
+    assert bad.returncode != 0 and "--seeds: seeds: must be integers" in bad.stderr
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_ucsd_seeds_aggregate(tmp_path):
+    from experiments.configs.ucsd_localization import get_config
+    from tests.fixtures_anomaly import make_ucsd_ped1
+    from vae_xai.experiments import ucsd_localization
+
+    make_ucsd_ped1(tmp_path / "data")
+    cfg = get_config("smoke")
+    cfg.eval.update(layers=("conv2",), references=("prior",), criteria=("difference",))
+    doc = ucsd_localization.train_and_evaluate(
+        cfg, tmp_path / "w", data_dir=tmp_path / "data", seeds=[0, 1], progress=False
+    )
+    key = "metrics.recon.overall.pixel_auroc"
+    values = [doc["per_seed"][s]["metrics"]["recon"]["overall"]["pixel_auroc"] for s in "01"]
+    assert doc["mean_std"][key]["values"] == values
+    assert doc["mean_std"][key]["mean"] == pytest.approx(sum(values) / 2, rel=1e-12)
+    assert doc["paper"]["pixel_auroc"]["recon"] == 0.86
+    for s in (0, 1):
+        record = json.loads((tmp_path / "w" / f"seed_{s}" / "run.json").read_text())
+        assert record["config"]["seed"] == s and record["config"]["variant"] == "smoke"
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, str]:

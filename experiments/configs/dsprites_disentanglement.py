@@ -32,7 +32,6 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs.common import parse_variant
-from experiments.paper import TABLE3_FACTOR_VAE_SCORE as PAPER_FACTOR_VAE_SCORE  # noqa: F401
 from vae_xai.workdir import Fields
 
 # What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
