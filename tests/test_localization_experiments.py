@@ -91,22 +91,26 @@ def test_configs():
             get("huge")
 
 
-def test_eval_kwargs_maps_config_to_evaluate_one_class():
-    import inspect
-
-    params = inspect.signature(loc.evaluate_one_class).parameters
+def test_configs_build_their_producers_and_evaluators():
     for get in (mvtec_cfg.get_config, ucsd_cfg.get_config):
         e = get("small").eval
-        kw = loc.eval_kwargs(e)
-        assert set(kw) <= set(params)
-        assert kw["layers"] == tuple(e.layers) and kw["criteria"] == ("difference", "kl")
-        assert kw["overlay_layer"] == e.overlay_layer
+        producers, evaluators = loc.from_config(e)
+        names = [p.name for p in producers]
+        assert names[0] == "recon" and len(names) == len(set(names))
+        want = [
+            loc.attention_map_name(c, r, layer)
+            for c in e.criteria
+            for r in e.references
+            for layer in e.layers
+        ]
+        assert names[-len(want) :] == want and tuple(e.criteria) == ("difference", "kl")
+        assert [type(v).kind for v in evaluators] == list(loc.DEFAULT_EVALUATORS)
     e = mvtec_cfg.get_config("small").eval
     e.overlay_layer = "stage1"  # not an evaluated layer: an error (it used to be dropped)
     with pytest.raises(ConfigError, match=r"eval.overlay_layer: 'stage1' is not one of eval"):
-        loc.eval_kwargs(e)
+        loc.from_config(e)
     with pytest.raises(ValueError, match="unknown eval config keys.*layer_typo"):
-        loc.eval_kwargs({**e.to_dict(), "layer_typo": 1})
+        loc.from_config({**e.to_dict(), "layer_typo": 1})
 
 
 # ----------------------------------------------------------------------------- MVTec-AD

@@ -4,7 +4,6 @@ results.json, figures, errors)."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import pathlib
@@ -191,12 +190,21 @@ def test_config_variants_match_library_signatures():
     full = mnist_loc_cfg.get_config("full")
     assert (full.train.num_steps, full.train.batch_size) == (6000, 128)
     train_kw = set(loc.TRAIN_KEYS)
-    eval_params = set(inspect.signature(loc.evaluate_one_class).parameters)
     for variant in mnist_loc_cfg.VARIANTS:
         c = mnist_loc_cfg.get_config(variant)
         assert set(c.train.keys()) == train_kw
-        kw = loc.eval_kwargs(c.eval)
-        assert set(kw) <= eval_params and kw["overlay_layer"] == "conv2"
+        producers, evaluators = loc.from_config(c.eval)
+        names = [p.name for p in producers]
+        assert names[:3] == ["recon", "center_prior", "intensity"]
+        assert "attention_kl_empirical_conv2" in names and len(names) == 3 + 2 * 2 * 2
+        overlays = next(e for e in evaluators if isinstance(e, loc.Overlays))
+        assert overlays.shown == (
+            "recon",
+            "attention_prior_conv2",
+            "attention_empirical_conv2",
+            "attention_kl_prior_conv2",
+            "attention_kl_empirical_conv2",
+        )
     with pytest.raises(ValueError, match="unknown variant"):
         mnist_loc_cfg.get_config("huge")
 

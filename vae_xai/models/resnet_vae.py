@@ -22,7 +22,7 @@ instead and no fast path applies.
 Decoder: ``Dense`` to ``(S/32, S/32, 8w)``, then five ``ConvTranspose 4x4 s2 + BN + ReLU``
 upsamplings (``up1`` ... ``up5``; channels ``4w, 2w, w, w/2, w/2``) back to ``S x S`` and a
 ``Conv 3x3`` (``out``) to ``C`` channels. The decoder outputs ``logits``; the image mean is
-``sigmoid(logits)`` (see :func:`vae_xai.localization.one_class_update_fn` for the Gaussian or
+``sigmoid(logits)`` (see :func:`vae_xai.train.vae_update_fn` for the Gaussian or
 Bernoulli likelihood built on it).
 
 BatchNorm: ``train=True`` normalizes with the batch statistics and updates the running

@@ -1,0 +1,492 @@
+"""Anomaly maps ``(N, H, W)`` over a test set, and the registry of map producers.
+
+Every map is float32 NumPy at the input resolution, higher = more anomalous, never normalized
+per image. The functions (:func:`reconstruction_error_maps`, :func:`anomaly_attention_maps`,
+the model-free :func:`center_prior_maps` and :func:`intensity_maps`) take arrays; the
+producers wrap them as small objects with a ``name`` (the map's key in results) and one
+``produce(ctx)``, registered by kind in :data:`PRODUCERS` and built from an experiment's
+``config.eval`` entries by :func:`producers_from_config`:
+
+* ``"recon"`` -- :class:`ReconstructionError` (the paper's "vanilla VAE" baseline);
+* ``"attention"`` -- :class:`AnomalyAttention`, one per ``criterion x reference x layer``
+  (``eval.criteria``, ``eval.references``, ``eval.layers``), named by
+  :func:`attention_map_name`;
+* ``"center_prior"``, ``"intensity"`` -- the model-free baselines named in
+  ``eval.baselines``.
+
+A :class:`Context` holds what producers and evaluators share: the model and its variables,
+the training images (for the empirical reference statistics, computed once), the test set,
+the eval batch size and seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from vae_xai import validation
+from vae_xai.attention import (
+    aggregate_attention,
+    anomaly_attention,
+    reference_statistics,
+    upsample,
+)
+from vae_xai.encoder_split import split_encoder
+
+# Scores differentiated by anomaly attention: the paper's Eq. 5 draw, or the per-latent KL
+# divergence from the reference (vae_xai.attention.latent_kl_score).
+ANOMALY_CRITERIA = ("difference", "kl")
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _padded(x: np.ndarray, start: int, stop: int, batch_size: int) -> np.ndarray:
+    """``x[start:stop]`` padded to ``batch_size`` by repeating the last row (one compile)."""
+    chunk = x[start:stop]
+    if len(chunk) < batch_size:
+        pad = np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)
+        chunk = np.concatenate([chunk, pad])
+    return chunk
+
+
+def _check_images(images: ArrayLike) -> np.ndarray:
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty (N, H, W, C) array; got {images.shape}")
+    return images
+
+
+def encoder_statistics(
+    model: Any, variables: Mapping[str, Any], images: ArrayLike, *, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior ``(mu, logvar)``, each ``(N, D)``, in eval mode (BatchNorm running stats)."""
+    images = _check_images(images)
+
+    @jax.jit
+    def run(x):
+        out = model.apply(variables, x, train=False, method="encode")
+        return out["mu"], out["logvar"]
+
+    mus, logvars = [], []
+    for start, stop in _batches(len(images), batch_size):
+        mu, logvar = run(_padded(images, start, stop, batch_size))
+        mus.append(np.asarray(mu)[: stop - start])
+        logvars.append(np.asarray(logvar)[: stop - start])
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+def reconstruction_error_maps(
+    model: Any, variables: Mapping[str, Any], images: ArrayLike, *, batch_size: int = 32
+) -> np.ndarray:
+    """Per-pixel squared reconstruction error ``sum_c (x - sigmoid(logits(mu)))^2``, ``(N, H, W)``.
+
+    The "vanilla VAE" baseline of the paper's tables: decode the posterior mean (no sampling,
+    so the map is deterministic) in eval mode.
+    """
+    images = _check_images(images)
+
+    @jax.jit
+    def run(x):
+        out = model.apply(variables, x, None, train=False)
+        return jnp.sum(jnp.square(x - jax.nn.sigmoid(out["logits"])), axis=-1)
+
+    maps = [
+        np.asarray(run(_padded(images, s, e, batch_size)))[: e - s]
+        for s, e in _batches(len(images), batch_size)
+    ]
+    return np.concatenate(maps).astype(np.float32)
+
+
+def center_prior_maps(shape: tuple[int, int, int]) -> np.ndarray:
+    """A model-free baseline map ``(N, H, W)``: minus the distance to the image centre.
+
+    The same map for every image. It knows nothing about anomalies, only that they tend to
+    lie near the middle of a centred object; its pixel AUROC is the floor a learned map has to
+    beat to show it localizes anything (on MVTec-AD ``bottle`` at 128x128 it is 0.80).
+    """
+    n, h, w = (int(v) for v in shape)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dist = np.sqrt(np.square(yy - (h - 1) / 2) + np.square(xx - (w - 1) / 2))
+    return np.broadcast_to(-dist, (n, h, w)).copy()
+
+
+def intensity_maps(images: ArrayLike) -> np.ndarray:
+    """A model-free baseline map ``(N, H, W)``: the input itself, averaged over channels.
+
+    Grad-CAM maps are weighted sums of feature activations, so they are large wherever the
+    features fire -- on MNIST, wherever there is ink. This map scores "brighter is more
+    anomalous"; an attention map that does not beat it localizes no better than the ink does.
+    """
+    return _check_images(images).mean(axis=-1)
+
+
+BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "center_prior": lambda images: center_prior_maps(images.shape[:3]),
+    "intensity": intensity_maps,
+}
+
+
+def anomaly_attention_maps(
+    model: Any,
+    variables: Mapping[str, Any],
+    images: ArrayLike,
+    *,
+    layer: str,
+    key: jax.Array,
+    ref_mu: ArrayLike = 0.0,
+    ref_var: ArrayLike = 1.0,
+    sample: bool = True,
+    num_samples: int = 1,
+    criterion: str = "difference",
+    dense_after: str | None = None,
+    batch_size: int = 16,
+    output_size: tuple[int, int] | None = None,
+    latent_chunk: int | None = None,
+    rectify: str = "relu",
+) -> np.ndarray:
+    """Anomaly attention (paper Sec. 3.3) at encoder ``layer``, ``(N, H, W)`` float32.
+
+    For each image: split the encoder at ``layer`` (eval mode), draw the latent scores from
+    ``N(ref_mu - mu, ref_var + sigma^2)`` (Eq. 5; the mean ``ref_mu - mu`` if not ``sample``),
+    take the per-latent Grad-CAM maps, average them over the latent dims (Eq. 4) and over
+    ``num_samples`` independent draws, and upsample bilinearly to ``output_size`` (default
+    the input's ``(H, W)``). ``ref_mu``/``ref_var`` are the N(0, 1) prior by default or the
+    empirical statistics from :func:`vae_xai.attention.reference_statistics`. Batch ``b``
+    uses ``fold_in(key, b)``, so the maps are reproducible for a given ``batch_size``.
+    ``criterion="kl"`` differentiates each latent's KL divergence from the reference instead
+    of the Eq. 5 draw (see :func:`vae_xai.attention.anomaly_attention`); it is deterministic.
+    """
+    images = _check_images(images)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+    if criterion not in ANOMALY_CRITERIA:
+        raise ValueError(f"criterion must be one of {ANOMALY_CRITERIA}; got {criterion!r}")
+    if not sample or criterion == "kl":
+        num_samples = 1
+    size = tuple(images.shape[1:3]) if output_size is None else tuple(output_size)
+    ref_mu = jnp.asarray(ref_mu, jnp.float32)
+    ref_var = jnp.asarray(ref_var, jnp.float32)
+
+    @jax.jit
+    def run(x, k):
+        split = split_encoder(
+            model, variables, x, layer=layer, method="encode", dense_after=dense_after, train=False
+        )
+
+        def one(sample_key):
+            maps = anomaly_attention(
+                **split.attention_kwargs(),
+                key=sample_key,
+                ref_mu=ref_mu,
+                ref_var=ref_var,
+                sample=sample,
+                criterion=criterion,
+                rectify=rectify,
+                latent_chunk=latent_chunk,
+            )
+            return aggregate_attention(maps)
+
+        overall = jnp.mean(jax.lax.map(one, jax.random.split(k, num_samples)), axis=0)
+        return upsample(overall, size)
+
+    out = []
+    for b, (start, stop) in enumerate(_batches(len(images), batch_size)):
+        maps = run(_padded(images, start, stop, batch_size), jax.random.fold_in(key, b))
+        out.append(np.asarray(maps)[: stop - start])
+    return np.concatenate(out).astype(np.float32)
+
+
+def attention_maps_for_layers(
+    model: Any,
+    variables: Mapping[str, Any],
+    test_images: ArrayLike,
+    *,
+    layers: Sequence[str],
+    references: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    key: jax.Array,
+    dense_after: Callable[[str], str | None] = lambda layer: None,
+    sample: bool = True,
+    num_samples: int = 1,
+    criteria: Sequence[str] = ("difference",),
+    batch_size: int = 16,
+) -> dict[str, np.ndarray]:
+    """Anomaly attention maps ``(N, H, W)`` for every criterion, reference and layer.
+
+    Keys: :func:`attention_map_name` (``"attention_<ref>_<layer>"`` for the paper's
+    ``"difference"`` criterion, ``"attention_kl_<ref>_<layer>"`` for ``"kl"``).
+    ``references`` maps a name (e.g. ``"prior"``, ``"empirical"``) to ``(ref_mu, ref_var)``.
+    Every (reference, layer) pair uses the same ``key``, so they see the same noise draws.
+    """
+    out = {}
+    for criterion in criteria:
+        for ref_name, (ref_mu, ref_var) in references.items():
+            for layer in layers:
+                out[attention_map_name(criterion, ref_name, layer)] = anomaly_attention_maps(
+                    model,
+                    variables,
+                    test_images,
+                    layer=layer,
+                    key=key,
+                    ref_mu=ref_mu,
+                    ref_var=ref_var,
+                    sample=sample,
+                    num_samples=num_samples,
+                    criterion=criterion,
+                    dense_after=dense_after(layer),
+                    batch_size=batch_size,
+                )
+    return out
+
+
+def attention_map_name(criterion: str, reference: str, layer: str) -> str:
+    """The name of an anomaly attention map in results: ``attention[_kl]_<ref>_<layer>``."""
+    if criterion not in ANOMALY_CRITERIA:
+        raise ValueError(f"criterion must be one of {ANOMALY_CRITERIA}; got {criterion!r}")
+    prefix = "attention" if criterion == "difference" else f"attention_{criterion}"
+    return f"{prefix}_{reference}_{layer}"
+
+
+def reference_sets(
+    model: Any,
+    variables: Mapping[str, Any],
+    train_images: ArrayLike,
+    names: Sequence[str],
+    *,
+    batch_size: int = 32,
+) -> dict[str, tuple[np.ndarray | float, np.ndarray | float]]:
+    """Reference statistics ``{name: (ref_mu, ref_var)}`` for anomaly attention.
+
+    ``"prior"``: N(0, 1). ``"empirical"``: the aggregate posterior of the (normal) training
+    images in eval mode (:func:`vae_xai.attention.reference_statistics`).
+    """
+    out: dict[str, tuple[np.ndarray | float, np.ndarray | float]] = {}
+    for name in names:
+        if name == "prior":
+            out[name] = (0.0, 1.0)
+        elif name == "empirical":
+            mu, logvar = encoder_statistics(model, variables, train_images, batch_size=batch_size)
+            ref_mu, ref_var = reference_statistics(mu, logvar)
+            out[name] = (np.asarray(ref_mu), np.asarray(ref_var))
+        else:
+            raise ValueError(f'reference statistics must be "prior" or "empirical"; got {name!r}')
+    return out
+
+
+REFERENCES = ("prior", "empirical")
+
+
+# ----------------------------------------------------------------------------- context
+
+
+@dataclasses.dataclass
+class Context:
+    """What map producers and evaluators share for one evaluation.
+
+    ``test_images`` ``(N, H, W, C)`` in [0, 1], ``masks`` ``(N, H, W)``, ``labels`` ``(N,)``
+    (1 anomalous), ``groups`` ``(N,)`` defect types (or ``None``); ``dense_after(layer)``
+    names the Dense after ``layer`` (the fast attention path) or ``None``; attention noise
+    comes from ``jax.random.key(seed)``; every model pass runs in batches of ``batch_size``;
+    figures go to ``figure_dir`` (none if ``None``), titled ``title``.
+    """
+
+    model: Any
+    variables: Mapping[str, Any]
+    train_images: ArrayLike
+    test_images: ArrayLike
+    masks: ArrayLike
+    labels: ArrayLike
+    groups: ArrayLike | None = None
+    dense_after: Callable[[str], str | None] = lambda layer: None
+    seed: int = 0
+    batch_size: int = 16
+    figure_dir: str | pathlib.Path | None = None
+    title: str | None = None
+    _references: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.test_images = _check_images(self.test_images)
+
+    @property
+    def key(self) -> jax.Array:
+        return jax.random.key(self.seed)
+
+    def reference(self, name: str) -> tuple[Any, Any]:
+        """``(ref_mu, ref_var)`` of reference ``name`` (:func:`reference_sets`), computed once."""
+        if name not in self._references:
+            self._references.update(
+                reference_sets(
+                    self.model,
+                    self.variables,
+                    self.train_images,
+                    (name,),
+                    batch_size=self.batch_size,
+                )
+            )
+        return self._references[name]
+
+    def display_groups(self) -> np.ndarray:
+        """``groups``, or ``"normal"``/``"anomalous"`` from ``labels`` (one figure each)."""
+        if self.groups is not None:
+            return np.asarray(self.groups)
+        return np.where(np.asarray(self.labels) > 0, "anomalous", "normal")
+
+
+# ----------------------------------------------------------------------------- producers
+
+
+class MapProducer(Protocol):
+    """A named map type: ``produce(ctx) -> (N, H, W)`` float32 over ``ctx.test_images``."""
+
+    name: str
+
+    def produce(self, ctx: Context) -> np.ndarray: ...
+
+
+PRODUCERS: dict[str, type] = {}
+
+
+def register_producer(kind: str) -> Callable[[type], type]:
+    """Class decorator: make a producer buildable by ``kind`` (:data:`PRODUCERS`)."""
+
+    def register(cls: type) -> type:
+        if kind in PRODUCERS:
+            raise ValueError(f"map producer {kind!r} is already registered")
+        PRODUCERS[kind] = cls
+        cls.kind = kind
+        return cls
+
+    return register
+
+
+@register_producer("recon")
+@dataclasses.dataclass(frozen=True)
+class ReconstructionError:
+    """:func:`reconstruction_error_maps` at ``z = mu`` (eval mode)."""
+
+    name: ClassVar[str] = "recon"
+
+    def produce(self, ctx: Context) -> np.ndarray:
+        return reconstruction_error_maps(
+            ctx.model, ctx.variables, ctx.test_images, batch_size=ctx.batch_size
+        )
+
+
+@register_producer("center_prior")
+@dataclasses.dataclass(frozen=True)
+class CenterPrior:
+    """:func:`center_prior_maps`: model-free, minus the distance to the image centre."""
+
+    name: ClassVar[str] = "center_prior"
+
+    def produce(self, ctx: Context) -> np.ndarray:
+        return center_prior_maps(np.shape(ctx.test_images)[:3])
+
+
+@register_producer("intensity")
+@dataclasses.dataclass(frozen=True)
+class Intensity:
+    """:func:`intensity_maps`: model-free, the input averaged over channels."""
+
+    name: ClassVar[str] = "intensity"
+
+    def produce(self, ctx: Context) -> np.ndarray:
+        return intensity_maps(ctx.test_images)
+
+
+@register_producer("attention")
+@dataclasses.dataclass(frozen=True)
+class AnomalyAttention:
+    """:func:`anomaly_attention_maps` for one ``criterion x reference x layer``.
+
+    Every instance draws from ``ctx.key`` (the same noise for every reference and layer, as
+    :func:`attention_maps_for_layers` does).
+    """
+
+    criterion: str
+    reference: str
+    layer: str
+    sample: bool = True
+    num_samples: int = 1
+
+    def __post_init__(self) -> None:
+        if self.criterion not in ANOMALY_CRITERIA:
+            raise ValueError(f"criterion must be one of {ANOMALY_CRITERIA}; got {self.criterion!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(
+                f'reference statistics must be "prior" or "empirical"; got {self.reference!r}'
+            )
+
+    @property
+    def name(self) -> str:
+        return attention_map_name(self.criterion, self.reference, self.layer)
+
+    def produce(self, ctx: Context) -> np.ndarray:
+        ref_mu, ref_var = ctx.reference(self.reference)
+        return anomaly_attention_maps(
+            ctx.model,
+            ctx.variables,
+            ctx.test_images,
+            layer=self.layer,
+            key=ctx.key,
+            ref_mu=ref_mu,
+            ref_var=ref_var,
+            sample=self.sample,
+            num_samples=self.num_samples,
+            criterion=self.criterion,
+            dense_after=ctx.dense_after(self.layer),
+            batch_size=ctx.batch_size,
+        )
+
+
+# The model-free producers, named in ``eval.baselines``.
+BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "center_prior": lambda images: center_prior_maps(np.shape(images)[:3]),
+    "intensity": intensity_maps,
+}
+
+
+def producers_from_config(eval_config: Mapping[str, Any]) -> list[MapProducer]:
+    """The producers an experiment's ``config.eval`` selects, in results order.
+
+    ``"recon"``, then each of ``baselines`` (default ``("center_prior",)``), then anomaly
+    attention for each ``criteria`` (default ``("difference",)``) x ``references`` (default
+    ``("prior", "empirical")``) x ``layers``, with ``sample``/``num_samples``. An unknown
+    name is a :class:`~vae_xai.validation.ConfigError` naming the field.
+    """
+    e = dict(eval_config)
+    baselines = tuple(e.get("baselines", ("center_prior",)))
+    criteria = tuple(e.get("criteria", ("difference",)))
+    references = tuple(e.get("references", REFERENCES))
+    layers = tuple(e.get("layers", ()))
+    for field, names, known in (
+        ("eval.baselines", baselines, tuple(BASELINES)),
+        ("eval.criteria", criteria, ANOMALY_CRITERIA),
+        ("eval.references", references, REFERENCES),
+    ):
+        for name in names:
+            if name not in known:
+                raise validation.ConfigError(
+                    field, f"unknown map producer {name!r}; choose from {sorted(known)}"
+                )
+    sample = bool(e.get("sample", True))
+    num_samples = int(e.get("num_samples", 1))
+    out: list[MapProducer] = [ReconstructionError()]
+    out += [PRODUCERS[name]() for name in baselines]
+    out += [
+        AnomalyAttention(c, r, layer, sample=sample, num_samples=num_samples)
+        for c in criteria
+        for r in references
+        for layer in layers
+    ]
+    return out

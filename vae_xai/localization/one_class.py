@@ -1,0 +1,341 @@
+"""One-class VAE experiments: train on normal images, produce maps, run the evaluators.
+
+:func:`train_and_evaluate` is what the one-class launchers (MNIST localization control,
+MVTec-AD, UCSD Ped1) call: it trains (or resumes) through :func:`vae_xai.train.train` and
+evaluates through :func:`evaluate` with the producers and evaluators that ``config.eval``
+selects (:func:`vae_xai.localization.maps.producers_from_config`,
+:func:`vae_xai.localization.evaluators.evaluators_from_config`). :func:`check_config` builds
+both from the config before any work, so a bad entry fails in seconds, naming the field.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import numpy as np
+import optax
+from jax.typing import ArrayLike
+
+from data_pipelines import batching
+from vae_xai import train as train_lib
+from vae_xai import validation
+from vae_xai import workdir as workdir_lib
+from vae_xai.localization.evaluators import Evaluator, collect, evaluators_from_config
+from vae_xai.localization.maps import (
+    ANOMALY_CRITERIA,
+    BASELINES,
+    REFERENCES,
+    Context,
+    MapProducer,
+    producers_from_config,
+)
+from vae_xai.train import TrainState
+
+Likelihood = Literal["gaussian", "bernoulli"]
+AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+init_state = train_lib.init_state  # moved to vae_xai.train; kept here under its old name
+
+
+# The keys of an experiment's ``config.train``: the ELBO's hyperparameters and the schedule.
+TRAIN_KEYS = (
+    "num_steps",
+    "batch_size",
+    "learning_rate",
+    "beta",
+    "likelihood",
+    "variance",
+    "checkpoint_every",
+    "log_every",
+)
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+    """``{"params": ..., **model_state}``: the variables for ``model.apply`` in eval mode."""
+    return {"params": state.params, **state.model_state}
+
+
+def epoch_batch_fn(
+    images: np.ndarray, batch_size: int, *, seed: int = 0
+) -> Callable[[int], dict[str, np.ndarray]]:
+    """``step -> {"image": (batch_size, H, W, C)}``, a deterministic function of ``step``.
+
+    :func:`data_pipelines.batching.epoch_batch_fn` with each batch in index order (how the
+    one-class launchers have always batched): epoch ``e`` visits the permutation of
+    ``default_rng([seed, e])``; incomplete last batches are dropped.
+    """
+    return batching.epoch_batch_fn({"image": images}, batch_size, seed=seed, sort_within_batch=True)
+
+
+def _train(
+    model: Any,
+    images: np.ndarray,
+    *,
+    workdir: str | pathlib.Path,
+    num_steps: int,
+    batch_size: int,
+    learning_rate: float = 3e-4,
+    beta: float = 1.0,
+    likelihood: Likelihood = "gaussian",
+    variance: float = 0.5,
+    augment: AugmentFn | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    log_every: int = 50,
+    progress: bool = True,
+) -> tuple[TrainState, train_lib.TrainInfo]:
+    """Adam on the ELBO of normal ``images`` ``(N, H, W, C)``, via :func:`vae_xai.train.train`."""
+    images = np.asarray(images, np.float32)
+    optimizer = optax.adam(learning_rate)
+    state = train_lib.init_state(model, optimizer, images.shape[1:], seed=seed)
+    update = train_lib.vae_update_fn(
+        model, optimizer, beta=beta, likelihood=likelihood, variance=variance, augment=augment
+    )
+    return train_lib.train(
+        state,
+        update,
+        epoch_batch_fn(images, batch_size, seed=seed),
+        workdir=workdir,
+        num_steps=num_steps,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        progress=progress,
+    )
+
+
+# The keys an experiment's ``config.eval`` may hold (read by the producers and evaluators).
+EVAL_KEYS = (
+    "layers",
+    "references",
+    "criteria",
+    "baselines",
+    "sample",
+    "num_samples",
+    "batch_size",
+    "max_fpr",
+    "image_score",
+    "overlay_layer",
+    "overlays_per_group",
+    "evaluators",
+)
+
+
+def from_config(eval_config: Mapping[str, Any]) -> tuple[list[MapProducer], list[Evaluator]]:
+    """The map producers and evaluators that ``config.eval`` selects.
+
+    An unknown key, an unknown producer (``baselines``, ``criteria``, ``references``) or
+    evaluator (``evaluators``), or an ``overlay_layer`` not among ``layers`` is a
+    :class:`~vae_xai.validation.ConfigError` naming the field.
+    """
+    e = dict(eval_config)
+    unknown = set(e) - set(EVAL_KEYS)
+    if unknown:
+        raise validation.ConfigError("eval", f"unknown eval config keys: {sorted(unknown)}")
+    producers = producers_from_config(e)
+    evaluators = evaluators_from_config(e, produced=[p.name for p in producers])
+    return producers, evaluators
+
+
+def evaluate(
+    ctx: Context, producers: Sequence[MapProducer], evaluators: Sequence[Evaluator]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Produce every map, run every evaluator over them, nest their pairs.
+
+    Returns ``(results, maps)``: ``results`` from :func:`~vae_xai.localization.evaluators.
+    collect` (``"metrics"``, ``"latent_detection"``, ``"figures"``, ...) plus
+    ``"eval_wall_s"``; ``maps`` the ``(N, H, W)`` maps by name, in producer order.
+    """
+    t0 = time.perf_counter()
+    maps: dict[str, np.ndarray] = {}
+    for producer in producers:
+        if producer.name in maps:
+            raise ValueError(f"two map producers are named {producer.name!r}")
+        maps[producer.name] = producer.produce(ctx)
+    results = collect(itertools.chain.from_iterable(e.run(ctx, maps) for e in evaluators))
+    results["eval_wall_s"] = time.perf_counter() - t0
+    return results, maps
+
+
+def evaluate_one_class(
+    model: Any,
+    variables: Mapping[str, Any],
+    *,
+    train_images: ArrayLike,
+    test_images: ArrayLike,
+    masks: ArrayLike,
+    labels: ArrayLike,
+    groups: ArrayLike | None = None,
+    layers: Sequence[str],
+    references: Sequence[str] = REFERENCES,
+    dense_after: Callable[[str], str | None] = lambda layer: None,
+    sample: bool = True,
+    num_samples: int = 1,
+    criteria: Sequence[str] = ("difference",),
+    batch_size: int = 16,
+    seed: int = 0,
+    max_fpr: float = 0.3,
+    image_score: Literal["max", "mean"] = "max",
+    figure_dir: str | pathlib.Path | None = None,
+    overlay_layer: str | None = None,
+    overlays_per_group: int = 4,
+    title: str | None = None,
+    baselines: Sequence[str] = ("center_prior",),
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Reconstruction-error and anomaly-attention maps on a test set, their metrics, figures.
+
+    The keyword form of :func:`evaluate` with every producer and evaluator (the entries are
+    those of ``config.eval``, see :func:`from_config`): maps ``"recon"``, the ``baselines``
+    (:data:`~vae_xai.localization.maps.BASELINES`) and the anomaly attention
+    ``attention[_kl]_<ref>_<layer>`` for each criterion x reference x layer, noise from
+    ``jax.random.key(seed)``; metrics overall and per group; with ``figure_dir``, ``roc.png``
+    and one ``overlay_<group>.png`` per group (``groups``, or normal/anomalous from
+    ``labels``) showing the maps at ``overlay_layer`` (default: the first of ``layers``).
+
+    Returns:
+      ``(results, maps)``: ``results = {"metrics": evaluate_maps(...), "latent_detection":
+      latent_detection(...), "figures": [...], "eval_wall_s": float}``; ``maps`` the
+      ``(N, H, W)`` maps by name.
+    """
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline map {unknown[0]!r}; choose from {sorted(BASELINES)}")
+    producers, evaluators = from_config(
+        dict(
+            layers=tuple(layers),
+            references=tuple(references),
+            criteria=tuple(criteria),
+            baselines=tuple(baselines),
+            sample=sample,
+            num_samples=num_samples,
+            max_fpr=max_fpr,
+            image_score=image_score,
+            overlay_layer=overlay_layer,
+            overlays_per_group=overlays_per_group,
+        )
+    )
+    ctx = Context(
+        model=model,
+        variables=variables,
+        train_images=train_images,
+        test_images=test_images,
+        masks=masks,
+        labels=labels,
+        groups=groups,
+        dense_after=dense_after,
+        seed=seed,
+        batch_size=batch_size,
+        figure_dir=figure_dir,
+        title=title,
+    )
+    return evaluate(ctx, producers, evaluators)
+
+
+def check_config(model: Any, config: Any, input_shape: Sequence[int]) -> None:
+    """Validate a one-class experiment config (``seed``, ``train``, ``eval``) before any work.
+
+    ``train`` holds keys of :data:`TRAIN_KEYS` (the ELBO and schedule) with
+    ``num_steps >= 1`` and positive periods, batch size and learning rate; ``eval`` must
+    build its producers and evaluators (:func:`from_config`) and its ``layers`` must be
+    ``(B, h, w, c)`` feature maps of ``model.encode`` (checked by a shape-only trace on
+    inputs ``(1, *input_shape)``). Raises :class:`~vae_xai.validation.ConfigError` naming
+    the field.
+    """
+    v = validation
+    train_keys = set(TRAIN_KEYS)
+    unknown = set(config.train.keys()) - train_keys
+    if unknown:
+        raise v.ConfigError("train", f"unknown keys {sorted(unknown)}; known: {sorted(train_keys)}")
+    v.at_least(config, "train.num_steps", 1)
+    v.positive(config, "train.learning_rate")
+    v.at_least(config, "train.batch_size", 1)
+    v.at_least(config, "train.checkpoint_every", 1)
+    v.at_least(config, "train.log_every", 1)
+    if "likelihood" in config.train:
+        v.one_of(config, "train.likelihood", ("gaussian", "bernoulli"))
+    e = config.eval
+    unknown = set(e.keys()) - set(EVAL_KEYS)
+    if unknown:
+        raise v.ConfigError("eval", f"unknown eval config keys: {sorted(unknown)}")
+    v.non_empty(config, "eval.layers")
+    v.model_layers(model, input_shape, tuple(e.layers), "eval.layers", train=False)
+    if "references" in e:
+        v.subset(config, "eval.references", REFERENCES)
+    if "criteria" in e:
+        v.subset(config, "eval.criteria", ANOMALY_CRITERIA)
+    if "baselines" in e:
+        v.subset(config, "eval.baselines", tuple(BASELINES), allow_empty=True)
+    for key in ("batch_size", "num_samples", "overlays_per_group"):
+        if key in e:
+            v.at_least(config, f"eval.{key}", 1)
+    if "image_score" in e:
+        v.one_of(config, "eval.image_score", ("max", "mean"))
+    if "max_fpr" in e and not 0 < e.max_fpr <= 1:
+        raise v.ConfigError("eval.max_fpr", f"must be in (0, 1]; got {e.max_fpr!r}")
+    from_config(_as_dict(e))  # unknown evaluators, overlay_layer among the layers
+
+
+def _as_dict(section: Any) -> dict[str, Any]:
+    return section.to_dict() if hasattr(section, "to_dict") else dict(section)
+
+
+def train_and_evaluate(
+    model: Any,
+    config: Any,
+    *,
+    run: workdir_lib.Run,
+    train_images: ArrayLike,
+    test: Mapping[str, ArrayLike],
+    dense_after: Callable[[str], str | None] = lambda layer: None,
+    augment: AugmentFn | None = None,
+    title: str | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any], workdir_lib.Evaluation]:
+    """What every one-class launcher does: train (or resume) on ``train_images``, evaluate.
+
+    ``config`` is an experiment config with ``seed``, ``train`` (keys of :data:`TRAIN_KEYS`;
+    Adam on the ELBO through :func:`vae_xai.train.train`) and ``eval`` (the producers and
+    evaluators, :func:`from_config`), already checked by :func:`check_config`; ``run`` is the
+    started run of the workdir (:func:`vae_xai.workdir.start`). ``test`` holds ``"image"``,
+    ``"mask"``, ``"label"`` and optionally ``"defect"`` (the per-image group for per-defect
+    metrics). Figures go to the evaluation's own folder
+    (``workdir/evaluations/step<N>_<hash>/figures``).
+
+    Returns:
+      ``(train_info, evaluation_results, evaluation)`` from :func:`vae_xai.train.train`,
+      :func:`evaluate` and :meth:`vae_xai.workdir.Run.evaluation`; the launcher adds its
+      fields and calls ``evaluation.save_results(results)``.
+    """
+    eval_config = _as_dict(config.eval)
+    producers, evaluators = from_config(eval_config)
+    state, train_info = _train(
+        model,
+        train_images,
+        workdir=run.workdir,
+        augment=augment,
+        seed=config.seed,
+        progress=progress,
+        **_as_dict(config.train),
+    )
+    evaluation = run.evaluation(run.eval_config(config), step=train_info["steps"])
+    ctx = Context(
+        model=model,
+        variables=variables_of(state),
+        train_images=train_images,
+        test_images=test["image"],
+        masks=test["mask"],
+        labels=test["label"],
+        groups=test.get("defect"),
+        dense_after=dense_after,
+        seed=config.seed,
+        batch_size=eval_config.get("batch_size", 16),
+        figure_dir=evaluation.dir / "figures",
+        title=None if title is None else f"{title}, {train_info['steps']} steps",
+    )
+    results, _ = evaluate(ctx, producers, evaluators)
+    return train_info, results, evaluation

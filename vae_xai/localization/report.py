@@ -1,0 +1,61 @@
+"""Reporting a one-class evaluation: the note on result names, a text table, results.json."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from vae_xai import workdir as workdir_lib
+
+__all__ = ["RESULT_NAMES_NOTE", "print_report", "save_results", "summary_table"]
+
+# What the names in evaluate_one_class's results mean (copied into experiments' results.json).
+RESULT_NAMES_NOTE = (
+    "recon = per-pixel squared reconstruction error at z=mu (summed over channels); "
+    "center_prior = a model-free map, minus the distance to the image centre (a floor); "
+    "intensity (where computed) = another model-free map, the input's mean over channels; "
+    "attention_<ref>_<layer> = anomaly attention (paper Eq. 5, sampled difference score) with "
+    "the N(0,1) prior or the empirical training statistics as reference; "
+    "attention_kl_<ref>_<layer> = the same maps with each latent's KL divergence from the "
+    "reference as the score (our extension); image_auroc scores an image by the max of its map; "
+    "latent_detection = image AUROC of the total latent KL from the reference (can the "
+    "encoder tell anomalies apart at all?)."
+)
+
+
+def save_results(evaluation: workdir_lib.Evaluation, results: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a launcher's results to the evaluation's ``results.json`` (atomically, with the
+    run's identity and the evaluation's config) and link it as ``workdir/results.json``;
+    returns what was written (see :meth:`vae_xai.workdir.Evaluation.save_results`)."""
+    return evaluation.save_results(results)
+
+
+def print_report(results: Mapping[str, Any], path: str | pathlib.Path) -> None:
+    """Print a one-class launcher's :func:`summary_table` and where its results.json is."""
+    print(summary_table(results.get("metrics", {}), results.get("latent_detection")))
+    print(f"results: {path}")
+
+
+def summary_table(
+    metrics_by_map: Mapping[str, Mapping[str, Any]],
+    latent_detection: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """A plain-text table of the overall metrics of each map type (for logs).
+
+    With ``latent_detection`` (from :func:`latent_detection`), one more line per reference
+    gives the image AUROC of the latent code's KL score.
+    """
+    cols = ("pixel_auroc", "best_iou", "aupro", "image_auroc")
+    width = max((len(n) for n in metrics_by_map), default=3) + 2
+    lines = ["map".ljust(width) + "".join(c.rjust(13) for c in cols)]
+    for name, entry in metrics_by_map.items():
+        vals = entry["overall"]
+        cells = ["-" if vals[c] is None else f"{vals[c]:.4f}" for c in cols]
+        lines.append(name.ljust(width) + "".join(c.rjust(13) for c in cells))
+    for name, entry in (latent_detection or {}).items():
+        auroc = entry["overall"]
+        lines.append(
+            f"image AUROC of the latent {name} score: {'-' if auroc is None else f'{auroc:.4f}'}"
+        )
+    return "\n".join(lines)
