@@ -50,6 +50,7 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
     launch.no_arguments(argv)
+    launch.start_distributed()
     launch.require("workdir", "--workdir is required")
     FLAGS = flags.FLAGS
     out = lib.train_and_evaluate(

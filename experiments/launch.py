@@ -19,7 +19,14 @@ from experiments.configs import CONFIG_DIR
 from vae_xai.seeds import parse_seeds
 from vae_xai.validation import ConfigError
 
-__all__ = ["define_common_flags", "no_arguments", "require", "seeds"]
+__all__ = [
+    "define_common_flags",
+    "define_distributed_flags",
+    "no_arguments",
+    "require",
+    "seeds",
+    "start_distributed",
+]
 
 FLAGS = flags.FLAGS
 
@@ -53,6 +60,36 @@ def define_common_flags(
         )
     if data_dir_help:
         flags.DEFINE_string("data_dir", None, data_dir_help)
+    define_distributed_flags()
+
+
+def define_distributed_flags() -> None:
+    """``--coordinator_address``, ``--num_processes``, ``--process_id``, ``--distributed``
+    (:mod:`vae_xai.distributed`; every launcher has them)."""
+    flags.DEFINE_string(
+        "coordinator_address", None, "HOST:PORT of process 0 for multi-process training."
+    )
+    flags.DEFINE_integer("num_processes", None, "Number of processes (with coordinator).")
+    flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
+    flags.DEFINE_bool(
+        "distributed", False, "Start jax.distributed with auto-detection (TPU pods, SLURM)."
+    )
+
+
+def start_distributed() -> bool:
+    """Start ``jax.distributed`` as the flags say (a no-op without them); a bad combination
+    is a usage error before anything connects. Returns whether several processes run."""
+    from vae_xai import distributed
+
+    try:
+        return distributed.initialize(
+            FLAGS.coordinator_address,
+            FLAGS.num_processes,
+            FLAGS.process_id,
+            auto=FLAGS.distributed,
+        )
+    except distributed.DistributedConfigError as err:
+        raise app.UsageError(str(err)) from err
 
 
 def no_arguments(argv: Sequence[str]) -> None:

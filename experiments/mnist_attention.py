@@ -28,6 +28,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     launch.no_arguments(argv)
+    launch.start_distributed()
     FLAGS = flags.FLAGS
     launch.require("workdir", "--workdir is required (checkpoints, figures, results.json)")
     if FLAGS.source == "idx":

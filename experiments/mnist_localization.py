@@ -28,6 +28,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     launch.no_arguments(argv)
+    launch.start_distributed()
     launch.require(
         "data_dir",
         "--data_dir is required: the folder with the four MNIST IDX files "

@@ -32,6 +32,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     launch.no_arguments(argv)
+    launch.start_distributed()
     launch.require(
         "data_dir",
         "--data_dir is required: the folder holding the MVTec-AD category folders "

@@ -32,6 +32,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     launch.no_arguments(argv)
+    launch.start_distributed()
     launch.require("data_dir", "--data_dir is required (the folder of the MVTec-AD categories)")
     launch.require("workdir", "--workdir is required (a trained mvtec_localization run)")
     FLAGS = flags.FLAGS

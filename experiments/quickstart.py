@@ -28,6 +28,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     launch.no_arguments(argv)
+    launch.start_distributed()
     launch.require("workdir", "--workdir is required (default workdirs/quickstart)")
     FLAGS = flags.FLAGS
     results = lib.train_and_evaluate(FLAGS.config, FLAGS.workdir, seeds=launch.seeds())

@@ -35,6 +35,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     launch.no_arguments(argv)
+    launch.start_distributed()
     launch.require(
         "data_dir",
         "--data_dir is required: the extracted UCSD_Anomaly_Dataset.v1p2 folder "

@@ -125,3 +125,20 @@ def test_process_rows_split_the_global_batch_in_order():
     assert np.concatenate([np.arange(12)[r] for r in rows]).tolist() == list(range(12))
     with pytest.raises(distributed.DistributedConfigError, match="multiple of 3"):
         distributed.process_rows(10, process_index=0, process_count=3)
+
+
+def test_launcher_refuses_partial_distributed_flags_before_any_work(tmp_path):
+    """Every training launcher has the distributed flags; a bad combination is a usage error
+    naming the missing flag, before any data, workdir or compilation."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.quickstart", f"--workdir={tmp_path / 'w'}"]
+        + ["--num_processes=2", "--process_id=1"],
+        env=_env(1),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "coordinator_address" in proc.stderr
+    assert not (tmp_path / "w").exists()

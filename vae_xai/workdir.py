@@ -40,6 +40,8 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import jax
+
 __all__ = [
     "RUN_FILE",
     "SEEDS_FILE",
@@ -118,9 +120,12 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
     """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``.
 
     A reader (or a crash) sees the old file or the new one, never half of one. Values JSON
-    cannot hold are written with ``str``.
+    cannot hold are written with ``str``. With several processes (:mod:`vae_xai.distributed`)
+    only process 0 writes; the others return the path unwritten.
     """
     path = pathlib.Path(path)
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with tmp.open("w") as f:
