@@ -56,9 +56,9 @@ def _ensemble(tmp_path, num_steps: int):
     )
 
 
-def _close(a, b):
+def _close(a, b, atol=1e-6):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=atol)
 
 
 @pytest.mark.slow
@@ -100,3 +100,28 @@ def test_bad_members_are_named():
         ensemble.fit_ensemble(
             [_state(0, optimizer)], None, [], seeds=[0], workdir="unused", num_steps=1
         )
+
+
+@pytest.mark.slow
+def test_dsprites_launcher_ensemble_equals_separate_seeds(tmp_path):
+    """--ensemble in the Table 3 launcher (AD-FactorVAE: L_AD's second-order gradient under
+    vmap): each seed's checkpoint equals the separately trained seed's."""
+    from experiments.configs.dsprites_disentanglement import get_config
+    from vae_xai import workdir as workdir_lib
+    from vae_xai.experiments import dsprites_disentanglement as dd
+
+    config = get_config("ad_factorvae,smoke")
+    config.checkpoint_every = 1
+    dd.train_and_evaluate(config, tmp_path / "ens", seeds=[0, 1], skip_eval=True, ensemble=True)
+    dd.train_and_evaluate(config, tmp_path / "sep", seeds=[0, 1], skip_eval=True)
+    for seed in (0, 1):
+        _, template, _, _ = dd.build(config, seed)
+        a = train.restore_params(tmp_path / "ens" / f"seed_{seed}", template)
+        b = train.restore_params(tmp_path / "sep" / f"seed_{seed}", template)
+        assert int(a.step) == int(b.step) == config.num_steps
+        # vmapped convs round differently; Adam turns that into differences of ~1e-5 in a
+        # handful of weights whose gradient is near zero (2 of 131,072 seen)
+        _close(a.params, b.params, atol=5e-5)
+    # separately trained seeds are not taken over by an ensemble
+    with pytest.raises(workdir_lib.WorkdirError, match="trained separately"):
+        dd.train_and_evaluate(config, tmp_path / "sep", seeds=[0, 1], skip_eval=True, ensemble=True)

@@ -33,6 +33,7 @@ from data_pipelines.dsprites_gt import DSpritesGroundTruth, make_batch_fn
 from experiments import paper
 from experiments.configs.dsprites_disentanglement import FIELDS, METHODS, validate
 from vae_xai import disentangle as dis
+from vae_xai import ensemble as ensemble_lib
 from vae_xai import losses, plots, train, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
@@ -136,6 +137,44 @@ def train_seed(
         log_every=config.log_every,
     )
     return model, state, info["total_wall_s"]
+
+
+ENSEMBLE_DIR = "ensemble"
+
+
+def train_ensemble(config: ml_collections.ConfigDict, workdir: pathlib.Path, seeds: Sequence[int]):
+    """Train (or resume) all ``seeds`` as one vmapped step (:mod:`vae_xai.ensemble`) in
+    ``workdir/ensemble``; each member is exported as the ordinary checkpoint of
+    ``workdir/seed_N``, so :func:`train_seed` then finds it trained. Member ``i`` equals
+    the separate run of its seed to float tolerance (``tests/test_ensemble.py``)."""
+    ens_dir = workdir / ENSEMBLE_DIR
+    if workdir_lib.trained_step(ens_dir) is None:
+        started = [s for s in seeds if workdir_lib.trained_step(workdir / f"seed_{s}") is not None]
+        if started:
+            raise workdir_lib.WorkdirError(
+                f"{workdir}: seeds {started} were trained separately (seed_N/checkpoints) and "
+                "there is no ensemble checkpoint: continue them without --ensemble, or use "
+                "another --workdir"
+            )
+    built = [build(config, seed) for seed in seeds]
+    states = [b[1] for b in built]
+    update, keys = built[0][2], built[0][3]
+    batch_fns = [
+        make_batch_fn(DATA_SEED_OFFSET + seed, config.batch_size, keys=keys) for seed in seeds
+    ]
+    t0 = time.time()
+    ensemble_lib.fit_ensemble(
+        states,
+        update,
+        batch_fns,
+        seeds=list(seeds),
+        workdir=ens_dir,
+        member_workdirs=[workdir / f"seed_{s}" for s in seeds],
+        num_steps=config.num_steps,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+    )
+    logging.info("ensemble of seeds %s trained in %.0f s", list(seeds), time.time() - t0)
 
 
 def check_compare_run(workdir: pathlib.Path, seeds: Sequence[int]) -> ml_collections.ConfigDict:
@@ -360,6 +399,7 @@ def train_and_evaluate(
     compare_workdir: str | pathlib.Path | None = None,
     skip_eval: bool = False,
     official_dsprites: str | None = None,
+    ensemble: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate every seed; writes and returns this evaluation's ``results.json``
     (the results schema, :mod:`vae_xai.results`: the seeds' numbers under ``per_seed``, the
@@ -373,7 +413,9 @@ def train_and_evaluate(
     Before any work: the config is validated, ``compare_workdir`` (if given) must be a
     finished run, ``official_dsprites`` is loaded (a bad path fails fast), and the workdir's
     run record is checked (:func:`vae_xai.workdir.start`: another method, latent size, ...
-    is refused). The evaluation of a seed lives in
+    is refused). ``ensemble``: the seeds train as one vmapped step first
+    (:func:`train_ensemble`; pays on accelerators, not on a 2-core CPU). The evaluation of a
+    seed lives in
     ``workdir/evaluations/step<N>_<hash>/seed_<seed>/`` and is reused when it exists.
     """
     validate(config)
@@ -405,6 +447,8 @@ def train_and_evaluate(
             per_seed = json.loads(evaluation.results_path.read_text()).get("per_seed", {})
 
     out: dict[str, Any] = {}
+    if ensemble:
+        train_ensemble(config, workdir, seeds)
     for seed in seeds:
         model, state, wall = train_seed(config, workdir / f"seed_{seed}", seed)
         step = int(state.step)
