@@ -131,6 +131,14 @@ JOBS: tuple[Job, ...] = (
 )
 
 
+def num_steps(config: Any) -> int:
+    """A config's training steps (``num_steps``, or ``train.num_steps`` for the one-class
+    localization configs)."""
+    if "num_steps" in config:
+        return int(config.num_steps)
+    return int(config.train.num_steps)
+
+
 def select(names: Sequence[str] | None, jobs: Sequence[Job] = JOBS) -> list[Job]:
     """The jobs named (by job name or table, e.g. ``table3`` or ``table3_factorvae``)."""
     if not names:
@@ -156,7 +164,7 @@ def estimate(
     out: dict[str, Any] = {"jobs": {}, "tables": {}, "probe_steps": steps}
     for job in jobs:
         config = job.config(overrides)
-        entry: dict[str, Any] = {"table": job.table, "num_steps": int(config.num_steps)}
+        entry: dict[str, Any] = {"table": job.table, "num_steps": num_steps(config)}
         try:
             job.data_dir(data_dir)
         except FileNotFoundError as err:
