@@ -411,7 +411,8 @@ def _conv_general_dilated(impl: Impl):
 # grey channels) runs off XLA CPU's fast convolution path: forward and both gradients of the
 # ResNet decoder's 3x3 8->3 output conv at 128 px take 1.6x as long as the same conv padded to 8
 # output channels (zero kernel columns, sliced off after). Not applied to the sub-pixel conv of
-# a transposed conv to 1 channel (4 phase channels): measured 7% slower padded. Padding the
+# a transposed conv to 1 channel (4 phase channels): measured 7% slower padded. (One-off
+# timings on the 2-core development CPU, jax 0.10.2, 2026-12-02.) Padding the
 # kernel is exact: the sliced-off outputs never reach the loss, so their kernel columns get no
 # gradient.
 MIN_OUT_CHANNELS = 8

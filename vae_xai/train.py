@@ -120,22 +120,28 @@ def init_state(
     return create_state(params, optimizer, variables)
 
 
-def jit_step(update_fn: UpdateFn, mesh: Mesh, seed: int = 0) -> Callable[..., Any]:
-    """Compile ``update_fn`` for the mesh: ``step(state, batch) -> (state, metrics)``.
-
-    The state is donated (its buffers are reused for the new state) and replicated; the batch
-    is sharded over ``"data"``; the per-step key is ``fold_in(key(seed), state.step)``.
-    """
+def _keyed_step(update_fn: UpdateFn, seed: int) -> Callable[..., Any]:
+    """``update_fn`` with the per-step key ``fold_in(key(seed), state.step)`` and the step
+    counter advanced: one step of :func:`jit_step`, and the scan body of :func:`jit_steps`."""
     base_key = jax.random.key(seed)
-    rep = replicated(mesh)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(base_key, state.step)
         new_state, metrics = update_fn(state, batch, key)
         return new_state.replace(step=state.step + 1), metrics
 
+    return step
+
+
+def jit_step(update_fn: UpdateFn, mesh: Mesh, seed: int = 0) -> Callable[..., Any]:
+    """Compile ``update_fn`` for the mesh: ``step(state, batch) -> (state, metrics)``.
+
+    The state is donated (its buffers are reused for the new state) and replicated; the batch
+    is sharded over ``"data"``; the per-step key is ``fold_in(key(seed), state.step)``.
+    """
+    rep = replicated(mesh)
     return jax.jit(
-        step,
+        _keyed_step(update_fn, seed),
         in_shardings=(rep, batch_sharding(mesh)),
         out_shardings=(rep, rep),
         donate_argnums=(0,),
@@ -156,20 +162,16 @@ def jit_steps(
 
     ``unroll`` (default: on the CPU backend only) writes the ``steps`` steps out instead of
     a loop: XLA CPU runs our conv steps inside a while loop about 35x slower (a block of two
-    quickstart steps took 7.6 s rolled, 0.2 s unrolled, one step 0.12 s), while accelerators
+    quickstart steps took 7.6 s rolled, 0.2 s unrolled, one step 0.12 s; one-off timing on the
+    2-core development CPU, jax 0.10.2, 2026-12-02), while accelerators
     want the rolled loop (compile time independent of ``steps``).
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps (per dispatch) must be a positive integer; got {steps!r}")
     if unroll is None:
         unroll = jax.default_backend() == "cpu"
-    base_key = jax.random.key(seed)
     rep = replicated(mesh)
-
-    def one(state: TrainState, batch: Batch):
-        key = jax.random.fold_in(base_key, state.step)
-        new_state, metrics = update_fn(state, batch, key)
-        return new_state.replace(step=state.step + 1), metrics
+    one = _keyed_step(update_fn, seed)
 
     def block(state: TrainState, batches: Batch):
         return jax.lax.scan(one, state, batches, unroll=steps if unroll else 1)
