@@ -83,6 +83,9 @@ def epoch_batch_fn(
 
     Returns:
       ``batch_fn(step)`` with the type of ``data``: an array ``(B, ...)`` or a dict of them.
+      ``batch_fn(step, rows=slice)`` is ``batch_fn(step)[rows]`` with only those rows
+      gathered, and ``batch_fn.global_batch_size == B``: under several processes
+      (:mod:`vae_xai.distributed`) each process reads only its rows of every batch.
     """
     n = num_examples(data)
     per_epoch = steps_per_epoch(n, batch_size, drop_remainder=drop_remainder)
@@ -93,7 +96,7 @@ def epoch_batch_fn(
             return np.arange(n)
         return np.random.default_rng([seed, epoch]).permutation(n)
 
-    def batch_fn(step: int) -> Data:
+    def batch_fn(step: int, rows: slice | None = None) -> Data:
         step = int(step)
         if step < 0:
             raise ValueError(f"step must be >= 0; got {step}")
@@ -101,10 +104,14 @@ def epoch_batch_fn(
         idx = order(epoch)[i * batch_size : (i + 1) * batch_size]
         if sort_within_batch:
             idx = np.sort(idx)
+        if rows is not None:  # one process's rows: only those examples are gathered
+            idx = idx[rows]
         if isinstance(data, Mapping):
             return {k: v[idx] for k, v in data.items()}
         return data[idx]
 
+    # vae_xai.train.fit asks a batch_fn with this attribute for one process's rows only
+    batch_fn.global_batch_size = batch_size  # type: ignore[attr-defined]
     return batch_fn
 
 

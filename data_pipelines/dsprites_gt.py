@@ -19,6 +19,7 @@ official array, as disentanglement_lib does); training can stay on the renderer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -132,6 +133,8 @@ def make_batch_fn(
 
     Each key gets its own independent uniform draw (e.g. ``("image", "image_disc")`` for
     FactorVAE's two half-batches). Deterministic in ``(seed, step)``.
+    ``batch_fn(step, rows=slice)`` renders only those rows of each key (the same images as
+    ``batch_fn(step)[key][rows]``); ``batch_fn.global_batch_size == batch_size``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -140,16 +143,23 @@ def make_batch_fn(
         raise ValueError(f"keys must be distinct and non-empty; got {keys}")
     base = jax.random.key(seed)
 
-    @jax.jit
-    def render_step(step: jax.Array) -> dict[str, jax.Array]:
+    @functools.partial(jax.jit, static_argnums=(1, 2))
+    def render_step(step: jax.Array, start: int, stop: int) -> dict[str, jax.Array]:
         classes = dsprites.sample_factor_classes(
             jax.random.fold_in(base, step), len(keys) * batch_size
         )
-        images = dsprites.render_from_classes(classes)[..., None]
-        images = images.reshape(len(keys), batch_size, *images.shape[1:])
+        # the factors of the whole batch are drawn, only rows start..stop are rendered
+        classes = classes.reshape(len(keys), batch_size, -1)[:, start:stop]
+        images = dsprites.render_from_classes(classes.reshape(-1, classes.shape[-1]))[..., None]
+        images = images.reshape(len(keys), stop - start, *images.shape[1:])
         return {k: images[i] for i, k in enumerate(keys)}
 
-    def batch_fn(step: int) -> dict[str, jax.Array]:
-        return render_step(jnp.asarray(step, jnp.uint32))
+    def batch_fn(step: int, rows: slice | None = None) -> dict[str, jax.Array]:
+        start, stop, stride = (rows or slice(None)).indices(batch_size)
+        if stride != 1:
+            raise ValueError(f"rows must be a contiguous slice; got {rows}")
+        return render_step(jnp.asarray(step, jnp.uint32), start, stop)
 
+    # vae_xai.train.fit asks for one process's rows only (several processes)
+    batch_fn.global_batch_size = batch_size  # type: ignore[attr-defined]
     return batch_fn

@@ -8,10 +8,29 @@ fails if any test was skipped for lack of data.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
+import shutil
+import sys
+import tempfile
 
 import pytest
+
+# One persistent XLA compilation cache for the whole test session (this process and every
+# launcher subprocess a test starts inherit it): many tests compile the same small models and
+# steps, and the cache skips recompiling an identical program. It changes no result (the
+# cached executable is the one XLA would build) and starts empty in every session.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="vae_xai_test_xla_cache_")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    if "jax" in sys.modules:  # imported before this file (a plugin): set it directly too
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", _CACHE)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 DATA_ENV = "VAE_XAI_DATA_DIR"
 

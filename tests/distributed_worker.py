@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None)
     parser.add_argument("--die_after", type=int, default=None)
+    parser.add_argument("--eval_dir", default=None)
     args = parser.parse_args()
 
     from vae_xai import distributed
@@ -78,11 +79,44 @@ def main() -> None:
     }
     if distributed.is_primary():
         np.savez(args.out, step=np.asarray(int(state.step)), **flat)
+    if args.eval_dir:
+        evaluate(model, distributed.local_copy(state), data, args.eval_dir)
     print(
         f"process {jax.process_index()}/{jax.process_count()} devices {jax.device_count()} "
         f"step {int(state.step)}",
         flush=True,
     )
+
+
+def evaluate(model, state, data, eval_dir: str) -> None:
+    """Sharded evaluation (vae_xai.distributed.map_batches inside the map functions) on this
+    process's copy of the parameters, and one figure and one JSON file written through the
+    process-0 gates, named by process (only process 0's may exist)."""
+    import pathlib
+
+    import flax.serialization
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from vae_xai import distributed, plots, workdir
+    from vae_xai.localization import maps
+
+    out = pathlib.Path(eval_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    variables = {"params": state.params}
+    images = data[:18]  # 5 batches of 4 (the last padded): an uneven split over 2 processes
+    mu, logvar = maps.encoder_statistics(model, variables, images, batch_size=4)
+    recon = maps.reconstruction_error_maps(model, variables, images, batch_size=4)
+    attention = maps.anomaly_attention_maps(
+        model, variables, images, layer="conv1", key=jax.random.key(7), batch_size=4
+    )
+    index = jax.process_index()
+    plots.save_figure(plt.figure(), out / f"figure_process{index}.png")
+    workdir.write_json_atomic(out / f"json_process{index}.json", {"process": index})
+    if distributed.is_primary():
+        (out / "params.msgpack").write_bytes(flax.serialization.to_bytes(state.params))
+        np.savez(out / "maps.npz", mu=mu, logvar=logvar, recon=recon, attention=attention)
+    distributed.sync("worker_eval")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,17 @@ def test_iterate_batches_is_the_step_function_in_order():
     assert len(got) == 4
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_rows_read_one_process_share_of_the_same_batch():
+    """``batch_fn(step, rows=...)``: what one process of several reads (vae_xai.train.fit asks
+    a batch_fn with ``global_batch_size`` for its rows); the rows of the full batch."""
+    data = {"x": np.arange(20) * 10, "y": np.arange(20)}
+    fn = batching.epoch_batch_fn(data, 8, seed=3, sort_within_batch=True)
+    assert fn.global_batch_size == 8
+    for step in (0, 1, 4):
+        full = fn(step)
+        halves = [fn(step, rows=slice(0, 4)), fn(step, rows=slice(4, 8))]
+        want = reference_batch(20, 8, step, 3, sort=True)
+        np.testing.assert_array_equal(np.concatenate([h["y"] for h in halves]), want)
+        np.testing.assert_array_equal(halves[1]["x"], full["x"][4:])

@@ -35,12 +35,14 @@ def _env(devices: int) -> dict[str, str]:
     return env
 
 
-def _run(workdir, out, *, processes: int, devices: int, num_steps=4, die_after=None):
+def _run(workdir, out, *, processes: int, devices: int, num_steps=4, die_after=None, eval_dir=None):
     """Run the worker on ``processes`` processes; returns their (returncode, output)."""
     base = [sys.executable, str(WORKER), "--workdir", str(workdir), "--out", str(out)]
     base += ["--num_steps", str(num_steps)]
     if die_after:
         base += ["--die_after", str(die_after)]
+    if eval_dir:
+        base += ["--eval_dir", str(eval_dir)]
     if processes == 1:
         cmds = [base]
     else:
@@ -85,7 +87,9 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
     _assert_ok(ref)
     assert "process 0/1 devices 4 step 4" in ref[0][1]
 
-    two = _run(tmp_path / "two", tmp_path / "two.npz", processes=2, devices=2)
+    two = _run(
+        tmp_path / "two", tmp_path / "two.npz", processes=2, devices=2, eval_dir=tmp_path / "eval"
+    )
     _assert_ok(two)
     assert "process 1/2 devices 4 step 4" in two[1][1]
     a, b = _params(tmp_path / "one.npz"), _params(tmp_path / "two.npz")
@@ -96,6 +100,8 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert [int(__import__("json").loads(ln)["step"]) for ln in lines] == [1, 2, 3, 4]
 
+    _check_sharded_evaluation(tmp_path / "eval")
+
     # both processes killed after step 3 (checkpoint at 2), then restarted: resumes from 2
     killed = _run(tmp_path / "kill", tmp_path / "kill.npz", processes=2, devices=2, die_after=3)
     assert [code for code, _ in killed] == [3, 3], [o[-2000:] for _, o in killed]
@@ -105,6 +111,52 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
     c = _params(tmp_path / "kill.npz")
     for k in a:
         np.testing.assert_allclose(c[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def _check_sharded_evaluation(eval_dir: pathlib.Path) -> None:
+    """The maps the 2 processes computed, each its share of the batches, equal the maps this
+    (single) process computes from the same parameters; figures and JSON came from process 0."""
+    import flax.serialization
+    import jax
+    import optax
+
+    from vae_xai import train
+    from vae_xai.localization import maps
+    from vae_xai.models.conv_vae import ConvVAE
+
+    assert sorted(p.name for p in eval_dir.glob("*_process*")) == [
+        "figure_process0.png",
+        "json_process0.json",
+    ]
+    model = ConvVAE(input_shape=(8, 8, 1), channels=(4,), hidden=8, latent_dim=2)
+    template = train.init_state(model, optax.adam(1e-2), (8, 8, 1), key=jax.random.key(0)).params
+    params = flax.serialization.from_bytes(template, (eval_dir / "params.msgpack").read_bytes())
+    variables = {"params": params}
+    data = np.random.default_rng(0).random((64, 8, 8, 1)).astype(np.float32) > 0.5
+    images = data.astype(np.float32)[:18]
+    mu, logvar = maps.encoder_statistics(model, variables, images, batch_size=4)
+    want = {
+        "mu": mu,
+        "logvar": logvar,
+        "recon": maps.reconstruction_error_maps(model, variables, images, batch_size=4),
+        "attention": maps.anomaly_attention_maps(
+            model, variables, images, layer="conv1", key=jax.random.key(7), batch_size=4
+        ),
+    }
+    with np.load(eval_dir / "maps.npz", allow_pickle=False) as got:
+        for name, value in want.items():
+            assert got[name].shape == value.shape, name
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert np.abs(want["attention"]).max() > 0  # a map that says something
+
+
+def test_map_batches_with_one_process_is_the_loop():
+    calls = []
+    out = distributed.map_batches(lambda b: calls.append(b) or {"b": np.full(2, b)}, 3)
+    assert calls == [0, 1, 2] and [o["b"].tolist() for o in out] == [[0, 0], [1, 1], [2, 2]]
+    assert distributed.map_batches(lambda b: b, 0) == []
+    with pytest.raises(ValueError, match="num_batches"):
+        distributed.map_batches(lambda b: b, -1)
 
 
 def test_flag_combinations_are_checked_before_connecting():

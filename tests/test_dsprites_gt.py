@@ -134,3 +134,15 @@ def test_official_array_is_indexed_by_flat_index(tmp_path):
 def test_from_official_missing_file_fails_fast(tmp_path):
     with pytest.raises(FileNotFoundError, match="dsprites"):
         DSpritesGroundTruth.from_official(str(tmp_path / "nope.npz"))
+
+
+def test_batch_fn_rows_render_only_those_rows_of_the_same_batch():
+    fn = make_batch_fn(2, 6, keys=("image", "image_disc"))
+    assert fn.global_batch_size == 6
+    full = fn(5)
+    part = fn(5, rows=slice(2, 4))  # one process's rows (vae_xai.train.fit, several processes)
+    for key in ("image", "image_disc"):
+        assert part[key].shape == (2, 64, 64, 1)
+        np.testing.assert_array_equal(part[key], full[key][2:4])
+    with pytest.raises(ValueError, match="contiguous"):
+        fn(5, rows=slice(0, 6, 2))

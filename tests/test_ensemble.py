@@ -125,3 +125,19 @@ def test_dsprites_launcher_ensemble_equals_separate_seeds(tmp_path):
     # separately trained seeds are not taken over by an ensemble
     with pytest.raises(workdir_lib.WorkdirError, match="trained separately"):
         dd.train_and_evaluate(config, tmp_path / "sep", seeds=[0, 1], skip_eval=True, ensemble=True)
+
+
+def test_ensemble_batch_fn_passes_rows_when_every_member_reads_rows():
+    from data_pipelines import batching
+
+    datas = [np.arange(24, dtype=np.float32).reshape(12, 2) + 100 * s for s in range(3)]
+    fns = [batching.epoch_batch_fn({"x": d}, 4, seed=s) for s, d in enumerate(datas)]
+    both = ensemble.ensemble_batch_fn(fns)
+    assert both.global_batch_size == 4
+    full = both(2)["x"]
+    assert full.shape == (4, 3, 2)  # (B, S, ...): the batch axis is what the mesh shards
+    np.testing.assert_array_equal(both(2, rows=slice(1, 3))["x"], full[1:3])
+    for s, fn in enumerate(fns):
+        np.testing.assert_array_equal(full[:, s], fn(2)["x"])
+    # a member that cannot read rows: the ensemble reads whole batches (fit slices them)
+    assert not hasattr(ensemble.ensemble_batch_fn([fns[0], _batch_fn(0)]), "global_batch_size")

@@ -60,8 +60,27 @@ def test_blocks_equal_single_steps_and_resume_off_the_grid(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
-def test_periods_must_be_multiples_of_the_block(tmp_path):
-    with pytest.raises(ValueError, match=r"checkpoint_every \(4\) must be a multiple"):
-        _fit(tmp_path / "bad", 8, 3, checkpoint_every=4)
+def test_blocks_never_straddle_a_checkpoint(tmp_path):
+    """checkpoint_every=4 with blocks of 3: steps 0-2 a block, 3 alone (a save at 4), 4-6 a
+    block, 7 alone (a save at 8); the same parameters as single steps, saved at 4 and 8."""
+    single = _fit(tmp_path / "k1", 8, 1, checkpoint_every=4)
+    block = _fit(tmp_path / "k3", 8, 3, checkpoint_every=4)
+    for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(block.params), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    with train.checkpoint_manager(tmp_path / "k3") as manager:
+        assert sorted(manager.all_steps()) == [4, 8]
+
+
+def test_default_steps_per_dispatch_and_bad_values(tmp_path, monkeypatch):
+    """``None`` means the default a launcher's --steps_per_dispatch sets."""
+    calls = []
+    real = train.jit_steps
+    monkeypatch.setattr(train, "jit_steps", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    monkeypatch.setattr(train, "_DEFAULT_STEPS_PER_DISPATCH", 1)
+    train.set_default_steps_per_dispatch(2)
+    _fit(tmp_path / "default", 2, None)
+    assert calls == [2]
+    with pytest.raises(ValueError, match="steps_per_dispatch must be a positive"):
+        train.set_default_steps_per_dispatch(0)
     with pytest.raises(ValueError, match="steps_per_dispatch must be a positive"):
         _fit(tmp_path / "bad", 8, 0)

@@ -9,6 +9,9 @@ index, so a resumed run replays the same data), and :func:`global_batch` assembl
 array with ``jax.make_array_from_process_local_data``. Checkpoints go through orbax's
 multi-process path (every process calls save; orbax coordinates who writes what); metrics,
 figures, ``run.json`` and results are written by process 0 only (:func:`is_primary`).
+Evaluation is sharded by batches (:func:`map_batches`): each process computes its share of
+the evaluation batches with its local copy of the parameters (:func:`local_copy`), and the
+outputs are exchanged, so every process holds the same maps and numbers.
 
 How a launch looks:
 
@@ -29,7 +32,7 @@ On CPU, the cross-process collectives use gloo (set here before the backend star
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -44,6 +47,8 @@ __all__ = [
     "global_batch",
     "initialize",
     "is_primary",
+    "local_copy",
+    "map_batches",
     "process_rows",
     "sync",
 ]
@@ -157,3 +162,56 @@ def global_batch(local: Mapping[str, Any] | Any, mesh: Mesh, global_size: int) -
         return jax.make_array_from_process_local_data(sharding, x, (global_size, *x.shape[1:]))
 
     return jax.tree.map(put, local)
+
+
+def local_copy(tree: Any) -> Any:
+    """``tree`` with every replicated global array replaced by this process's copy of it.
+
+    After multi-process training the parameters are global arrays over the devices of every
+    process (replicated). Evaluation code that mixes them with arrays of this process (images,
+    keys) needs them as local arrays; this is a no-op for arrays this process holds entirely
+    (one process, however many local devices). A global array that is not replicated cannot be
+    copied locally (ValueError naming its shape and sharding).
+    """
+
+    def one(x: Any) -> Any:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if not x.is_fully_replicated:
+            raise ValueError(
+                f"a global array of shape {x.shape} with sharding {x.sharding} is split over "
+                "processes; only replicated arrays have a local copy"
+            )
+        return x.addressable_data(0)
+
+    return jax.tree.map(one, tree)
+
+
+def map_batches(fn: Callable[[int], Any], num_batches: int) -> list[Any]:
+    """``[fn(b) for b in range(num_batches)]`` as NumPy, the batches split over the processes.
+
+    Sharded evaluation: with ``P`` processes, process ``p`` computes batches ``p, p + P, ...``
+    on its own devices, and the outputs are exchanged
+    (``multihost_utils.process_allgather``) so that every process returns all of them, in
+    order. ``fn(b)`` must return a pytree of arrays of the same structure and shapes for every
+    ``b`` (a padded batch). Each batch is computed exactly as one process would compute it,
+    so the result does not depend on the number of processes. With one process this is the
+    list comprehension (outputs converted to NumPy).
+    """
+    if num_batches < 0:
+        raise ValueError(f"num_batches must be >= 0; got {num_batches}")
+    count = jax.process_count()
+    if count == 1 or num_batches == 0:
+        return [jax.device_get(fn(b)) for b in range(num_batches)]
+    index = jax.process_index()
+    per = -(-num_batches // count)
+    mine = [jax.device_get(fn(b)) for b in range(index, num_batches, count)]
+    # every process sends the same number of outputs; fillers (repeats) are dropped below
+    filler = mine[0] if mine else jax.device_get(fn(num_batches - 1))
+    mine += [filler] * (per - len(mine))
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *mine)
+    gathered = multihost_utils.process_allgather(stacked, tiled=False)  # (P, per, ...)
+    return [
+        jax.tree.map(lambda x, b=b: np.asarray(x[b % count, b // count]), gathered)
+        for b in range(num_batches)
+    ]

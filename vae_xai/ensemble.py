@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vae_xai import train
+from vae_xai import distributed, train
 from vae_xai.train import TrainState, UpdateFn
 
 __all__ = [
@@ -105,13 +105,18 @@ def ensemble_update_fn(update_fn: UpdateFn, seeds: Sequence[int]) -> UpdateFn:
 
 def ensemble_batch_fn(batch_fns: Sequence[Callable[[int], Any]]) -> Callable[[int], Any]:
     """Per-member ``step -> batch`` functions -> one whose leaves are ``(B, S, ...)`` (the
-    batch axis first, so it is what the mesh shards)."""
+    batch axis first, so it is what the mesh shards). When every member's function reads
+    rows on request (a ``global_batch_size`` attribute, see :func:`vae_xai.train.fit`), so
+    does this one."""
     fns = list(batch_fns)
+    sizes = {getattr(fn, "global_batch_size", None) for fn in fns}
 
-    def batch_fn(step: int) -> Any:
-        parts = [fn(step) for fn in fns]
+    def batch_fn(step: int, rows: slice | None = None) -> Any:
+        parts = [fn(step) if rows is None else fn(step, rows=rows) for fn in fns]
         return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs], axis=1), *parts)
 
+    if len(sizes) == 1 and None not in sizes:
+        batch_fn.global_batch_size = sizes.pop()  # type: ignore[attr-defined]
     return batch_fn
 
 
@@ -128,7 +133,7 @@ def fit_ensemble(
     log_every: int = 50,
     progress: bool = True,
     mesh: Any = None,
-    steps_per_dispatch: int = 1,
+    steps_per_dispatch: int | None = None,
 ) -> list[TrainState]:
     """Train ``len(seeds)`` members as one vmapped step; returns the members' final states.
 
@@ -173,7 +178,7 @@ def fit_ensemble(
         steps_per_dispatch=steps_per_dispatch,
     )
     export(int(state.step), state)
-    return [member(state, i) for i in range(len(seeds))]
+    return [distributed.local_copy(member(state, i)) for i in range(len(seeds))]
 
 
 def per_member(metrics: Mapping[str, float], seeds: Sequence[int]) -> dict[int, dict[str, float]]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -16,7 +18,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
-__all__ = ["overlay", "save_image_rows", "save_latent_grid", "save_roc_curves"]
+__all__ = [
+    "overlay",
+    "save_figure",
+    "save_image_rows",
+    "save_latent_grid",
+    "save_roc_curves",
+]
+
+
+def save_figure(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
+    """Write a matplotlib figure to ``path`` (110 dpi) and close it.
+
+    With several processes (:mod:`vae_xai.distributed`) only process 0 writes; the others
+    close the figure and return the path unwritten, as :func:`vae_xai.workdir.write_json_atomic`
+    does for JSON.
+    """
+    path = pathlib.Path(path)
+    if jax.process_index() == 0:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _image(x: ArrayLike) -> np.ndarray:
@@ -77,8 +99,7 @@ def save_image_rows(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -141,6 +162,5 @@ def save_roc_curves(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

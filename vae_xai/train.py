@@ -68,6 +68,7 @@ __all__ = [
     "jit_steps",
     "probe",
     "restore_params",
+    "set_default_steps_per_dispatch",
     "train",
     "vae_update_fn",
     "with_finite_flags",
@@ -120,17 +121,34 @@ def init_state(
     return create_state(params, optimizer, variables)
 
 
-def _keyed_step(update_fn: UpdateFn, seed: int) -> Callable[..., Any]:
-    """``update_fn`` with the per-step key ``fold_in(key(seed), state.step)`` and the step
-    counter advanced: one step of :func:`jit_step`, and the scan body of :func:`jit_steps`."""
-    base_key = jax.random.key(seed)
+def _keyed_step(update_fn: UpdateFn) -> Callable[..., Any]:
+    """``update_fn`` with the per-step key ``fold_in(key, state.step)`` and the step
+    counter advanced: one step of :func:`jit_step`, and the scan body of :func:`jit_steps`.
+    The key (its raw bits) is an argument, not a constant of the program, so the runs of every seed
+    compile to one program (and XLA's persistent compilation cache, where enabled, serves
+    them all)."""
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        key = jax.random.fold_in(base_key, state.step)
+    def step(
+        state: TrainState, batch: Batch, key_data: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        key = jax.random.fold_in(jax.random.wrap_key_data(key_data), state.step)
         new_state, metrics = update_fn(state, batch, key)
         return new_state.replace(step=state.step + 1), metrics
 
     return step
+
+
+def _bind_key(jitted: Callable[..., Any], seed: int, mesh: Mesh) -> Callable[..., Any]:
+    """``jitted(state, batch, key_data(key(seed)))`` as ``fn(state, batch)``: the raw key
+    bits, replicated over the mesh (also across processes)."""
+    data = np.asarray(jax.random.key_data(jax.random.key(seed)))
+    base = jax.make_array_from_process_local_data(replicated(mesh), data, data.shape)
+
+    @functools.wraps(jitted)
+    def call(state: TrainState, batch: Batch):
+        return jitted(state, batch, base)
+
+    return call
 
 
 def jit_step(update_fn: UpdateFn, mesh: Mesh, seed: int = 0) -> Callable[..., Any]:
@@ -140,12 +158,13 @@ def jit_step(update_fn: UpdateFn, mesh: Mesh, seed: int = 0) -> Callable[..., An
     is sharded over ``"data"``; the per-step key is ``fold_in(key(seed), state.step)``.
     """
     rep = replicated(mesh)
-    return jax.jit(
-        _keyed_step(update_fn, seed),
-        in_shardings=(rep, batch_sharding(mesh)),
+    jitted = jax.jit(
+        _keyed_step(update_fn),
+        in_shardings=(rep, batch_sharding(mesh), rep),
         out_shardings=(rep, rep),
         donate_argnums=(0,),
     )
+    return _bind_key(jitted, seed, mesh)
 
 
 def jit_steps(
@@ -171,17 +190,20 @@ def jit_steps(
     if unroll is None:
         unroll = jax.default_backend() == "cpu"
     rep = replicated(mesh)
-    one = _keyed_step(update_fn, seed)
+    one = _keyed_step(update_fn)
 
-    def block(state: TrainState, batches: Batch):
-        return jax.lax.scan(one, state, batches, unroll=steps if unroll else 1)
+    def block(state: TrainState, batches: Batch, key_data: jax.Array):
+        return jax.lax.scan(
+            lambda st, b: one(st, b, key_data), state, batches, unroll=steps if unroll else 1
+        )
 
-    return jax.jit(
+    jitted = jax.jit(
         block,
-        in_shardings=(rep, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))),
+        in_shardings=(rep, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)), rep),
         out_shardings=(rep, rep),
         donate_argnums=(0,),
     )
+    return _bind_key(jitted, seed, mesh)
 
 
 def vae_update_fn(
@@ -272,7 +294,8 @@ def _abstract(state: TrainState, mesh: Mesh) -> Any:
 def restore_params(workdir: str | pathlib.Path, state: TrainState, *, mesh: Mesh | None = None):
     """Restore the latest checkpoint of ``workdir`` into the structure of ``state``.
 
-    Raises FileNotFoundError (naming the folder) when there is none.
+    Raises FileNotFoundError (naming the folder) when there is none. With several processes
+    the result is this process's copy (:func:`vae_xai.distributed.local_copy`).
     """
     mesh = mesh or make_mesh()
     if not (pathlib.Path(workdir) / "checkpoints").is_dir():
@@ -285,7 +308,8 @@ def restore_params(workdir: str | pathlib.Path, state: TrainState, *, mesh: Mesh
             raise FileNotFoundError(
                 f"no checkpoint found under {pathlib.Path(workdir) / 'checkpoints'}"
             )
-        return manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
+        restored = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
+    return distributed.local_copy(restored)
 
 
 class DivergenceError(FloatingPointError):
@@ -334,6 +358,23 @@ def _truncate_log(path: pathlib.Path, last_step: int) -> None:
     os.replace(tmp, path)  # atomically: a kill here loses no log line
 
 
+_DEFAULT_STEPS_PER_DISPATCH = 1
+
+
+def _check_steps_per_dispatch(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"steps_per_dispatch must be a positive integer; got {k!r}")
+
+
+def set_default_steps_per_dispatch(k: int) -> None:
+    """The ``steps_per_dispatch`` of every later :func:`fit` / :func:`train` call that does
+    not pass one (the launchers' ``--steps_per_dispatch``). It changes how steps are
+    dispatched, not what is trained (a block equals its single steps)."""
+    global _DEFAULT_STEPS_PER_DISPATCH
+    _check_steps_per_dispatch(k)
+    _DEFAULT_STEPS_PER_DISPATCH = k
+
+
 def fit(
     state: TrainState,
     update_fn: UpdateFn,
@@ -347,7 +388,7 @@ def fit(
     log_every: int = 50,
     progress: bool = True,
     hooks: Mapping[int, Callable[[int, TrainState], None]] | None = None,
-    steps_per_dispatch: int = 1,
+    steps_per_dispatch: int | None = None,
 ) -> TrainState:
     """Train to ``num_steps``, resuming from the latest checkpoint in ``workdir``.
 
@@ -367,8 +408,11 @@ def fit(
       hooks: ``{period: fn(step, state)}`` called after every ``period``-th step (e.g. eval).
       steps_per_dispatch: run this many steps per jitted call (:func:`jit_steps`, a
         ``lax.scan`` over a block of batches) for dispatch-bound accelerators; same result
-        as single steps. ``checkpoint_every`` and hook periods must be multiples of it (a
-        state exists only between blocks); every step is still logged and checked.
+        as single steps. A block never straddles a checkpoint or hook step (a state exists
+        only between blocks): the steps before such a boundary that do not fill a block run
+        singly, so periods that are multiples of it waste nothing. Every step is still
+        logged and checked. ``None``: :func:`set_default_steps_per_dispatch` (1 unless a
+        launcher's ``--steps_per_dispatch`` set it).
 
     Returns:
       The final state.
@@ -389,17 +433,10 @@ def fit(
     for period in hooks or {}:
         if not isinstance(period, int) or period < 1:
             raise ValueError(f"hook periods must be positive integers; got {period!r}")
-    k = steps_per_dispatch
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"steps_per_dispatch must be a positive integer; got {k!r}")
-    for name, period in [("checkpoint_every", checkpoint_every)] + [
-        ("a hook period", p) for p in hooks or {}
-    ]:
-        if period % k:
-            raise ValueError(
-                f"{name} ({period}) must be a multiple of steps_per_dispatch ({k}): states "
-                "exist only between blocks of steps"
-            )
+    k = _DEFAULT_STEPS_PER_DISPATCH if steps_per_dispatch is None else steps_per_dispatch
+    _check_steps_per_dispatch(k)
+    # a state exists only between blocks: no block straddles a save or a hook
+    boundaries = (checkpoint_every, *(hooks or {}))
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = mesh or make_mesh()
@@ -465,9 +502,12 @@ def fit(
             if probing is not None:
                 probing = dict(probing, t_fit=time.perf_counter())
             while step < num_steps:
-                # a block of k steps where one fits on the k-grid, single steps elsewhere
-                # (a resumed run's first steps up to the grid, the last ones before num_steps)
-                n = k if block_fn is not None and step % k == 0 and step + k <= num_steps else 1
+                # a block of k steps where one fits before the next save, hook or the end;
+                # single steps up to that boundary otherwise
+                fits = step + k <= num_steps and all(
+                    (step // p + 1) * p >= step + k for p in boundaries
+                )
+                n = k if block_fn is not None and fits else 1
                 if n == 1:
                     batch = _device_batch(batch_fn, step, mesh)
                     state, (metrics, flags) = step_fn(state, batch)
@@ -658,6 +698,7 @@ def train(
     progress: bool = True,
     mesh: Mesh | None = None,
     hooks: Mapping[int, Callable[[int, TrainState], None]] | None = None,
+    steps_per_dispatch: int | None = None,
 ) -> tuple[TrainState, TrainInfo]:
     """The one training entry: :func:`fit` (same arguments), and a :class:`TrainInfo`.
 
@@ -687,6 +728,7 @@ def train(
         log_every=log_every,
         progress=progress,
         hooks=hooks,
+        steps_per_dispatch=steps_per_dispatch,
     )
     wall = time.perf_counter() - t0
     steps = int(state.step)
@@ -702,4 +744,5 @@ def train(
         total_wall_s=total,
         last=_last_logged(workdir / "metrics.jsonl"),
     )
-    return state, info
+    # several processes: the evaluation that follows runs on this process's copy
+    return distributed.local_copy(state), info

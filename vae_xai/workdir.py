@@ -428,6 +428,10 @@ class Evaluation:
         self.run._write()
         if publish:
             self.publish()
+        if jax.process_count() > 1:  # the others wait until process 0 has written
+            from vae_xai import distributed
+
+            distributed.sync(f"save_results:{self.dir.name}")
         return written
 
     def _write_events(self, results: Mapping[str, Any]) -> None:
@@ -435,6 +439,8 @@ class Evaluation:
         its folder at its step (the event file is rewritten with each save)."""
         from vae_xai.metric_writer import MetricWriter, flatten_numbers
 
+        if jax.process_index() != 0:  # process 0 writes (vae_xai.distributed)
+            return
         for old in self.dir.glob(f"{_EVENTS}*"):
             old.unlink()
         with MetricWriter(self.dir) as writer:
@@ -449,7 +455,10 @@ class Evaluation:
     def publish(self) -> list[pathlib.Path]:
         """Point ``workdir/<name>`` at every output of this evaluation (symlinks, replaced
         atomically); links of an earlier evaluation that this one lacks are removed. A real
-        file or folder of that name in the workdir is left alone."""
+        file or folder of that name in the workdir is left alone. With several processes,
+        process 0 links; the others return ``[]``."""
+        if jax.process_index() != 0:
+            return []
         workdir = self.run.workdir
         names = {
             p.name

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import dsprites
+from vae_xai import plots
 from vae_xai import results as results_lib
 from vae_xai import workdir as workdir_lib
 
@@ -257,8 +258,7 @@ def save_figure(
             ax.set_title(title, fontsize=7)
     fig.suptitle("dSprites: real frames vs best-matching rendered factor combination", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save_figure(fig, path)
 
 
 def run(

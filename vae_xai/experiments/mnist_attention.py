@@ -25,7 +25,7 @@ from absl import logging
 
 from data_pipelines import batching, mnist
 from experiments.configs.mnist_attention import FIELDS, validate
-from vae_xai import explain, plots, train, validation
+from vae_xai import distributed, explain, plots, train, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.metrics import image_auroc
@@ -80,13 +80,19 @@ def run_digit(
     # per-image scores over the test set
     key = jax.random.fold_in(jax.random.key(cfg.seed), 10_000 + digit)
     n = min(cfg.max_eval_images, len(test_images))
-    per_image = {s: [] for s in SCORES}
-    for i in range(0, n, cfg.eval_batch_size):
-        batch = jnp.asarray(test_images[i : min(i + cfg.eval_batch_size, n)])
+    bs = cfg.eval_batch_size
+
+    def scores_at(i: int) -> dict[str, np.ndarray]:
+        batch = jnp.asarray(test_images[i : min(i + bs, n)])
         maps = maps_for(batch, jax.random.fold_in(key, i))
-        per_image["recon_error"].append(np.asarray(maps["recon_error"].sum((1, 2))))
-        for s in SCORES[1:]:
-            per_image[s].append(np.asarray(maps[s].mean((1, 2))))
+        out = {"recon_error": maps["recon_error"].sum((1, 2))}
+        return {**out, **{s: maps[s].mean((1, 2)) for s in SCORES[1:]}}
+
+    # the full batches split over processes (vae_xai.distributed; one process: in order),
+    # the last, shorter one on every process
+    full = distributed.map_batches(lambda b: scores_at(b * bs), n // bs)
+    rest = [jax.device_get(scores_at(n - n % bs))] if n % bs else []
+    per_image = {s: [np.asarray(o[s]) for o in full + rest] for s in SCORES}
     anomalous = (test_labels[:n] != digit).astype(np.int32)
     aurocs = {s: image_auroc(np.concatenate(v), anomalous) for s, v in per_image.items()}
 

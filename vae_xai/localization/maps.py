@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from vae_xai import validation
+from vae_xai import distributed, validation
 from vae_xai.attention import (
     aggregate_attention,
     anomaly_attention,
@@ -78,12 +78,13 @@ def encoder_statistics(
         out = model.apply(variables, x, train=False, method="encode")
         return out["mu"], out["logvar"]
 
-    mus, logvars = [], []
-    for start, stop in _batches(len(images), batch_size):
-        mu, logvar = run(_padded(images, start, stop, batch_size))
-        mus.append(np.asarray(mu)[: stop - start])
-        logvars.append(np.asarray(logvar)[: stop - start])
-    return np.concatenate(mus), np.concatenate(logvars)
+    batches = _batches(len(images), batch_size)
+    outs = distributed.map_batches(
+        lambda b: run(_padded(images, *batches[b], batch_size)), len(batches)
+    )
+    mu = np.concatenate([m[: e - s] for (m, _), (s, e) in zip(outs, batches, strict=True)])
+    logvar = np.concatenate([v[: e - s] for (_, v), (s, e) in zip(outs, batches, strict=True)])
+    return mu, logvar
 
 
 def reconstruction_error_maps(
@@ -101,10 +102,11 @@ def reconstruction_error_maps(
         out = model.apply(variables, x, None, train=False)
         return jnp.sum(jnp.square(x - jax.nn.sigmoid(out["logits"])), axis=-1)
 
-    maps = [
-        np.asarray(run(_padded(images, s, e, batch_size)))[: e - s]
-        for s, e in _batches(len(images), batch_size)
-    ]
+    batches = _batches(len(images), batch_size)
+    outs = distributed.map_batches(
+        lambda b: run(_padded(images, *batches[b], batch_size)), len(batches)
+    )
+    maps = [m[: e - s] for m, (s, e) in zip(outs, batches, strict=True)]
     return np.concatenate(maps).astype(np.float32)
 
 
@@ -200,10 +202,12 @@ def anomaly_attention_maps(
         overall = jnp.mean(jax.lax.map(one, jax.random.split(k, num_samples)), axis=0)
         return upsample(overall, size)
 
-    out = []
-    for b, (start, stop) in enumerate(_batches(len(images), batch_size)):
-        maps = run(_padded(images, start, stop, batch_size), jax.random.fold_in(key, b))
-        out.append(np.asarray(maps)[: stop - start])
+    batches = _batches(len(images), batch_size)
+    outs = distributed.map_batches(
+        lambda b: run(_padded(images, *batches[b], batch_size), jax.random.fold_in(key, b)),
+        len(batches),
+    )
+    out = [m[: e - s] for m, (s, e) in zip(outs, batches, strict=True)]
     return np.concatenate(out).astype(np.float32)
 
 
