@@ -194,3 +194,63 @@ def test_launcher_refuses_partial_distributed_flags_before_any_work(tmp_path):
     assert proc.returncode != 0
     assert "coordinator_address" in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def _launch(args, *, processes: int, devices: int):
+    """``python -m experiments.quickstart ARGS`` on ``processes`` processes."""
+    base = [sys.executable, "-m", "experiments.quickstart", *args]
+    port = _free_port()
+    cmds = (
+        [base]
+        if processes == 1
+        else [
+            base
+            + [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}"]
+            + [f"--process_id={i}"]
+            for i in range(processes)
+        ]
+    )
+    procs = [
+        subprocess.Popen(c, env=_env(devices), cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for c in cmds
+    ]  # fmt: skip
+    results = []
+    for p in procs:
+        try:
+            output = p.communicate(timeout=300)[0]
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        results.append((p.returncode, output))
+    return results
+
+
+@pytest.mark.slow
+def test_launcher_on_two_processes_equals_one_process(tmp_path):
+    """A real launcher end to end on 2 processes x 1 device (training, evaluation, figures,
+    results) against 1 process x 2 devices: the same numbers, written once by process 0."""
+    import json
+
+    common = [
+        "--config=experiments/configs/quickstart.py:smoke", "--config.num_steps=4",
+        "--config.checkpoint_every=2", "--config.log_every=2", "--steps_per_dispatch=2",
+    ]  # fmt: skip
+    one = _launch([f"--workdir={tmp_path / 'one'}", *common], processes=1, devices=2)
+    _assert_ok(one)
+    two = _launch([f"--workdir={tmp_path / 'two'}", *common], processes=2, devices=1)
+    _assert_ok(two)
+    a = json.loads((tmp_path / "one" / "results.json").read_text())["per_seed"]["0"]
+    b = json.loads((tmp_path / "two" / "results.json").read_text())["per_seed"]["0"]
+    assert a["steps"] == b["steps"] == 4
+    assert b["held_out_negative_elbo"] == pytest.approx(a["held_out_negative_elbo"], rel=1e-4)
+    for k in a["kl_per_latent"]:
+        assert b["kl_per_latent"][k] == pytest.approx(a["kl_per_latent"][k], rel=1e-3, abs=1e-4)
+    record = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert record["device"]["process_count"] == 2, record["device"]
+    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == [2, 4]  # logged once, by process 0
+    for name in ("latent_attention.png", "reconstructions.png"):
+        assert (tmp_path / "two" / name).stat().st_size > 1000
+    assert not list((tmp_path / "two").rglob(".*.tmp-*"))  # no half-written file left

@@ -182,7 +182,7 @@ def test_written_document_has_every_schema_field(tmp_path):
     assert on_disk["experiment"] == "toy" and on_disk["config"]["layers"] == ["a"]
     assert on_disk["per_seed"]["1"]["m"] == {"x": 0.25}  # the seeds' own keys, unchanged
     assert on_disk["paper"] == {"x": 0.9} and on_disk["results_path"] == str(path)
-    assert set(on_disk["device"]) == {"platform", "kind", "count"}
+    assert set(on_disk["device"]) == {"platform", "kind", "count", "process_count"}
     assert {"vae_xai", "jax", "flax"} <= set(on_disk["versions"])
     assert "commit" in on_disk["git"] and on_disk["date"].startswith("20")
     with pytest.raises(ValueError, match=r"extra results fields \['seeds'\] would replace"):

@@ -425,6 +425,39 @@ def fit(
         divergence (every save is preceded by a check of all steps since the last one) and is
         therefore finite and kept.
     """
+    state, _ = _fit(
+        state,
+        update_fn,
+        batch_fn,
+        workdir=workdir,
+        num_steps=num_steps,
+        mesh=mesh,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        progress=progress,
+        hooks=hooks,
+        steps_per_dispatch=steps_per_dispatch,
+    )
+    return state
+
+
+def _fit(
+    state: TrainState,
+    update_fn: UpdateFn,
+    batch_fn: Callable[[int], Batch],
+    *,
+    workdir: str | pathlib.Path,
+    num_steps: int,
+    mesh: Mesh | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    log_every: int = 50,
+    progress: bool = True,
+    hooks: Mapping[int, Callable[[int, TrainState], None]] | None = None,
+    steps_per_dispatch: int | None = None,
+) -> tuple[TrainState, int]:
+    """:func:`fit`, also returning the step it started (or resumed) from."""
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0; got {num_steps}")
     for name, period in (("checkpoint_every", checkpoint_every), ("log_every", log_every)):
@@ -537,7 +570,7 @@ def fit(
                 if probing is not None:
                     _probe_tick(probing, done - start, state, num_steps)
         manager.wait_until_finished()
-    return state
+    return state, start
 
 
 class ProbeDone(Exception):  # noqa: N818 (a signal, not an error)
@@ -708,15 +741,12 @@ def train(
     often it was resumed; a call with nothing left to train writes nothing.
     """
     workdir = pathlib.Path(workdir)
-    if (workdir / "checkpoints").is_dir():
-        with checkpoint_manager(workdir) as manager:
-            start = manager.latest_step() or 0
-    else:
-        start = 0
     wall_path = workdir / TRAIN_WALL_FILE
     before = float(json.loads(wall_path.read_text())["seconds"]) if wall_path.exists() else 0.0
     t0 = time.perf_counter()
-    state = fit(
+    # (the start step comes from fit's own restore: a look at the folder here could differ
+    # between processes and send them into different collective calls)
+    state, start = _fit(
         state,
         update_fn,
         batch_fn,

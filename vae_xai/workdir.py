@@ -225,7 +225,7 @@ def renderer_identity() -> dict[str, Any]:
 
     grid = np.meshgrid(*(np.arange(0, n, max(1, n // 3)) for n in (3, 6, 40, 32, 32)))
     classes = np.stack([g.ravel() for g in grid], -1)[:64]
-    with jax.default_device(jax.devices("cpu")[0]):
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
         images = np.asarray(dsprites.render_from_classes(classes), np.uint8)
     return {
         "renderer": "data_pipelines.dsprites.render_from_classes",
@@ -273,7 +273,12 @@ def _device() -> dict[str, Any]:
     import jax
 
     devices = jax.devices()
-    return {"platform": devices[0].platform, "kind": devices[0].device_kind, "count": len(devices)}
+    return {
+        "platform": devices[0].platform,
+        "kind": devices[0].device_kind,
+        "count": len(devices),
+        "process_count": jax.process_count(),
+    }
 
 
 def provenance() -> dict[str, Any]:
