@@ -20,7 +20,9 @@ import pytest
 # One persistent XLA compilation cache for the whole test session (this process and every
 # launcher subprocess a test starts inherit it): many tests compile the same small models and
 # steps, and the cache skips recompiling an identical program. It changes no result (the
-# cached executable is the one XLA would build) and starts empty in every session.
+# cached executable is the one XLA would build) and starts empty in every session. It needs
+# zstandard (in the test extra): without it JAX compresses each entry with zlib, ~2 s per
+# executable here, which cost more than the cache saved (measured 2026-12-03).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="vae_xai_test_xla_cache_")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
@@ -31,6 +33,22 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
         jax.config.update("jax_compilation_cache_dir", _CACHE)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+# Tests run small programs a few times each, so XLA's optimization passes cost more than they
+# save: JAX's own switch for that case (jax_disable_most_optimizations: backend optimization
+# level 0, no expensive LLVM passes) roughly halves the suite's time on 2 CPU cores (measured
+# 2026-12-03: 8 of the heaviest tests 335 s -> 155 s; the whole suite under `-n 2` 17 min ->
+# 10 min). It changes no semantics, only how well the code is optimized, and every assertion is
+# against an independent reference with a tolerance. Launcher subprocesses inherit it;
+# `.ci/run`'s install check runs the quickstart outside pytest, fully optimized. Run with
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 to test the optimized programs.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+if "jax" in sys.modules:
+    import jax
+
+    jax.config.update(
+        "jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
+    )
 
 DATA_ENV = "VAE_XAI_DATA_DIR"
 
