@@ -53,16 +53,21 @@ def _run(workdir, out, *, processes: int, devices: int, num_steps=4, die_after=N
             + ["--process_id", str(i)]
             for i in range(processes)
         ]
+    return _start_and_wait(cmds, devices=devices, timeout=240)
+
+
+def _start_and_wait(cmds, *, devices: int, timeout: float, cwd=None):
+    """Start every command at once (they rendezvous), wait for all; [(returncode, output)].
+    A process that times out kills the others."""
     procs = [
-        subprocess.Popen(
-            c, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        subprocess.Popen(c, env=_env(devices), cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
         for c in cmds
-    ]
+    ]  # fmt: skip
     results = []
     for p in procs:
         try:
-            output, _ = p.communicate(timeout=240)
+            output = p.communicate(timeout=timeout)[0]
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
@@ -210,21 +215,7 @@ def _launch(args, *, processes: int, devices: int):
             for i in range(processes)
         ]
     )
-    procs = [
-        subprocess.Popen(c, env=_env(devices), cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-        for c in cmds
-    ]  # fmt: skip
-    results = []
-    for p in procs:
-        try:
-            output = p.communicate(timeout=300)[0]
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        results.append((p.returncode, output))
-    return results
+    return _start_and_wait(cmds, devices=devices, timeout=300, cwd=ROOT)
 
 
 @pytest.mark.slow
