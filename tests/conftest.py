@@ -46,9 +46,8 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 if "jax" in sys.modules:
     import jax
 
-    jax.config.update(
-        "jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
-    )
+    _value = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower()
+    jax.config.update("jax_disable_most_optimizations", _value in ("1", "true", "t", "yes", "on"))
 
 DATA_ENV = "VAE_XAI_DATA_DIR"
 
