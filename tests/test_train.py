@@ -291,6 +291,7 @@ def test_divergence_found_at_a_log_step_before_any_save(tmp_path):
         (dict(log_every=0), "log_every must be a positive integer; got 0"),
         (dict(num_steps=-5), "num_steps must be >= 0; got -5"),
         (dict(hooks={0: print}), "hook periods"),
+        (dict(checkpoint_every=2, keep_every=3), "keep_every must be a positive multiple"),
     ],
 )
 def test_fit_rejects_bad_periods_before_compiling(tmp_path, kwargs, match):
@@ -367,3 +368,25 @@ def test_init_state_puts_extra_collections_in_model_state():
     # the default key is rbg (fast to compile); a threefry key reproduces model.init
     default = train.init_state(WithBN(), optax.sgd(0.1), (5,), seed=1)
     assert jax.tree.structure(default.params) == jax.tree.structure(state.params)
+
+
+def test_keep_every_keeps_those_steps_and_restore_params_reads_any_kept_step(tmp_path):
+    model, opt, params, batch_fn = tiny_setup()
+    update = train.vae_update_fn(model, opt)
+
+    def fresh():
+        return train.create_state(jax.tree.map(jnp.copy, params), opt)
+
+    train.fit(fresh(), update, batch_fn, workdir=tmp_path / "long", num_steps=7,
+              checkpoint_every=1, keep_every=2, progress=False)  # fmt: skip
+    kept = sorted(int(p.name) for p in (tmp_path / "long" / "checkpoints").iterdir())
+    assert kept == [2, 4, 6, 7]  # the multiples of 2, and the latest two (6, 7)
+    # independent reference: a run stopped at step 4 (same keys and batches)
+    short = train.fit(fresh(), update, batch_fn, workdir=tmp_path / "short", num_steps=4,
+                      progress=False)  # fmt: skip
+    got = train.restore_params(tmp_path / "long", fresh(), step=4)
+    assert int(got.step) == 4
+    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(short.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 3 .*\[2, 4, 6, 7\]"):
+        train.restore_params(tmp_path / "long", fresh(), step=3)

@@ -275,14 +275,23 @@ _QUIET_ORBAX = _QuietOrbax()
 
 
 def checkpoint_manager(
-    workdir: str | pathlib.Path, *, max_to_keep: int = 2
+    workdir: str | pathlib.Path, *, max_to_keep: int = 2, keep_every: int | None = None
 ) -> ocp.CheckpointManager:
-    """An orbax manager for ``workdir/checkpoints`` (created if missing)."""
+    """An orbax manager for ``workdir/checkpoints`` (created if missing).
+
+    Args:
+      workdir: the run folder.
+      max_to_keep: how many of the latest checkpoints are kept.
+      keep_every: also keep, forever, every checkpoint whose step is a multiple of this
+        (orbax's ``keep_period``), e.g. for scores along training; ``None``: only the latest.
+    """
     absl_logger = logging.getLogger("absl")
     if _QUIET_ORBAX not in absl_logger.filters:
         absl_logger.addFilter(_QUIET_ORBAX)
     directory = pathlib.Path(workdir).absolute() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, keep_period=keep_every or None, create=True
+    )
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -291,8 +300,15 @@ def _abstract(state: TrainState, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
 
 
-def restore_params(workdir: str | pathlib.Path, state: TrainState, *, mesh: Mesh | None = None):
-    """Restore the latest checkpoint of ``workdir`` into the structure of ``state``.
+def restore_params(
+    workdir: str | pathlib.Path,
+    state: TrainState,
+    *,
+    mesh: Mesh | None = None,
+    step: int | None = None,
+):
+    """Restore the latest checkpoint of ``workdir`` (or that of ``step``) into the structure
+    of ``state``.
 
     Raises FileNotFoundError (naming the folder) when there is none. With several processes
     the result is this process's copy (:func:`vae_xai.distributed.local_copy`).
@@ -302,13 +318,19 @@ def restore_params(workdir: str | pathlib.Path, state: TrainState, *, mesh: Mesh
         raise FileNotFoundError(
             f"no checkpoint found under {pathlib.Path(workdir) / 'checkpoints'}"
         )
-    with checkpoint_manager(workdir) as manager:
-        latest = manager.latest_step()
-        if latest is None:
+    with checkpoint_manager(workdir) as manager:  # (a manager deletes only when it saves)
+        if step is None:
+            step = manager.latest_step()
+            if step is None:
+                raise FileNotFoundError(
+                    f"no checkpoint found under {pathlib.Path(workdir) / 'checkpoints'}"
+                )
+        elif step not in manager.all_steps():
             raise FileNotFoundError(
-                f"no checkpoint found under {pathlib.Path(workdir) / 'checkpoints'}"
+                f"no checkpoint of step {step} under {pathlib.Path(workdir) / 'checkpoints'} "
+                f"(it holds steps {sorted(manager.all_steps())})"
             )
-        restored = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
+        restored = manager.restore(step, args=ocp.args.StandardRestore(_abstract(state, mesh)))
     return distributed.local_copy(restored)
 
 
@@ -385,6 +407,7 @@ def fit(
     mesh: Mesh | None = None,
     seed: int = 0,
     checkpoint_every: int = 500,
+    keep_every: int | None = None,
     log_every: int = 50,
     progress: bool = True,
     hooks: Mapping[int, Callable[[int, TrainState], None]] | None = None,
@@ -403,6 +426,8 @@ def fit(
       mesh: device mesh (default: all devices on ``"data"``).
       seed: seeds the per-step keys.
       checkpoint_every: save period in steps; the final step is always saved.
+      keep_every: keep every checkpoint whose step is a multiple of this (a multiple of
+        ``checkpoint_every``) besides the latest ones; ``None``: keep only the latest.
       log_every: metrics period in steps (each log forces a device sync).
       progress: show a tqdm progress bar.
       hooks: ``{period: fn(step, state)}`` called after every ``period``-th step (e.g. eval).
@@ -434,6 +459,7 @@ def fit(
         mesh=mesh,
         seed=seed,
         checkpoint_every=checkpoint_every,
+        keep_every=keep_every,
         log_every=log_every,
         progress=progress,
         hooks=hooks,
@@ -452,6 +478,7 @@ def _fit(
     mesh: Mesh | None = None,
     seed: int = 0,
     checkpoint_every: int = 500,
+    keep_every: int | None = None,
     log_every: int = 50,
     progress: bool = True,
     hooks: Mapping[int, Callable[[int, TrainState], None]] | None = None,
@@ -463,6 +490,13 @@ def _fit(
     for name, period in (("checkpoint_every", checkpoint_every), ("log_every", log_every)):
         if not isinstance(period, int) or period < 1:
             raise ValueError(f"{name} must be a positive integer; got {period!r}")
+    if keep_every is not None and (
+        not isinstance(keep_every, int) or keep_every < 1 or keep_every % checkpoint_every
+    ):
+        raise ValueError(
+            f"keep_every must be a positive multiple of checkpoint_every={checkpoint_every} "
+            f"(a kept step must be a saved step); got {keep_every!r}"
+        )
     for period in hooks or {}:
         if not isinstance(period, int) or period < 1:
             raise ValueError(f"hook periods must be positive integers; got {period!r}")
@@ -480,7 +514,7 @@ def _fit(
     # process 0 alone writes metrics and shows progress; all take part in checkpointing
     primary = jax.process_index() == 0
 
-    with checkpoint_manager(workdir) as manager:
+    with checkpoint_manager(workdir, keep_every=keep_every) as manager:
         latest = manager.latest_step()
         if latest is not None:
             state = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
@@ -727,6 +761,7 @@ def train(
     num_steps: int,
     seed: int = 0,
     checkpoint_every: int = 500,
+    keep_every: int | None = None,
     log_every: int = 50,
     progress: bool = True,
     mesh: Mesh | None = None,
@@ -755,6 +790,7 @@ def train(
         mesh=mesh,
         seed=seed,
         checkpoint_every=checkpoint_every,
+        keep_every=keep_every,
         log_every=log_every,
         progress=progress,
         hooks=hooks,

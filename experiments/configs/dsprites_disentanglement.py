@@ -40,7 +40,7 @@ from vae_xai.workdir import Fields
 FIELDS = Fields(
     num_steps="num_steps",
     eval=("eval", "figure"),
-    schedule=("checkpoint_every", "log_every"),
+    schedule=("checkpoint_every", "keep_every", "log_every"),
 )
 
 METHODS = ("beta_vae", "factorvae", "ad_factorvae")
@@ -87,6 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.checkpoint_every = 10_000
+    # checkpoints kept besides the latest (0: none), each scored by --curve (scores along
+    # training); a multiple of checkpoint_every
+    c.keep_every = 0
     c.log_every = 500
 
     c.eval = ml_collections.ConfigDict()
@@ -148,6 +151,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     v.at_least(config, "latent_dim", 2)  # L_AD and the figure need two latent dims
     for field in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
         v.at_least(config, field, 1)
+    v.at_least(config, "keep_every", 0)
+    if config.keep_every % config.checkpoint_every:
+        raise v.ConfigError(
+            "keep_every",
+            f"must be a multiple of checkpoint_every={config.checkpoint_every} (a kept step "
+            f"must be a saved step); got {config.keep_every}",
+        )
     v.positive(config, "optim.vae_lr", "optim.disc_lr")
     v.one_of(config, "disc_batch", ("independent", "same"))
     if config.method == "factorvae" and config.ad.weight > 0:

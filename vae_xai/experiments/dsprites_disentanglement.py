@@ -134,6 +134,7 @@ def train_seed(
         num_steps=config.num_steps,
         seed=seed,
         checkpoint_every=config.checkpoint_every,
+        keep_every=config.get("keep_every") or None,
         log_every=config.log_every,
     )
     return model, state, info["total_wall_s"]
