@@ -7,6 +7,11 @@ and load data. Split along what each piece does:
   (reconstruction error; anomaly attention, Sec. 3.3 Eq. 5, per criterion x reference x
   layer; the model-free baselines ``center_prior`` and ``intensity``) and their
   **producers**, registered by name (:data:`PRODUCERS`) and selected by ``config.eval``.
+* :mod:`~vae_xai.localization.vae_maps` -- VAE maps beyond the paper, as pure functions of
+  ``encode_fn``/``decode_fn`` (any Linen or NNX VAE) and as producers selected by
+  ``config.eval.maps``: input gradients of the ELBO / KL / reconstruction term and their
+  combinations with the reconstruction error (Zimmerer et al., MICCAI 2019), iterative
+  energy-based projection (Dehaene et al., ICLR 2020), attention-weighted reconstruction error.
 * :mod:`~vae_xai.localization.evaluators` -- **evaluators** over the produced maps
   (localization metrics: pooled pixel AUROC, best IoU, AUPRO, image AUROC, overall and per
   defect type; latent detection; ROC figure; overlays), each a small object with a uniform
@@ -83,6 +88,24 @@ from vae_xai.localization.report import (
     save_results,
     summary_table,
 )
+from vae_xai.localization.vae_maps import (
+    MAP_NAMES,
+    AttentionWeightedRecon,
+    EnergyProjection,
+    GradientCombination,
+    InputGradient,
+    ReleasedAttention,
+    additive_combination,
+    input_gradient_maps,
+    input_gradients,
+    model_fns,
+    product_combination,
+    project,
+    projection_maps,
+    released_attention_maps,
+    set_range,
+    smooth_maps,
+)
 from vae_xai.losses import reconstruction_nll
 
 __all__ = [
@@ -91,21 +114,28 @@ __all__ = [
     "DEFAULT_EVALUATORS",
     "EVALUATORS",
     "EVAL_KEYS",
+    "MAP_NAMES",
     "PRODUCERS",
     "REFERENCES",
     "RESULT_NAMES_NOTE",
     "TRAIN_KEYS",
     "AnomalyAttention",
+    "AttentionWeightedRecon",
     "CenterPrior",
     "Context",
+    "EnergyProjection",
     "Evaluator",
+    "GradientCombination",
+    "InputGradient",
     "Intensity",
     "LatentDetection",
     "LocalizationMetrics",
     "MapProducer",
     "Overlays",
     "ReconstructionError",
+    "ReleasedAttention",
     "RocFigure",
+    "additive_combination",
     "anomaly_attention_maps",
     "attention_map_name",
     "attention_maps_for_layers",
@@ -122,19 +152,28 @@ __all__ = [
     "group_subsets",
     "image_scores",
     "init_state",
+    "input_gradient_maps",
+    "input_gradients",
     "intensity_maps",
     "latent_detection",
     "localization_metrics",
+    "model_fns",
     "print_report",
     "producers_from_config",
+    "product_combination",
+    "project",
+    "projection_maps",
     "reconstruction_error_maps",
     "reconstruction_nll",
     "reference_sets",
     "register_evaluator",
     "register_producer",
+    "released_attention_maps",
     "save_overlays",
     "save_results",
     "save_roc_figure",
+    "set_range",
+    "smooth_maps",
     "summary_table",
     "train_and_evaluate",
     "variables_of",

@@ -12,7 +12,10 @@ producers wrap them as small objects with a ``name`` (the map's key in results) 
   (``eval.criteria``, ``eval.references``, ``eval.layers``), named by
   :func:`attention_map_name`;
 * ``"center_prior"``, ``"intensity"`` -- the model-free baselines named in
-  ``eval.baselines``.
+  ``eval.baselines``;
+* the VAE maps beyond the paper named in ``eval.maps`` (input gradients, "combi", energy
+  projection, attention-weighted reconstruction error), in
+  :mod:`vae_xai.localization.vae_maps`.
 
 A :class:`Context` holds what producers and evaluators share: the model and its variables,
 the training images (for the empirical reference statistics, computed once), the test set,
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -301,7 +305,12 @@ class Context:
     (1 anomalous), ``groups`` ``(N,)`` defect types (or ``None``); ``dense_after(layer)``
     names the Dense after ``layer`` (the fast attention path) or ``None``; attention noise
     comes from ``jax.random.key(seed)``; every model pass runs in batches of ``batch_size``;
-    figures go to ``figure_dir`` (none if ``None``), titled ``title``.
+    figures go to ``figure_dir`` (none if ``None``), titled ``title``. ``likelihood``,
+    ``variance`` and ``beta`` are the model's training loss (the input-gradient and
+    projection maps of :mod:`vae_xai.localization.vae_maps` differentiate it).
+
+    Maps are produced through :meth:`map_of`, which keeps each map and its cost, so a
+    producer that combines others (e.g. ``combi``) reuses maps already made.
     """
 
     model: Any
@@ -316,10 +325,37 @@ class Context:
     batch_size: int = 16
     figure_dir: str | pathlib.Path | None = None
     title: str | None = None
+    likelihood: str = "gaussian"
+    variance: float = 0.5
+    beta: float = 1.0
     _references: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict, repr=False)
+    _produced: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    _seconds: dict[str, float] = dataclasses.field(default_factory=dict, repr=False)
+    _borrowed: list[float] = dataclasses.field(default_factory=lambda: [0.0], repr=False)
 
     def __post_init__(self) -> None:
         self.test_images = _check_images(self.test_images)
+
+    def map_of(self, producer: MapProducer) -> np.ndarray:
+        """``producer``'s map ``(N, H, W)``, produced once per context and kept by name.
+
+        Its cost (:meth:`seconds`) is the wall time of producing it plus the cost of the kept
+        maps it reused, i.e. what it would cost on its own (including jit compilation).
+        """
+        name = producer.name
+        if name in self._produced:
+            self._borrowed[0] += self._seconds[name]
+            return self._produced[name]
+        borrowed0, t0 = self._borrowed[0], time.perf_counter()
+        out = np.asarray(producer.produce(self), np.float32)
+        wall = time.perf_counter() - t0
+        self._produced[name] = out
+        self._seconds[name] = wall + (self._borrowed[0] - borrowed0)
+        return out
+
+    def seconds(self, name: str) -> float:
+        """The cost in seconds of map ``name`` on its own (see :meth:`map_of`)."""
+        return self._seconds[name]
 
     @property
     def key(self) -> jax.Array:
@@ -465,8 +501,11 @@ def producers_from_config(eval_config: Mapping[str, Any]) -> list[MapProducer]:
 
     ``"recon"``, then each of ``baselines`` (default ``("center_prior",)``), then anomaly
     attention for each ``criteria`` (default ``("difference",)``) x ``references`` (default
-    ``("prior", "empirical")``) x ``layers``, with ``sample``/``num_samples``. An unknown
-    name is a :class:`~vae_xai.validation.ConfigError` naming the field.
+    ``("prior", "empirical")``) x ``layers``, with ``sample``/``num_samples``, then the maps
+    that ``maps`` names (:func:`vae_xai.localization.vae_maps.producers_from_config`: input
+    gradients, their combinations, energy projection, attention-weighted reconstruction
+    error). An unknown name or bad field is a :class:`~vae_xai.validation.ConfigError`
+    naming the field.
     """
     e = dict(eval_config)
     baselines = tuple(e.get("baselines", ("center_prior",)))
@@ -483,6 +522,8 @@ def producers_from_config(eval_config: Mapping[str, Any]) -> list[MapProducer]:
                 raise validation.ConfigError(
                     field, f"unknown map producer {name!r}; choose from {sorted(known)}"
                 )
+    from vae_xai.localization import vae_maps  # registers its producers; imports this module
+
     sample = bool(e.get("sample", True))
     num_samples = int(e.get("num_samples", 1))
     out: list[MapProducer] = [ReconstructionError()]
@@ -493,4 +534,5 @@ def producers_from_config(eval_config: Mapping[str, Any]) -> list[MapProducer]:
         for r in references
         for layer in layers
     ]
+    out += vae_maps.producers_from_config(e)
     return out

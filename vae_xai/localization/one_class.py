@@ -34,6 +34,7 @@ from vae_xai.localization.maps import (
     MapProducer,
     producers_from_config,
 )
+from vae_xai.localization.vae_maps import EVAL_KEYS as VAE_MAP_KEYS
 from vae_xai.train import TrainState
 
 Likelihood = Literal["gaussian", "bernoulli"]
@@ -123,6 +124,7 @@ EVAL_KEYS = (
     "overlay_layer",
     "overlays_per_group",
     "evaluators",
+    *VAE_MAP_KEYS,
 )
 
 
@@ -149,15 +151,24 @@ def evaluate(
 
     Returns ``(results, maps)``: ``results`` from :func:`~vae_xai.localization.evaluators.
     collect` (``"metrics"``, ``"latent_detection"``, ``"figures"``, ...) plus
-    ``"eval_wall_s"``; ``maps`` the ``(N, H, W)`` maps by name, in producer order.
+    ``"eval_wall_s"`` and ``"map_cost"``: for each map, ``{"wall_s", "ms_per_image"}``, the
+    seconds it costs on its own (:meth:`~vae_xai.localization.maps.Context.map_of`: its
+    wall time, jit compilation included, plus the maps it reused) and per test image;
+    ``maps`` the ``(N, H, W)`` maps by name, in producer order.
     """
     t0 = time.perf_counter()
     maps: dict[str, np.ndarray] = {}
     for producer in producers:
         if producer.name in maps:
             raise ValueError(f"two map producers are named {producer.name!r}")
-        maps[producer.name] = producer.produce(ctx)
+        maps[producer.name] = ctx.map_of(producer)
+    n = len(ctx.test_images)
+    cost = {
+        name: {"wall_s": ctx.seconds(name), "ms_per_image": 1000 * ctx.seconds(name) / n}
+        for name in maps
+    }
     results = collect(itertools.chain.from_iterable(e.run(ctx, maps) for e in evaluators))
+    results["map_cost"] = cost
     results["eval_wall_s"] = time.perf_counter() - t0
     return results, maps
 
@@ -336,6 +347,9 @@ def train_and_evaluate(
         batch_size=eval_config.get("batch_size", 16),
         figure_dir=evaluation.dir / "figures",
         title=None if title is None else f"{title}, {train_info['steps']} steps",
+        likelihood=config.train.get("likelihood", "gaussian"),
+        variance=config.train.get("variance", 0.5),
+        beta=config.train.get("beta", 1.0),
     )
     results, _ = evaluate(ctx, producers, evaluators)
     return train_info, results, evaluation

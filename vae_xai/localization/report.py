@@ -20,7 +20,16 @@ RESULT_NAMES_NOTE = (
     "attention_kl_<ref>_<layer> = the same maps with each latent's KL divergence from the "
     "reference as the score (our extension); image_auroc scores an image by the max of its map; "
     "latent_detection = image AUROC of the total latent KL from the reference (can the "
-    "encoder tell anomalies apart at all?)."
+    "encoder tell anomalies apart at all?); "
+    "grad_elbo / grad_kl / grad_rec = |d loss / d x| of the ELBO, its KL term or its "
+    "reconstruction term at z=mu, channels summed, Gaussian-smoothed (Zimmerer et al. 2019); "
+    "combi = the KL-gradient map min-max normalized over the whole test set times recon; "
+    "combi_add = the sum of the KL-gradient map and recon, each normalized over the set; "
+    "projection = |x0 - x_T| after T steps of energy-based projection (Dehaene et al. 2020); "
+    "recon_x_<attention map> = that attention map, normalized over the set, times recon "
+    "(attention_released_<layer>: the authors' released-code attention variant); "
+    "map_cost = each map's wall time on its own (jit compilation and the maps it reuses "
+    "included) and per test image."
 )
 
 
