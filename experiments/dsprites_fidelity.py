@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 
 from experiments import launch
 from vae_xai.experiments import dsprites_fidelity as lib
@@ -40,4 +40,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    launch.run(main)

@@ -6,11 +6,21 @@ calls :func:`define_common_flags` (``--config``, ``--workdir``, ``--seeds``, and
 library function, ``vae_xai.experiments.NAME.train_and_evaluate(config, workdir, ...)``.
 Flags are defined only when a launcher runs as a script, so tests can import several
 launchers (and their libraries) in one process without duplicate flag definitions.
+
+Each launcher ends with ``launch.run(main)`` instead of ``app.run(main)``: a usage error (an
+unknown flag or config field, a bad config value, a refused workdir, a workdir in use) prints
+one line ``NAME: error: ...`` and exits 2; a known failure of the run (a damaged checkpoint, a
+diverged run) prints one line and exits 1; a run stopped by SIGTERM/SIGINT after saving its
+step exits 128 + the signal's number. ``VAE_XAI_TRACEBACK=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -24,9 +34,14 @@ __all__ = [
     "define_distributed_flags",
     "no_arguments",
     "require",
+    "run",
     "seeds",
     "start_distributed",
 ]
+
+# exit statuses: 2 a usage error (as argparse), 1 a run that failed in a known way
+USAGE_EXIT = 2
+FAILURE_EXIT = 1
 
 FLAGS = flags.FLAGS
 
@@ -121,3 +136,66 @@ def seeds() -> list[int] | None:
         return parse_seeds(FLAGS.seeds)
     except ConfigError as err:
         raise app.UsageError(f"--seeds: {err}") from err
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Print ``message`` as one line naming the launcher and exit with ``code``."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "launcher"
+    if prog in ("__main__.py", "-m", "-c"):
+        prog = "launcher"
+    text = " ".join(str(message).split("\n")) if "\n  " not in str(message) else str(message)
+    print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with one line and exit 2 on a bad flag or config override (a typo
+    such as ``--config.trian.num_steps=5`` raises inside ml_collections)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        _fail(str(err), USAGE_EXIT)
+    except (KeyError, AttributeError, ValueError, TypeError) as err:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        _fail(f"bad flag or config override: {message}", USAGE_EXIT)
+
+
+def check_config_values(config: Any) -> None:
+    """Every float of ``config`` is finite (``--config.beta=nan`` is a usage error now, not
+    a divergence later); raises :class:`ConfigError` naming the field."""
+    from vae_xai.workdir import config_dict, flatten
+
+    for key, value in flatten(config_dict(config)).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(key, f"must be finite; got {value!r}")
+
+
+def _guard(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """``main`` whose known errors end as one line and an exit status (see the module doc)."""
+    from vae_xai.train import CheckpointError, DivergenceError, Interrupted
+    from vae_xai.workdir import WorkdirError
+
+    def guarded(argv: list[str]) -> None:
+        if os.environ.get("VAE_XAI_TRACEBACK", "") not in ("", "0"):
+            main(argv)
+            return
+        try:
+            if "config" in FLAGS and FLAGS["config"].value is not None:
+                check_config_values(FLAGS.config)
+            main(argv)
+        except Interrupted as err:
+            _fail(str(err), err.exit_code)
+        except (app.UsageError, ConfigError, WorkdirError) as err:
+            _fail(str(err), USAGE_EXIT)
+        except FileNotFoundError as err:  # a missing data folder or file, named
+            _fail(str(err), USAGE_EXIT)
+        except (CheckpointError, DivergenceError) as err:
+            _fail(str(err), FAILURE_EXIT)
+
+    return guarded
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``app.run(main)`` with the launchers' error handling (see the module doc)."""
+    app.run(_guard(main), flags_parser=_parse_flags)

@@ -13,7 +13,7 @@ reconstruction-error, model-free and anomaly-attention maps with the MVTec-AD me
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from experiments import launch
 from vae_xai import localization
@@ -46,4 +46,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    launch.run(main)

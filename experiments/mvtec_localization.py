@@ -14,7 +14,7 @@ schema, :mod:`vae_xai.results`, with the paper's numbers for the category where 
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from data_pipelines import mvtec_ad
 from experiments import launch
@@ -58,4 +58,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    launch.run(main)

@@ -13,7 +13,7 @@ config the run was trained with (default ``:cpu``, the old ``:small``).
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from experiments import launch
 from vae_xai.experiments import mvtec_position_check as lib
@@ -48,4 +48,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    launch.run(main)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from experiments import launch
 from vae_xai.experiments import quickstart as lib
@@ -38,4 +38,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    launch.run(main)

@@ -19,7 +19,7 @@ overlays in ``workdir/figures/`` (links into the evaluation's own folder).
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from experiments import launch
 from vae_xai import localization
@@ -53,4 +53,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    launch.run(main)

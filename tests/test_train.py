@@ -289,7 +289,7 @@ def test_divergence_found_at_a_log_step_before_any_save(tmp_path):
     [
         (dict(checkpoint_every=0), "checkpoint_every must be a positive integer; got 0"),
         (dict(log_every=0), "log_every must be a positive integer; got 0"),
-        (dict(num_steps=-5), "num_steps must be >= 0; got -5"),
+        (dict(num_steps=-5), "num_steps must be an integer >= 0; got -5"),
         (dict(hooks={0: print}), "hook periods"),
         (dict(checkpoint_every=2, keep_every=3), "keep_every must be a positive multiple"),
     ],

@@ -56,11 +56,16 @@ def test_fingerprint_is_sha256_over_paths_sizes_and_contents(tmp_path):
     for rel, content in [("b.txt", b"hello"), ("sub/a.bin", b"\x00\x01")]:
         want.update(f"{rel}\0{len(content)}\0{hashlib.sha256(content).hexdigest()}\n".encode())
     got = wd.fingerprint_files(root)
+    listing = got.pop("_listing")
+    assert listing == {
+        "b.txt": f"5:{hashlib.sha256(b'hello').hexdigest()[:16]}",
+        "sub/a.bin": f"2:{hashlib.sha256(bytes([0, 1])).hexdigest()[:16]}",
+    }
     assert got == {"sha256": want.hexdigest(), "num_files": 2, "bytes": 7, "mode": "content"}
     # the same files elsewhere: the same fingerprint; one changed byte: another
     moved = tmp_path / "moved"
     root.rename(moved)
-    assert wd.fingerprint_files(moved) == got
+    assert wd.fingerprint_files(moved) == {**got, "_listing": listing}
     (moved / "b.txt").write_bytes(b"hellO")
     assert wd.fingerprint_files(moved)["sha256"] != got["sha256"]
     # above the size limit the modification time stands in for the content
@@ -102,6 +107,7 @@ def test_git_commit_is_none_outside_a_checkout(tmp_path, monkeypatch):
 
 def test_training_fields_and_data_are_compared(tmp_path):
     start(tmp_path, config())
+    fake_checkpoint(tmp_path, 5)  # (an untrained record is replaced instead: test_faults)
     before = (tmp_path / "run.json").read_text()
     changed = config(learning_rate=1e-2)
     changed.train.batch_size = 16
@@ -114,7 +120,6 @@ def test_training_fields_and_data_are_compared(tmp_path):
     assert "  train.batch_size: 8 -> 16\n" in msg
     assert "  train.learning_rate: 0.001 -> 0.01\n" in msg
     assert "seed" not in msg and "eval" not in msg.split("Use another")[0]
-    assert "Nothing is checkpointed there yet: deleting" in msg  # a run that never trained
     with pytest.raises(wd.WorkdirError, match=r'data.category: "a" -> "b"'):
         start(tmp_path, config(), data={**DATA, "category": "b"})
     with pytest.raises(wd.WorkdirError, match="holds a 'exp' run; this is 'other'"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
@@ -33,24 +34,35 @@ __all__ = ["parse_seeds", "run_seeds", "seed_config"]
 
 
 def parse_seeds(values: str | Sequence[str | int] | None) -> list[int] | None:
-    """``"0,1,2"`` or ``["0", "1", "2"]`` -> ``[0, 1, 2]``; ``None``/empty -> ``None``.
+    """``"0,1,2"`` or ``["0", "1", "2"]`` -> ``[0, 1, 2]``; ``None`` (not given) -> ``None``.
+
+    Args:
+      values: the ``--seeds`` flag's value: a comma-separated string or a list.
+
+    Returns:
+      The seeds, or ``None`` when ``values`` is ``None``.
 
     Raises:
-      ConfigError: a value that is not an integer >= 0, or a repeated seed (names ``seeds``).
+      ConfigError (field ``seeds``): a value that is not an integer in [0, 2**32) (what the
+        random key holds: seeds equal modulo 2**32 would train the same run twice), a
+        repeated seed, or no seed at all in a given value (``--seeds=``).
     """
     if values is None:
         return None
     if isinstance(values, str):
-        values = [v for v in values.split(",")]
-    items = [str(v).strip() for v in values if str(v).strip()]
-    if not items:
-        return None
+        values = values.split(",")
+    items = [str(v).strip() for v in values]
+    if not any(items):
+        raise ConfigError("seeds", "is empty; name at least one seed (e.g. --seeds=0,1,2)")
+    if not all(items):
+        raise ConfigError("seeds", f"has an empty entry; got {','.join(items)!r}")
     try:
         seeds = [int(v) for v in items]
     except ValueError:
         raise ConfigError("seeds", f"must be integers >= 0, comma-separated; got {items}") from None
-    if any(s < 0 for s in seeds):
-        raise ConfigError("seeds", f"must be integers >= 0; got {seeds}")
+    bad = [s for s in seeds if not 0 <= s < workdir_lib.SEED_LIMIT]
+    if bad:
+        raise ConfigError("seeds", f"must be integers in [0, 2**32); got {bad}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError("seeds", f"each seed once; got {seeds}")
     return seeds
@@ -71,14 +83,80 @@ def seed_config(config: Any, seed: int) -> Any:
 
 
 def _link(workdir: pathlib.Path, target: pathlib.Path) -> None:
-    link = workdir / target.name
-    if link.exists() and not link.is_symlink():
-        return  # a real file of that name is left alone
-    tmp = workdir / f".{target.name}.link-{os.getpid()}"
-    if tmp.is_symlink():
-        tmp.unlink()
-    os.symlink(os.path.relpath(target, workdir), tmp)
-    os.replace(tmp, link)
+    workdir_lib.replace_link(
+        workdir / target.name,
+        os.path.relpath(target, workdir),
+        workdir / workdir_lib.EVALUATIONS,
+    )
+
+
+def _read_record(workdir: pathlib.Path, experiment: str) -> dict[str, Any] | None:
+    """``seeds.json``; one that cannot be read is rebuilt from the ``seed_N`` runs (it is
+    bookkeeping: which seeds the folder holds), with a warning naming it."""
+    path = workdir / workdir_lib.SEEDS_FILE
+    if not path.exists():
+        return None
+    try:
+        record = workdir_lib.read_state_json(path, fix="")
+        if isinstance(record, dict) and isinstance(record.get("seeds"), list):
+            return record
+        raise workdir_lib.StateFileError(f"{path} is not a seeds record")
+    except workdir_lib.StateFileError as err:
+        found = sorted(
+            int(p.name[len("seed_") :])
+            for p in workdir.glob("seed_*")
+            if p.is_dir() and p.name[len("seed_") :].isdigit()
+        )
+        experiments = set()
+        for seed in found:
+            run_file = workdir / f"seed_{seed}" / workdir_lib.RUN_FILE
+            if run_file.exists():
+                run = workdir_lib.read_state_json(run_file, fix=workdir_lib.RUN_FIX)
+                experiments.add(run.get("experiment"))
+        if len(experiments) > 1:
+            raise workdir_lib.StateFileError(
+                f"{err}; its seed_N runs are of several experiments {sorted(experiments)}: "
+                "restore it from a copy, or use another --workdir"
+            ) from err
+        logging.warning("%s; rebuilt from the seed_N folders (seeds %s)", err, found)
+        now = workdir_lib.provenance()["time"]
+        return {
+            "experiment": experiments.pop() if experiments else experiment,
+            "seeds": found,
+            "created": now,
+            "starts": [],
+            "rebuilt": now,
+        }
+
+
+def _refuse(
+    workdir: pathlib.Path,
+    record: Mapping[str, Any] | None,
+    experiment: str,
+    config: Any,
+    seeds: Sequence[int],
+    fields: workdir_lib.Fields,
+) -> None:
+    """Raise :class:`~vae_xai.workdir.WorkdirError` unless ``workdir`` may hold these seeds
+    (checked before anything is written)."""
+    if record is not None and record.get("experiment") != experiment:
+        raise workdir_lib.WorkdirError(
+            f"{workdir} holds seeds of a {record.get('experiment')!r} run; this is "
+            f"{experiment!r}. Use another --workdir."
+        )
+    others = [p for p in workdir.iterdir() if p.name != workdir_lib.LOCK_FILE]
+    if record is None and others:
+        raise workdir_lib.WorkdirError(
+            f"{workdir} is not empty and holds no {workdir_lib.SEEDS_FILE}: not a workdir of "
+            "seeds. Use a new --workdir."
+        )
+    for seed in seeds:
+        workdir_lib.check(
+            workdir / f"seed_{seed}",
+            seed_config(config, seed),
+            experiment=experiment,
+            fields=fields,
+        )
 
 
 def run_seeds(
@@ -111,23 +189,24 @@ def run_seeds(
             "--seeds runs each seed in workdir/seed_N of a workdir of its own. Use another "
             "--workdir, or drop --seeds to continue that run"
         )
+    workdir_lib.check_values(seed_config(config, seeds[0]))
+    existed = workdir.exists()
+    workdir_lib.lock(workdir)  # held to the end: the aggregate is this invocation's
     path = workdir / workdir_lib.SEEDS_FILE
-    record = json.loads(path.read_text()) if path.exists() else None
-    if record is not None and record.get("experiment") != experiment:
-        raise workdir_lib.WorkdirError(
-            f"{workdir} holds seeds of a {record.get('experiment')!r} run; this is "
-            f"{experiment!r}. Use another --workdir."
-        )
-    if record is None and workdir.is_dir() and any(workdir.iterdir()):
-        raise workdir_lib.WorkdirError(
-            f"{workdir} is not empty and holds no {workdir_lib.SEEDS_FILE}: not a workdir of "
-            "seeds. Use a new --workdir."
-        )
+    try:
+        record = _read_record(workdir, experiment)
+        _refuse(workdir, record, experiment, config, seeds, fields)
+    except BaseException:
+        if not existed:
+            workdir_lib.release(workdir)
+            (workdir / workdir_lib.LOCK_FILE).unlink(missing_ok=True)
+            if not any(workdir.iterdir()):
+                workdir.rmdir()
+        raise
     configs = {seed: seed_config(config, seed) for seed in seeds}
-    for seed, cfg in configs.items():
-        workdir_lib.check(workdir / f"seed_{seed}", cfg, experiment=experiment, fields=fields)
 
     now = workdir_lib.provenance()["time"]
+
     if record is None:
         record = {"experiment": experiment, "seeds": [], "created": now, "starts": []}
     record["seeds"] = sorted(set(record["seeds"]) | set(seeds))

@@ -29,11 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import functools
+import hashlib
 import json
 import logging
 import os
 import pathlib
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
@@ -50,13 +55,17 @@ from tqdm.auto import tqdm
 from vae_xai import distributed, losses
 from vae_xai.metric_writer import MetricWriter
 from vae_xai.sharding import DATA_AXIS, batch_sharding, make_mesh, replicated, shard_batch
-from vae_xai.workdir import write_json_atomic
+from vae_xai.workdir import CHECKSUMS_FILE, read_state_json, write_json_atomic
 
 Batch = Mapping[str, Any]
 UpdateFn = Callable[["TrainState", Batch, jax.Array], tuple["TrainState", dict[str, jax.Array]]]
 
 __all__ = [
+    "CHECKSUMS_FILE",
+    "DAMAGED_DIR",
+    "CheckpointError",
     "DivergenceError",
+    "Interrupted",
     "ProbeDone",
     "TrainInfo",
     "TrainState",
@@ -71,7 +80,9 @@ __all__ = [
     "set_default_steps_per_dispatch",
     "train",
     "vae_update_fn",
+    "verify_checkpoint",
     "with_finite_flags",
+    "write_checksums",
 ]
 
 
@@ -292,12 +303,129 @@ def checkpoint_manager(
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, keep_period=keep_every or None, create=True
     )
-    return ocp.CheckpointManager(directory, options=options)
+    # one unnamed item, declared: orbax otherwise infers single vs. several items from the
+    # first step it reads, so one emptied step folder would make every other step unreadable
+    return ocp.CheckpointManager(
+        directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+    )
 
 
 def _abstract(state: TrainState, mesh: Mesh) -> Any:
     rep = replicated(mesh)
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
+
+
+# Where fit moves a damaged step (never deleted: the bytes stay for inspection).
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (damaged, unreadable, or not saved); the message is
+    one line naming the step folder and what to do."""
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checksums(step_dir: str | os.PathLike[str]) -> pathlib.Path:
+    """Record the size and sha256 of every file of a finished step folder in
+    ``step_dir/CHECKSUMS_FILE`` (atomically), for :func:`verify_checkpoint`.
+
+    Args:
+      step_dir: an orbax step folder (``workdir/checkpoints/<step>``) whose save has finished.
+
+    Returns:
+      The checksum file's path.
+    """
+    step_dir = pathlib.Path(step_dir)
+    files = {
+        p.relative_to(step_dir).as_posix(): [p.stat().st_size, _sha256(p)]
+        for p in sorted(step_dir.rglob("*"))
+        if p.is_file() and p.name != CHECKSUMS_FILE and not p.name.startswith(f".{CHECKSUMS_FILE}")
+    }
+    return write_json_atomic(step_dir / CHECKSUMS_FILE, {"step_dir": step_dir.name, "files": files})
+
+
+def verify_checkpoint(step_dir: str | os.PathLike[str]) -> str | None:
+    """Why the files of a step folder differ from the checksums written with them, or
+    ``None`` when they match (or when the step has no checksum file: saved by an older
+    version; such a step is checked by a full read and a finiteness check only).
+
+    Args:
+      step_dir: an orbax step folder (``workdir/checkpoints/<step>``).
+
+    Returns:
+      ``None`` or a short reason naming the first differing file.
+    """
+    step_dir = pathlib.Path(step_dir)
+    if not step_dir.is_dir():
+        return "the folder is missing"
+    path = step_dir / CHECKSUMS_FILE
+    if not path.exists():
+        return None
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"its {CHECKSUMS_FILE} cannot be read ({type(err).__name__})"
+    for rel, (size, digest) in sorted(files.items()):
+        p = step_dir / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != size:
+            return f"{rel} holds {p.stat().st_size} bytes, {size} were saved"
+        if _sha256(p) != digest:
+            return f"{rel} differs from the checksum saved with it"
+    return None
+
+
+@contextlib.contextmanager
+def _orbax_silent():
+    """Drop orbax's and tensorstore's log lines while a step is tried: a damaged step is
+    reported in one line by the caller, not in the 60-160 lines orbax logs."""
+    absl_logger = logging.getLogger("absl")
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "orbax" not in record.pathname and "tensorstore" not in record.pathname
+
+    drop = _Drop()
+    absl_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(drop)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(err).__name__}: {line[:160]}"
+
+
+def _restore_checked(
+    manager: ocp.CheckpointManager, step: int, abstract: Any
+) -> tuple[Any, str | None]:
+    """``(state, None)`` for an intact step, ``(None, reason)`` for a damaged one: its files
+    differ from their checksums, orbax cannot read all of it, or it holds a non-finite value
+    (never saved by :func:`fit`, so the bytes changed)."""
+    step_dir = pathlib.Path(manager.directory) / str(step)
+    reason = verify_checkpoint(step_dir)
+    if reason is not None:
+        return None, reason
+    try:
+        with _orbax_silent():
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            restored = jax.block_until_ready(restored)
+    except Exception as err:  # noqa: BLE001 (orbax/tensorstore raise many types)
+        return None, f"it cannot be read ({_first_line(err)})"
+    if not bool(jax.device_get(_all_finite(restored))):
+        return None, "it holds non-finite values"
+    return restored, None
 
 
 def restore_params(
@@ -308,16 +436,21 @@ def restore_params(
     step: int | None = None,
 ):
     """Restore the latest checkpoint of ``workdir`` (or that of ``step``) into the structure
-    of ``state``.
+    of ``state``, verified before use (checksums, a full read, finite values).
 
-    Raises FileNotFoundError (naming the folder) when there is none. With several processes
-    the result is this process's copy (:func:`vae_xai.distributed.local_copy`).
+    Raises FileNotFoundError (naming the folder) when there is none, and
+    :class:`CheckpointError` (one line naming the step folder to delete) when it is damaged:
+    an evaluation of another step than asked would be mislabelled, so there is no fallback
+    here (:func:`fit` falls back). With several processes the result is this process's copy
+    (:func:`vae_xai.distributed.local_copy`).
     """
     mesh = mesh or make_mesh()
     if not (pathlib.Path(workdir) / "checkpoints").is_dir():
         raise FileNotFoundError(
             f"no checkpoint found under {pathlib.Path(workdir) / 'checkpoints'}"
         )
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int | np.integer)):
+        raise TypeError(f"step must be an integer; got {step!r}")
     with checkpoint_manager(workdir) as manager:  # (a manager deletes only when it saves)
         if step is None:
             step = manager.latest_step()
@@ -330,8 +463,54 @@ def restore_params(
                 f"no checkpoint of step {step} under {pathlib.Path(workdir) / 'checkpoints'} "
                 f"(it holds steps {sorted(manager.all_steps())})"
             )
-        restored = manager.restore(step, args=ocp.args.StandardRestore(_abstract(state, mesh)))
+        restored, reason = _restore_checked(manager, int(step), _abstract(state, mesh))
+        if reason is not None:
+            step_dir = pathlib.Path(manager.directory) / str(step)
+            raise CheckpointError(
+                f"checkpoint {step_dir} is damaged: {reason}; delete that folder and rerun the "
+                "training command (it resumes from the newest intact step)"
+            )
     return distributed.local_copy(restored)
+
+
+def _restore_latest_intact(
+    manager: ocp.CheckpointManager, abstract: Any, workdir: pathlib.Path, primary: bool
+) -> tuple[Any, int | None]:
+    """The newest intact step of ``manager`` restored, and its step (``(None, None)`` when
+    there are no steps). Damaged steps newer than it are moved (never deleted) to
+    ``workdir/DAMAGED_DIR/<step>``, each with a warning naming both paths; kept steps
+    (``keep_every``) and older steps are untouched. With no intact step at all nothing is
+    moved and :class:`CheckpointError` names the steps."""
+    damaged: list[tuple[int, str]] = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        restored, reason = _restore_checked(manager, step, abstract)
+        if reason is None:
+            break
+        damaged.append((step, reason))
+    else:
+        if not damaged:
+            return None, None
+        listing = "; ".join(f"{pathlib.Path(manager.directory) / str(s)}: {r}" for s, r in damaged)
+        raise CheckpointError(
+            f"no intact checkpoint under {manager.directory} ({listing}); nothing was moved or "
+            "deleted: delete those step folders to train from step 0, or use another --workdir"
+        )
+    if damaged and primary:
+        target = workdir / DAMAGED_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        for s, r in damaged:
+            src = pathlib.Path(manager.directory) / str(s)
+            dst = target / f"{s}_{time.strftime('%Y%m%dT%H%M%S')}"
+            shutil.move(str(src), str(dst))
+            logging.warning(
+                "checkpoint %s is damaged (%s): moved to %s; resuming from step %d",
+                src,
+                r,
+                dst,
+                step,
+            )
+        manager.reload()
+    return restored, step
 
 
 class DivergenceError(FloatingPointError):
@@ -485,8 +664,9 @@ def _fit(
     steps_per_dispatch: int | None = None,
 ) -> tuple[TrainState, int]:
     """:func:`fit`, also returning the step it started (or resumed) from."""
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0; got {num_steps}")
+    for name, value in (("num_steps", num_steps), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
     for name, period in (("checkpoint_every", checkpoint_every), ("log_every", log_every)):
         if not isinstance(period, int) or period < 1:
             raise ValueError(f"{name} must be a positive integer; got {period!r}")
@@ -514,12 +694,23 @@ def _fit(
     # process 0 alone writes metrics and shows progress; all take part in checkpointing
     primary = jax.process_index() == 0
 
-    with checkpoint_manager(workdir, keep_every=keep_every) as manager:
-        latest = manager.latest_step()
-        if latest is not None:
-            state = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(state, mesh)))
-        else:
-            state = jax.device_put(state, replicated(mesh))
+    with checkpoint_manager(workdir, keep_every=keep_every) as manager, _StopSignals() as stop:
+        restored, latest = _restore_latest_intact(manager, _abstract(state, mesh), workdir, primary)
+        state = restored if latest is not None else jax.device_put(state, replicated(mesh))
+        saved = latest
+
+        def save(step: int) -> None:
+            nonlocal saved
+            check_finite()
+            try:
+                manager.save(step, args=ocp.args.StandardSave(state), force=True)
+                manager.wait_until_finished()
+                if primary:
+                    write_checksums(pathlib.Path(manager.directory) / str(step))
+            except Exception as err:
+                raise _save_error(err, manager, step, saved) from err
+            saved = step
+
         # drop lines logged after the restored step (or all, if killed before any checkpoint)
         if primary:
             _truncate_log(log_path, latest or 0)
@@ -565,6 +756,8 @@ def _fit(
         )
         with writer, bar:
             step = start
+            if stop.signum is not None:
+                raise Interrupted(stop.signum, start, pathlib.Path(manager.directory))
             probing = _PROBE.get()
             if probing is not None:
                 probing = dict(probing, t_fit=time.perf_counter())
@@ -597,14 +790,101 @@ def _fit(
                     if done % period == 0:
                         hook(done, state)
                 if done % checkpoint_every == 0 or done == num_steps:
-                    check_finite()
-                    manager.save(done, args=ocp.args.StandardSave(state))
+                    save(done)
                 bar.update(n)
                 step = done
                 if probing is not None:
                     _probe_tick(probing, done - start, state, num_steps)
+                if stop.signum is not None:
+                    if saved != done:
+                        save(done)
+                    raise Interrupted(stop.signum, done, pathlib.Path(manager.directory))
         manager.wait_until_finished()
     return state, start
+
+
+class Interrupted(KeyboardInterrupt):
+    """:func:`fit` stopped on SIGTERM or SIGINT after saving the current step.
+
+    A ``KeyboardInterrupt`` (so a notebook's interrupt behaves as usual); ``signum``,
+    ``step`` and ``exit_code`` (``128 + signum``, what a shell reports for the signal) say
+    what happened; rerunning the same command resumes from ``step``.
+    """
+
+    def __init__(self, signum: int, step: int, directory: pathlib.Path):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} at step {step}: checkpoint {directory / str(step)} is saved; "
+            "rerun the same command to resume from it"
+        )
+        self.signum = signum
+        self.step = step
+        self.exit_code = 128 + signum
+
+
+class _StopSignals:
+    """While inside, SIGTERM and SIGINT set ``signum`` instead of stopping the process, so
+    :func:`fit` can save the current step first (a preemption notice from Colab, TPU VMs or
+    SLURM is a SIGTERM). A second signal of either kind stops at once (the previous
+    handlers are back). Only the main thread can install handlers; elsewhere this does
+    nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if self.signum is not None:  # the second one: stop now
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        logging.warning(
+            "%s received: saving the current step, then stopping", signal.Signals(signum).name
+        )
+
+    def _restore(self) -> None:
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
+        self._old = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._old[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+
+def _save_error(
+    err: BaseException, manager: ocp.CheckpointManager, step: int, saved: int | None
+) -> BaseException:
+    """A one-line :class:`CheckpointError` for a failed save (a full disk, a read-only or
+    vanished folder); any other error is returned as is."""
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    os_err = next((e for e in chain if isinstance(e, OSError) and e.errno), None)
+    text = " ".join(str(e) for e in chain)
+    if os_err is None and "No space left" not in text:
+        return err
+    reason = os.strerror(os_err.errno) if os_err is not None else os.strerror(errno.ENOSPC)
+    where = (
+        f"a rerun resumes from step {saved} ({pathlib.Path(manager.directory) / str(saved)})"
+        if saved is not None
+        else "no step was saved before it"
+    )
+    return CheckpointError(
+        f"saving step {step} to {pathlib.Path(manager.directory) / str(step)} failed: {reason}; "
+        f"fix that (e.g. free disk space) and rerun the same command: {where}"
+    )
 
 
 class ProbeDone(Exception):  # noqa: N818 (a signal, not an error)
@@ -752,6 +1032,23 @@ def _last_logged(log_path: pathlib.Path) -> dict[str, Any]:
     return {}
 
 
+def _read_wall(path: pathlib.Path) -> float:
+    """The accumulated training seconds of ``train_wall.json``; bookkeeping, so a file that
+    cannot be read is reported and counted from 0 again (rewritten at the end), not fatal."""
+    if not path.exists():
+        return 0.0
+    try:
+        return float(read_state_json(path, fix="")["seconds"])
+    except (ValueError, KeyError, TypeError) as err:
+        logging.warning(
+            "%s cannot be read (%s): total_wall_s counts from this call on; it is rewritten "
+            "when this call has trained",
+            path,
+            _first_line(err),
+        )
+        return 0.0
+
+
 def train(
     state: TrainState,
     update_fn: UpdateFn,
@@ -777,7 +1074,7 @@ def train(
     """
     workdir = pathlib.Path(workdir)
     wall_path = workdir / TRAIN_WALL_FILE
-    before = float(json.loads(wall_path.read_text())["seconds"]) if wall_path.exists() else 0.0
+    before = _read_wall(wall_path)
     t0 = time.perf_counter()
     # (the start step comes from fit's own restore: a look at the folder here could differ
     # between processes and send them into different collective calls)

@@ -32,30 +32,46 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import hashlib
 import json
+import logging
+import math
 import os
 import pathlib
+import shutil
+import socket
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 
 __all__ = [
+    "CHECKSUMS_FILE",
+    "LOCK_FILE",
     "RUN_FILE",
     "SEEDS_FILE",
     "Evaluation",
     "Fields",
     "Run",
+    "StateFileError",
     "WorkdirError",
     "check",
+    "changed_files",
+    "check_values",
+    "checkpoint_digest",
+    "lock",
     "config_dict",
     "fingerprint_files",
     "flatten",
     "open_trained",
     "provenance",
+    "read_state_json",
+    "release",
+    "replace_link",
     "renderer_identity",
+    "split_listings",
     "start",
     "trained_step",
     "write_json_atomic",
@@ -69,10 +85,158 @@ EVALUATIONS = "evaluations"
 CONTENT_HASH_LIMIT = 2 << 30
 _MISSING = "<absent>"
 _EVENTS = "events.out.tfevents"
+# One writer per workdir: the process that holds an exclusive flock on this file (its host,
+# PID and start time are written into it).
+LOCK_FILE = ".lock"
+# Written by vae_xai.train into each checkpoint step folder once its save is complete: the
+# size and sha256 of every file orbax wrote, so a restore can tell a damaged step from an
+# intact one, and an evaluation can tell two checkpoints of one step apart.
+CHECKSUMS_FILE = "vae_xai_checksums.json"
+# What jax.random.key holds of a seed: 32 bits (key(2**32) is key(0)).
+SEED_LIMIT = 2**32
 
 
 class WorkdirError(ValueError):
     """A start that would mix two runs in one workdir (or mislabel its results)."""
+
+
+class StateFileError(WorkdirError):
+    """A workdir's state file (``run.json``, ``seeds.json``, ...) cannot be read; the message
+    names the file and what to do."""
+
+
+def read_state_json(path: str | os.PathLike[str], *, fix: str) -> Any:
+    """The JSON content of a workdir state file.
+
+    Args:
+      path: the file (it must exist).
+      fix: what the user should do when it cannot be read (appended to the message).
+
+    Raises:
+      StateFileError: the file cannot be read or is not valid JSON (e.g. cut by a full disk
+        or a kill outside :func:`write_json_atomic`); names the file, the reason and ``fix``.
+    """
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise StateFileError(
+            f"{path} cannot be read ({reason}){': ' + fix if fix else ''}"
+        ) from err
+
+
+# ----------------------------------------------------------------------------- the lock
+
+# workdir (resolved) -> open file descriptor holding its flock, for this process's lifetime
+_HELD: dict[str, int] = {}
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock(workdir: str | os.PathLike[str]) -> pathlib.Path:
+    """Make this process the one writer of ``workdir`` (created if missing) until it exits
+    (or :func:`release`).
+
+    An exclusive ``flock`` on ``workdir/.lock``, which records the holder's host, PID and
+    start time. The kernel drops the lock when its process dies, so the lock of a killed run
+    is stale by construction: it is taken over (and logged with the dead holder's PID). Taking
+    it again in the same process is a no-op (a notebook may start a run twice). With several
+    processes (:mod:`vae_xai.distributed`) only process 0 locks.
+
+    Returns:
+      The lock file's path.
+
+    Raises:
+      WorkdirError: another process holds the lock; names its host and PID.
+    """
+    workdir = pathlib.Path(workdir)
+    path = workdir / LOCK_FILE
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        return path
+    key = str(workdir.resolve())
+    if key in _HELD:
+        return path
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip()
+        os.close(fd)
+        try:
+            info = json.loads(holder)
+            who = f"PID {info['pid']} on host {info['host']} since {info['time']}"
+        except (ValueError, KeyError, TypeError):
+            who = "another process"
+        raise WorkdirError(
+            f"{workdir} is in use by {who} ({path}): one run writes a workdir at a time; wait "
+            "for it to end, or use another --workdir"
+        ) from None
+    previous = os.read(fd, 4096).decode(errors="replace").strip()
+    if previous:
+        try:
+            info = json.loads(previous)
+            if info.get("pid") is not None and "released" not in info:
+                logging.warning(
+                    "%s: taking over the lock left by PID %s on host %s (%s)",
+                    workdir,
+                    info.get("pid"),
+                    info.get("host"),
+                    "no longer running"
+                    if info.get("host") == socket.gethostname() and not _pid_running(info["pid"])
+                    else "its lock was released",
+                )
+        except (ValueError, TypeError):
+            pass
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "time": _now()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    _HELD[key] = fd
+    return path
+
+
+def release(workdir: str | os.PathLike[str]) -> None:
+    """Release this process's lock on ``workdir`` (a no-op when it holds none). The lock file
+    stays (marked released): removing it could let two later starts lock two files."""
+    fd = _HELD.pop(str(pathlib.Path(workdir).resolve()), None)
+    if fd is None:
+        return
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps({"released": _now()}) + "\n").encode(), 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def check_values(config: Any) -> None:
+    """Every float of the config is finite and a ``seed`` is an integer the random key holds
+    (seeds equal modulo 2**32 would train the same run twice).
+
+    Args:
+      config: a ConfigDict or mapping.
+
+    Raises:
+      ConfigError: names the first offending field.
+    """
+    from vae_xai.validation import ConfigError
+
+    for key, value in flatten(config_dict(config)).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(key, f"must be finite; got {value!r}")
+    flat = flatten(config_dict(config))
+    if "seed" in flat and flat["seed"] is not None:
+        seed = flat["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+            raise ConfigError("seed", f"must be an integer in [0, 2**32); got {seed!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +300,53 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
     return path
 
 
+def _same_tree(a: pathlib.Path, b: pathlib.Path) -> bool:
+    """``a`` (a real file or folder) holds exactly the bytes of ``b``."""
+    if a.is_file():
+        return (
+            b.is_file()
+            and a.stat().st_size == b.stat().st_size
+            and a.read_bytes() == b.read_bytes()
+        )
+    if not (a.is_dir() and b.is_dir()):
+        return False
+    names_a = sorted(p.relative_to(a) for p in a.rglob("*"))
+    names_b = sorted(p.relative_to(b) for p in b.rglob("*"))
+    return names_a == names_b and all(
+        _same_tree(a / n, b / n) for n in names_a if (a / n).is_file()
+    )
+
+
+def replace_link(link: pathlib.Path, target: str, outputs: pathlib.Path) -> bool:
+    """Point ``link`` at ``target`` (relative to the link's folder), atomically.
+
+    A symlink is replaced. A real file or folder there (a workdir copied with ``cp -rL``
+    turns the links into copies) is replaced when it is a copy of some output under
+    ``outputs`` (any evaluation's file of that name); anything else is a user's own file:
+    left alone, with a warning. Returns whether the link now points at ``target``.
+    """
+    if link.exists() and not link.is_symlink():
+        copies = [p for p in outputs.glob(f"*/{link.name}") if _same_tree(link, p)]
+        if not copies:
+            logging.warning(
+                "%s is a file of its own (not a copy of an evaluation's output): left alone; "
+                "the newest is %s",
+                link,
+                link.parent / target,
+            )
+            return False
+        if link.is_dir():
+            aside = link.with_name(f".{link.name}.replaced-{os.getpid()}")
+            os.replace(link, aside)
+            shutil.rmtree(aside)
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return True
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     """A ConfigDict (or mapping) as plain JSON values (tuples become lists)."""
     raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -168,10 +379,36 @@ def _short_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def _walk_files(root: pathlib.Path) -> list[pathlib.Path]:
+    """Every visible file under ``root``, following symlinked folders and files (a data
+    folder of links is read through them), each real folder once (no link cycles)."""
+    out: list[pathlib.Path] = []
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            path = pathlib.Path(folder) / name
+            if not name.startswith(".") and path.is_file():
+                out.append(path)
+    return sorted(out)
+
+
+# the key of a fingerprint's per-file table: stored in workdir/data_files.json, not run.json
+LISTING = "_listing"
+DATA_FILES = "data_files.json"
+
+
 def fingerprint_files(
     root: str | os.PathLike[str],
     *,
     files: Sequence[str | os.PathLike[str]] | None = None,
+    suffixes: Collection[str] | None = None,
+    ignore: Collection[str] = (),
     content_limit: int = CONTENT_HASH_LIMIT,
 ) -> dict[str, Any]:
     """A fingerprint of the data files under ``root`` (or of ``files``, paths under it).
@@ -180,23 +417,40 @@ def fingerprint_files(
     copy of the same data elsewhere has the same fingerprint and any added, removed or
     changed file gives another. When the files hold more than ``content_limit`` bytes the
     file's modification time (ns) replaces its content hash (``"mode": "stat"``): hashing
-    would no longer take seconds. Hidden files (``.name``) are skipped.
+    would no longer take seconds. Hidden files (``.name``) are skipped; symlinked folders
+    and files are followed (the loader reads through them).
+
+    Args:
+      root: the data folder.
+      files: exactly the files the loader reads (else every file under ``root``).
+      suffixes: only files with one of these suffixes (case-insensitive, e.g. the image
+        extensions a loader accepts), so files it never reads (``Thumbs.db``, notes) are
+        not part of the identity.
+      ignore: file names (case-insensitive) the loader skips.
+      content_limit: see above.
+
+    Returns:
+      ``{"sha256", "num_files", "bytes", "mode", "_listing"}``; ``_listing`` (each file's
+      token) is kept by :func:`start` in ``workdir/data_files.json`` to name the files that
+      changed when a later start's data differ, and is not compared itself.
     """
     root = pathlib.Path(root)
     if files is None:
         if not root.is_dir():
             raise FileNotFoundError(f"data folder {root} does not exist")
-        paths = sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
+        paths = _walk_files(root)
     else:
         paths = sorted(pathlib.Path(f) for f in files)
+    if suffixes is not None:
+        allowed = {x.lower() for x in suffixes}
+        paths = [p for p in paths if p.suffix.lower() in allowed]
+    skipped = {x.lower() for x in ignore}
+    paths = [p for p in paths if p.name.lower() not in skipped]
     stats = [(p, p.stat()) for p in paths]
     total = sum(s.st_size for _, s in stats)
     mode = "content" if total <= content_limit else "stat"
     digest = hashlib.sha256()
+    listing: dict[str, str] = {}
     for p, st in stats:
         rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name
         if mode == "content":
@@ -208,7 +462,64 @@ def fingerprint_files(
         else:
             token = str(st.st_mtime_ns)
         digest.update(f"{rel}\0{st.st_size}\0{token}\n".encode())
-    return {"sha256": digest.hexdigest(), "num_files": len(stats), "bytes": total, "mode": mode}
+        listing[rel] = f"{st.st_size}:{token[:16]}"
+    return {
+        "sha256": digest.hexdigest(),
+        "num_files": len(stats),
+        "bytes": total,
+        "mode": mode,
+        LISTING: listing,
+    }
+
+
+def split_listings(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``data`` without the fingerprints' per-file tables, and those tables by dotted key."""
+    tables: dict[str, Any] = {}
+
+    def strip(tree: Any, prefix: str) -> Any:
+        if not isinstance(tree, Mapping):
+            return tree
+        out = {}
+        for k, v in tree.items():
+            if k == LISTING:
+                tables[prefix.rstrip(".")] = v
+            else:
+                out[k] = strip(v, f"{prefix}{k}.")
+        return out
+
+    return strip(data, ""), tables
+
+
+def changed_files(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``added X``, ``removed X``, ``changed X`` lines between two per-file tables (by the
+    dotted key of their fingerprint), at most 20."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key) or {}, new.get(key) or {}
+        where = f"{key}: " if key else ""
+        for rel in sorted(set(a) | set(b)):
+            if rel not in a:
+                lines.append(f"{where}added {rel}")
+            elif rel not in b:
+                lines.append(f"{where}removed {rel}")
+            elif a[rel] != b[rel]:
+                lines.append(f"{where}changed {rel}")
+    return lines[:20] + ([f"... {len(lines) - 20} more"] if len(lines) > 20 else [])
+
+
+def checkpoint_digest(step_dir: str | os.PathLike[str]) -> str | None:
+    """A short hash of a checkpoint step's checksum file (so of the exact files saved), or
+    ``None`` when the step has none (saved by an older version, or not saved).
+
+    Args:
+      step_dir: the step folder (``workdir/checkpoints/<step>``).
+    """
+    path = pathlib.Path(step_dir) / CHECKSUMS_FILE
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def renderer_identity() -> dict[str, Any]:
@@ -357,19 +668,34 @@ class Run:
         configuration give the same folder (redoing it replaces identical outputs); any other
         gives a new one.
         """
+        if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
+            raise TypeError(f"step must be an integer; got {step!r}")
+        step = int(step)
         eval_config = json.loads(json.dumps(dict(eval_config), default=str))
-        name = f"{label}{int(step)}_{_short_hash(eval_config)}"
-        return Evaluation(self, self.workdir / EVALUATIONS / name, eval_config, int(step))
+        digest = checkpoint_digest(self.workdir / "checkpoints" / str(step))
+        # another checkpoint of this step (retrained after a damaged one was moved aside, say)
+        # gets another folder: an evaluation never replaces one of a different checkpoint
+        key = eval_config if digest is None else {**eval_config, "checkpoint": digest}
+        name = f"{label}{step}_{_short_hash(key)}"
+        return Evaluation(self, self.workdir / EVALUATIONS / name, eval_config, step, digest)
 
 
 class Evaluation:
     """One evaluation of a run: its own folder, config and results."""
 
-    def __init__(self, run: Run, folder: pathlib.Path, config: dict[str, Any], step: int):
+    def __init__(
+        self,
+        run: Run,
+        folder: pathlib.Path,
+        config: dict[str, Any],
+        step: int,
+        checkpoint: str | None = None,
+    ):
         self.run = run
         self.dir = folder
         self.config = config
         self.step = step
+        self.checkpoint = checkpoint
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -383,6 +709,7 @@ class Evaluation:
             "evaluation": {
                 "dir": str(self.dir),
                 "step": self.step,
+                "checkpoint": self.checkpoint,
                 "config": self.config,
                 "time": _now(),
                 "git": _git_commit(),
@@ -476,15 +803,9 @@ class Evaluation:
                     link.unlink()
         made = []
         for name in sorted(names):
-            link = workdir / name
-            if link.exists() and not link.is_symlink():
-                continue
-            tmp = workdir / f".{name}.link-{os.getpid()}"
-            if tmp.is_symlink():
-                tmp.unlink()
-            os.symlink(os.path.join(EVALUATIONS, self.dir.name, name), tmp)
-            os.replace(tmp, link)
-            made.append(link)
+            target = os.path.join(EVALUATIONS, self.dir.name, name)
+            if replace_link(workdir / name, target, workdir / EVALUATIONS):
+                made.append(workdir / name)
         return made
 
 
@@ -497,8 +818,10 @@ def _check(
     new_data: Mapping[str, Any],
     num_steps: int,
     step_done: int | None,
+    tables: Mapping[str, Any] | None = None,
 ) -> None:
-    """Raise :class:`WorkdirError` unless the start may continue the recorded run."""
+    """Raise :class:`WorkdirError` unless the start may continue the recorded run; with the
+    new data's per-file ``tables`` (:func:`split_listings`), a data change names the files."""
     if record.get("experiment") != experiment:
         raise WorkdirError(
             f"{workdir} holds a {record.get('experiment')!r} run; this is {experiment!r}. "
@@ -517,16 +840,21 @@ def _check(
         if flat_data_old.get(k, _MISSING) != flat_data_new.get(k, _MISSING)
     ]
     if diffs:
-        untrained = (
-            f" Nothing is checkpointed there yet: deleting {workdir / RUN_FILE} starts over."
-            if step_done is None and not record.get("evaluations")
-            else ""
-        )
+        files = ""
+        if tables and any(k.startswith("data.") for k, _, _ in diffs):
+            try:
+                old_tables = json.loads((workdir / DATA_FILES).read_text())
+            except (OSError, ValueError):
+                old_tables = None  # not recorded (a run started before data_files.json)
+            if isinstance(old_tables, dict):
+                names = changed_files(old_tables, tables)
+                files = "".join(f"\n  {n}" for n in names)
+                files = f"\nfiles that differ:{files}" if files else ""
         raise WorkdirError(
             f"{workdir} holds another run ({RUN_FILE}): these fields change what is trained "
-            f"(recorded -> now):\n{_diff_lines(diffs)}\n"
+            f"(recorded -> now):\n{_diff_lines(diffs)}{files}\n"
             "Use another --workdir for another run (only num_steps may grow, and the fields "
-            f"under {list(fields.eval) + list(fields.schedule)} may change).{untrained}"
+            f"under {list(fields.eval) + list(fields.schedule)} may change)."
         )
     if step_done is not None and num_steps < step_done:
         raise WorkdirError(
@@ -541,7 +869,10 @@ def _check(
 def _refuse_seeds_parent(workdir: pathlib.Path) -> None:
     path = workdir / SEEDS_FILE
     if path.exists():
-        seeds = json.loads(path.read_text()).get("seeds")
+        try:
+            seeds = read_state_json(path, fix="").get("seeds") or ["N"]
+        except (StateFileError, AttributeError):
+            seeds = ["N"]
         raise WorkdirError(
             f"{workdir} holds one run per seed ({SEEDS_FILE}: seeds {seeds} in "
             f"{workdir}/seed_N), not a single run: pass --seeds (e.g. --seeds={seeds[0]}) to "
@@ -566,6 +897,7 @@ def check(
       WorkdirError: as :func:`start` (outputs without a record included).
     """
     workdir = pathlib.Path(workdir)
+    check_values(config)
     _refuse_seeds_parent(workdir)
     path = workdir / RUN_FILE
     step_done = trained_step(workdir)
@@ -576,12 +908,50 @@ def check(
                 "with this one. Use a new --workdir."
             )
         return None
-    record = json.loads(path.read_text())
+    record = _load_record(workdir, step_done)
+    if record is None or _untrained(workdir, step_done, record):
+        return record  # (an untrained record is replaced by start)
     flat_new = flatten(config_dict(config))
-    new_data = record["data"] if data is None else json.loads(json.dumps(dict(data), default=str))
+    new_data, tables = split_listings(
+        record["data"] if data is None else json.loads(json.dumps(dict(data), default=str))
+    )
     num_steps = int(flat_new[fields.num_steps])
-    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done)
+    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done, tables)
     return record
+
+
+def _untrained(
+    workdir: pathlib.Path, step_done: int | None, record: Mapping[str, Any] | None
+) -> bool:
+    """Nothing of the run is kept yet: no checkpoint and no evaluation."""
+    evaluations = workdir / EVALUATIONS
+    return (
+        step_done is None
+        and not (record or {}).get("evaluations")
+        and not (evaluations.is_dir() and any(evaluations.iterdir()))
+    )
+
+
+RUN_FIX = (
+    "it holds the run's config, which every restart is compared with, and is only ever "
+    "replaced whole, so it was changed from outside: restore it from a copy, or use another "
+    "--workdir"
+)
+
+
+def _load_record(workdir: pathlib.Path, step_done: int | None) -> dict[str, Any] | None:
+    """``run.json``, ``None`` when absent, or when unreadable while nothing is trained (then
+    it is rebuilt by this start: logged)."""
+    path = workdir / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        return read_state_json(path, fix=RUN_FIX)
+    except StateFileError as err:
+        if not _untrained(workdir, step_done, None):
+            raise
+        logging.warning("%s; nothing is trained there yet, so this start rewrites it", err.args[0])
+        return None
 
 
 def start(
@@ -594,6 +964,12 @@ def start(
     data_location: str | None = None,
 ) -> Run:
     """Record (first start) or check (later starts) the run in ``workdir``; see the module doc.
+
+    Takes the workdir's lock first (:func:`lock`: one writer per workdir) and writes
+    ``run.json`` only after every check passed. The record of a start that trained and
+    evaluated nothing (e.g. it failed loading its data) is replaced by a start that differs
+    from it (logged with the differing fields): there is no result to mislabel, and the fixed
+    data or config must not be refused.
 
     Args:
       workdir: the run folder (created if missing).
@@ -608,25 +984,75 @@ def start(
       The :class:`Run`.
 
     Raises:
-      WorkdirError: the workdir holds another run (another experiment, a training-relevant
-        config field or the data differ), was trained past ``num_steps``, or holds outputs
-        without a ``run.json``.
+      ConfigError: a config float is not finite, or ``seed`` is not an integer in [0, 2**32).
+      WorkdirError: another process holds the workdir, or it holds another run (another
+        experiment, a training-relevant config field or the data differ), was trained past
+        ``num_steps``, or holds outputs without a ``run.json``.
+      StateFileError: ``run.json`` of a trained run cannot be read (names it).
     """
     workdir = pathlib.Path(workdir)
-    _refuse_seeds_parent(workdir)
+    check_values(config)
     new_config = config_dict(config)
-    new_data = json.loads(json.dumps(dict(data), default=str))
     flat_new = flatten(new_config)
     if fields.num_steps not in flat_new:
         raise KeyError(f"config has no field {fields.num_steps!r} (Fields.num_steps)")
+    existed = workdir.exists()
+    lock(workdir)
+    try:
+        return _start_locked(workdir, new_config, experiment, fields, data, data_location, flat_new)
+    except BaseException:
+        if not existed:  # leave nothing behind
+            release(workdir)
+            if {p.name for p in workdir.iterdir()} <= {LOCK_FILE}:
+                (workdir / LOCK_FILE).unlink(missing_ok=True)
+                workdir.rmdir()
+        raise
+
+
+def _start_locked(
+    workdir: pathlib.Path,
+    new_config: dict[str, Any],
+    experiment: str,
+    fields: Fields,
+    data: Mapping[str, Any],
+    data_location: str | None,
+    flat_new: dict[str, Any],
+) -> Run:
+    _refuse_seeds_parent(workdir)
+    new_data, tables = split_listings(json.loads(json.dumps(dict(data), default=str)))
     num_steps = int(flat_new[fields.num_steps])
     path = workdir / RUN_FILE
     step_done = trained_step(workdir)
     entry = {"time": _now(), "num_steps": num_steps, "git": _git_commit(), "device": _device()}
+    had_record = path.exists()
+    record = _load_record(workdir, step_done)
+    if record is not None:
+        try:
+            _check(
+                workdir,
+                record,
+                experiment,
+                fields,
+                flat_new,
+                new_data,
+                num_steps,
+                step_done,
+                tables,
+            )
+        except WorkdirError as err:
+            if record.get("experiment") != experiment or not _untrained(workdir, step_done, record):
+                raise
+            logging.warning(
+                "%s: replacing the record of a start that trained and evaluated nothing; %s",
+                workdir,
+                str(err).split("\n", 1)[-1].split("\nUse another")[0].strip(),
+            )
+            record = None
 
-    if not path.exists():
+    if record is None:
         if (
-            workdir.is_dir()
+            not had_record
+            and workdir.is_dir()
             and any(
                 (workdir / n).exists()
                 for n in ("checkpoints", "metrics.jsonl", "results.json", "config.json")
@@ -653,11 +1079,11 @@ def start(
         }
         run = Run(workdir, json.loads(json.dumps(record, default=str)), fields)
         workdir.mkdir(parents=True, exist_ok=True)
+        if tables:
+            write_json_atomic(workdir / DATA_FILES, tables)
         run._write()
         return run
 
-    record = json.loads(path.read_text())
-    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done)
     last = record["starts"][-1] if record.get("starts") else {}
     previous = flatten(record.get("last_config", record["config"]))
     changed = {
@@ -673,6 +1099,8 @@ def start(
     entry["data_location"] = data_location
     record["starts"] = [*record.get("starts", []), entry]
     record["last_config"] = new_config
+    if tables and not (workdir / DATA_FILES).exists():  # a run recorded before data_files.json
+        write_json_atomic(workdir / DATA_FILES, tables)
     run = Run(workdir, record, fields)
     run._write()
     return run
@@ -695,12 +1123,16 @@ def open_trained(
     path = workdir / RUN_FILE
     if not path.exists():
         raise WorkdirError(f"{workdir} has no {RUN_FILE}: not a run of {experiment!r}")
-    record = json.loads(path.read_text())
+    check_values(config)
+    record = read_state_json(path, fix=RUN_FIX)
+    lock(workdir)
     flat_new = flatten(config_dict(config))
     num_steps = int(flat_new[fields.num_steps])
     step_done = trained_step(workdir)
-    new_data = record["data"] if data is None else json.loads(json.dumps(dict(data), default=str))
-    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done)
+    new_data, tables = split_listings(
+        record["data"] if data is None else json.loads(json.dumps(dict(data), default=str))
+    )
+    _check(workdir, record, experiment, fields, flat_new, new_data, num_steps, step_done, tables)
     if step_done != num_steps:
         raise WorkdirError(
             f"{workdir} is trained to step {step_done}, not {fields.num_steps}={num_steps}: "

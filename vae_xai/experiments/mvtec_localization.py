@@ -91,7 +91,9 @@ def train_and_evaluate(
     data = {
         "dataset": "MVTec-AD",
         "category": category,
-        "files": workdir_lib.fingerprint_files(cat_dir),
+        "files": workdir_lib.fingerprint_files(
+            cat_dir, suffixes=mvtec_ad.IMAGE_EXTENSIONS, ignore=mvtec_ad.IGNORED_NAMES
+        ),
     }
 
     def one(cfg: ml_collections.ConfigDict, wd: str | pathlib.Path) -> dict[str, Any]:

@@ -68,7 +68,9 @@ def evaluate(
         data={
             "dataset": "MVTec-AD",
             "category": category,
-            "files": workdir_lib.fingerprint_files(cat_dir),
+            "files": workdir_lib.fingerprint_files(
+                cat_dir, suffixes=mvtec_ad.IMAGE_EXTENSIONS, ignore=mvtec_ad.IGNORED_NAMES
+            ),
         },
     )
     workdir = run.workdir
