@@ -21,6 +21,7 @@ from experiments.configs import ucsd_localization as ucsd_cfg
 from tests.fixtures_anomaly import make_mvtec_category, make_ucsd_ped1
 from vae_xai import localization as loc
 from vae_xai.experiments import mvtec_localization, ucsd_localization
+from vae_xai.localization import vae_maps
 from vae_xai.validation import ConfigError
 from vae_xai.workdir import WorkdirError, config_dict
 
@@ -103,8 +104,23 @@ def test_configs_build_their_producers_and_evaluators():
             for r in e.references
             for layer in e.layers
         ]
-        assert names[-len(want) :] == want and tuple(e.criteria) == ("difference", "kl")
+        extra = [p.name for p in vae_maps.producers_from_config(e.to_dict())]
+        assert names[len(names) - len(extra) - len(want) :] == want + extra
+        assert tuple(e.criteria) == ("difference", "kl")
         assert [type(v).kind for v in evaluators] == list(loc.DEFAULT_EVALUATORS)
+    # MVTec computes every VAE map: gradients, combinations, projection, attention x recon
+    e = mvtec_cfg.get_config("cpu").eval
+    extra = [p.name for p in vae_maps.producers_from_config(e.to_dict())]
+    assert extra[:6] == ["grad_elbo", "grad_kl", "grad_rec", "combi", "combi_add", "projection"]
+    want = [
+        f"recon_x_{loc.attention_map_name(c, r, layer)}"
+        for c in ("difference", "kl")
+        for r in ("prior", "empirical")
+        for layer in e.layers
+    ] + [f"recon_x_attention_released_{layer}" for layer in e.layers]
+    assert extra[6:] == want
+    assert mvtec_cfg.get_config("cpu").eval.projection.steps == 50
+    assert mvtec_cfg.get_config("full").eval.projection.steps == 100
     e = mvtec_cfg.get_config("small").eval
     e.overlay_layer = "stage1"  # not an evaluated layer: an error (it used to be dropped)
     with pytest.raises(ConfigError, match=r"eval.overlay_layer: 'stage1' is not one of eval"):
@@ -132,7 +148,11 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     names = {"recon", "center_prior"} | {
         f"attention{c}_{r}_stage3" for c in ("", "_kl") for r in ("prior", "empirical")
     }
+    names |= set(vae_maps.producer_names(config.eval.to_dict()))
+    assert "projection" in names and "recon_x_attention_released_stage3" in names
     assert set(on_disk["metrics"]) == names
+    assert set(on_disk["map_cost"]) == names
+    assert all(c["wall_s"] > 0 for c in on_disk["map_cost"].values())
     for entry in on_disk["metrics"].values():
         assert set(entry["overall"]) == METRIC_KEYS
         assert set(entry["per_defect"]) == {"crack", "hole"}
@@ -159,6 +179,7 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     first = snapshot(evaluation)
     log = (workdir / "metrics.jsonl").read_text()
     config.eval.criteria = ("difference",)
+    config.eval.maps = ()  # each VAE map costs a compile; they were checked above
     again_doc = mvtec_localization.train_and_evaluate(
         config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
     )

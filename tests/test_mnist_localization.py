@@ -18,6 +18,7 @@ from experiments.configs import mnist_localization as mnist_loc_cfg
 from tests.test_mnist import write_idx
 from vae_xai import localization as loc
 from vae_xai.experiments import mnist_localization
+from vae_xai.localization import vae_maps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("pixel_auroc", "best_iou", "aupro", "image_auroc")
@@ -196,7 +197,11 @@ def test_config_variants_match_library_signatures():
         producers, evaluators = loc.from_config(c.eval)
         names = [p.name for p in producers]
         assert names[:3] == ["recon", "center_prior", "intensity"]
-        assert "attention_kl_empirical_conv2" in names and len(names) == 3 + 2 * 2 * 2
+        extra = [p.name for p in vae_maps.producers_from_config(c.eval.to_dict())]
+        assert "attention_kl_empirical_conv2" in names
+        assert len(names) == 3 + 2 * 2 * 2 + len(extra) and names[3 + 8 :] == extra
+        assert set(extra) >= {"grad_elbo", "grad_kl", "grad_rec", "combi", "combi_add"}
+        assert {"projection", "recon_x_attention_released_conv2"} <= set(extra)
         overlays = next(e for e in evaluators if isinstance(e, loc.Overlays))
         assert overlays.shown == (
             "recon",
@@ -273,7 +278,9 @@ def test_end_to_end_and_resume(tmp_path):
         for r in ("prior", "empirical")
         for layer in ("conv1", "conv2")
     }
-    assert set(on_disk["metrics"]) == names
+    names |= set(vae_maps.producer_names(config.eval.to_dict()))
+    assert "combi" in names and "projection" in names
+    assert set(on_disk["metrics"]) == names and set(on_disk["map_cost"]) == names
     for entry in on_disk["metrics"].values():
         assert set(entry["per_defect"]) == {"square", "erase"}
         for m in [entry["overall"], *entry["per_defect"].values()]:
@@ -295,7 +302,7 @@ def test_end_to_end_and_resume(tmp_path):
 
     # a second invocation resumes from the final checkpoint instead of retraining (with one
     # attention map only: the evaluation is not under test here, and each map costs a compile)
-    config.eval.update(layers=("conv2",), references=("prior",), criteria=("difference",))
+    config.eval.update(layers=("conv2",), references=("prior",), criteria=("difference",), maps=())
     again = mnist_localization.train_and_evaluate(config, workdir, data_dir=data, progress=False)
     again = again["per_seed"]["0"]
     assert again["train"]["steps"] == 3 and again["train"]["steps_run"] == 0

@@ -90,6 +90,9 @@ def test_old_variant_names_give_the_configs_they_gave_before_the_rename():
                 arg = renamed.get(arg, arg)
             new = get(arg or None).to_dict()
             new = json.loads(json.dumps(new))
+            if "eval" in new and name.endswith("_localization"):  # maps added later (issue 19)
+                for key in ("maps", "grad", "combi", "projection", "attention_x_recon"):
+                    new["eval"].pop(key, None)
             assert {k: v for k, v in new.items() if k != "variant"} == {
                 k: v for k, v in old.items() if k != "variant"
             }, (name, arg)

@@ -434,3 +434,25 @@ def test_producers_on_a_context_reuse_maps_and_record_cost(tiny):
     np.testing.assert_allclose(
         got, (kl_test - lo) / (hi - lo) * ctx2.map_of(maps_lib.ReconstructionError()), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("attention_x_recon.layers", ("conv9",), r"eval\.attention_x_recon\.layers"),
+        ("projection.steps", 0, r"eval\.projection"),
+        ("maps", ("grad_kl", "projektion"), r"eval\.maps"),
+    ],
+)
+def test_check_config_refuses_a_bad_entry_before_any_work(field, value, match):
+    from experiments.configs import mnist_localization as cfg
+    from vae_xai.models.conv_vae import mnist_vae
+
+    config = cfg.get_config("smoke")
+    section, _, key = field.rpartition(".")
+    (config.eval[section] if section else config.eval)[key] = value
+    with pytest.raises(ConfigError, match=match):
+        one_class.check_config(mnist_vae(config.latent_dim), config, (28, 28, 1))
+    one_class.check_config(
+        mnist_vae(4), cfg.get_config("smoke"), (28, 28, 1)
+    )  # the default is fine

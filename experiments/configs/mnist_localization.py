@@ -18,7 +18,13 @@ reconstruction error and anomaly-attention maps are scored with the MVTec-AD met
 ink-light digit can be tried with ``--config.normal_digit=1``. Evaluation (all variants):
 reconstruction error and anomaly attention at conv1 and conv2 with the N(0, 1) prior and the
 empirical training statistics as reference, with the paper's sampled difference score and the
-per-latent KL score.
+per-latent KL score; and the VAE maps beyond the paper named in ``eval.maps``
+(:mod:`vae_xai.localization.vae_maps`): input gradients of the ELBO / KL / reconstruction term
+(``eval.grad``: ``z = mu``, Zimmerer et al.'s smoothing, kernel 8 -> 7, sigma 3, large for a
+28x28 image: set ``smooth_kernel=0`` to compare unsmoothed), "combi" and the additive form
+(``eval.combi``: ranges over the whole test set), the energy-based projection
+(``eval.projection``: 100 steps of size 0.05, lambda 1; 2 in ``"smoke"``), and the attention
+as a weight on the reconstruction error (``eval.attention_x_recon``).
 """
 
 from __future__ import annotations
@@ -85,6 +91,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             image_score="max",
             overlay_layer="conv2",
             overlays_per_group=6,
+            maps=(
+                "grad_elbo",
+                "grad_kl",
+                "grad_rec",
+                "combi",
+                "combi_add",
+                "projection",
+                "attention_x_recon",
+            ),
+            grad=dict(num_samples=0, channel_reduce="sum", smooth_kernel=8, smooth_sigma=3.0),
+            combi=dict(normalize_on="test", max_norm_images=256),
+            projection=dict(
+                steps=100,
+                step_size=0.05,
+                lam=1.0,
+                kl_weight=0.0,
+                threshold=0.0,
+                clip=True,
+                channel_reduce="sum",
+            ),
+            attention_x_recon=dict(variants=("difference", "kl", "released"), layers=None),
         )
     )
     if variant == "full":
@@ -101,6 +128,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.anomaly.max_test_images = 16
         c.eval.batch_size = 8
         c.eval.overlays_per_group = 2
+        c.eval.projection.steps = 2
     return c
 
 

@@ -15,11 +15,24 @@
   padding put a positional hot spot in the top-left corner of every attention map, and with
   ``variance=0.5`` the latents carried only ~7 nats (reconstruction map 0.78 pixel AUROC)
   against ~40 nats and 0.83 with ``variance=0.05``.
+* ``"cpu_long"`` -- a larger bottle run for a 2-core CPU, meant to train in at most about
+  90 minutes: 128x128, width 32, batch 16, 3,000 steps, otherwise as ``"cpu"``. PROVISIONAL:
+  image size, width and steps are a first guess, to be fixed by measuring the training time
+  (issue 19); the measured cost goes in RESULTS.md.
 * ``"smoke"`` (old name ``"tiny"``) -- seconds-long test config (32x32, width 4, a few steps).
 
 Evaluation (all variants): reconstruction error ("vanilla VAE") and anomaly attention at
 ``eval.layers`` with both the N(0, 1) prior and the empirical statistics of the training
-images as reference (Eq. 5, one sampled score vector per image unless ``num_samples`` > 1).
+images as reference (Eq. 5, one sampled score vector per image unless ``num_samples`` > 1),
+and the VAE maps beyond the paper named in ``eval.maps``
+(:mod:`vae_xai.localization.vae_maps`): input gradients of the ELBO / KL / reconstruction
+term (``eval.grad``: ``z = mu``, channels summed, Zimmerer et al.'s smoothing, kernel 8 -> 7,
+sigma 3), "combi" and the additive combination (``eval.combi``: ranges over the whole test
+set), the iterative energy-based projection (``eval.projection``: 50 steps of size 0.05,
+lambda 1, no KL term, no early stop; 100 steps in ``"full"``, 2 in ``"smoke"``; 50 is our
+CPU budget choice, each step is one forward and backward pass of the test set), and the
+anomaly attention as a weight on the reconstruction error (``eval.attention_x_recon``: the
+``difference``/``kl`` criteria per reference and the released-code variant, at every layer).
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ import ml_collections
 from experiments.configs.common import parse_variant
 from vae_xai.workdir import Fields
 
-VARIANTS = ("smoke", "cpu", "full")
+VARIANTS = ("smoke", "cpu", "cpu_long", "full")
 ALIASES = {"small": "cpu", "tiny": "smoke"}
 
 
@@ -88,9 +101,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             image_score="max",
             overlay_layer="stage3",
             overlays_per_group=4,
+            maps=(
+                "grad_elbo",
+                "grad_kl",
+                "grad_rec",
+                "combi",
+                "combi_add",
+                "projection",
+                "attention_x_recon",
+            ),
+            grad=dict(num_samples=0, channel_reduce="sum", smooth_kernel=8, smooth_sigma=3.0),
+            combi=dict(normalize_on="test", max_norm_images=256),
+            projection=dict(
+                steps=100,
+                step_size=0.05,
+                lam=1.0,
+                kl_weight=0.0,
+                threshold=0.0,
+                clip=True,
+                channel_reduce="sum",
+            ),
+            attention_x_recon=dict(variants=("difference", "kl", "released"), layers=None),
         )
     )
-    if variant == "cpu":
+    if variant in ("cpu", "cpu_long"):
         c.image_size = 128
         c.model.width = 16
         c.train.batch_size = 16
@@ -100,6 +134,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.padding = "reflect"
         c.train.checkpoint_every = 200
         c.train.log_every = 25
+        c.eval.projection.steps = 50
+    if variant == "cpu_long":  # provisional sizes, see the module doc
+        c.model.width = 32
+        c.train.num_steps = 3_000
+        c.train.checkpoint_every = 500
+        c.train.log_every = 50
     elif variant == "smoke":
         c.image_size = 32
         c.model.width = 4
@@ -113,4 +153,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.layers = ("stage3",)
         c.eval.batch_size = 4
         c.eval.overlays_per_group = 2
+        c.eval.projection.steps = 2
     return c

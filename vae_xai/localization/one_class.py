@@ -197,6 +197,9 @@ def evaluate_one_class(
     overlays_per_group: int = 4,
     title: str | None = None,
     baselines: Sequence[str] = ("center_prior",),
+    likelihood: Likelihood = "gaussian",
+    variance: float = 0.5,
+    beta: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Reconstruction-error and anomaly-attention maps on a test set, their metrics, figures.
 
@@ -207,6 +210,8 @@ def evaluate_one_class(
     ``jax.random.key(seed)``; metrics overall and per group; with ``figure_dir``, ``roc.png``
     and one ``overlay_<group>.png`` per group (``groups``, or normal/anomalous from
     ``labels``) showing the maps at ``overlay_layer`` (default: the first of ``layers``).
+    ``likelihood``/``variance``/``beta``: the model's training loss (for the maps of
+    ``config.eval.maps``, which this keyword form does not select; see :func:`evaluate`).
 
     Returns:
       ``(results, maps)``: ``results = {"metrics": evaluate_maps(...), "latent_detection":
@@ -243,6 +248,9 @@ def evaluate_one_class(
         batch_size=batch_size,
         figure_dir=figure_dir,
         title=title,
+        likelihood=likelihood,
+        variance=variance,
+        beta=beta,
     )
     return evaluate(ctx, producers, evaluators)
 
@@ -275,6 +283,11 @@ def check_config(model: Any, config: Any, input_shape: Sequence[int]) -> None:
         raise v.ConfigError("eval", f"unknown eval config keys: {sorted(unknown)}")
     v.non_empty(config, "eval.layers")
     v.model_layers(model, input_shape, tuple(e.layers), "eval.layers", train=False)
+    axr_layers = (e.get("attention_x_recon") or {}).get("layers")
+    if axr_layers:
+        v.model_layers(
+            model, input_shape, tuple(axr_layers), "eval.attention_x_recon.layers", train=False
+        )
     if "references" in e:
         v.subset(config, "eval.references", REFERENCES)
     if "criteria" in e:

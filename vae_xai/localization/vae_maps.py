@@ -397,7 +397,9 @@ def product_combination(
     Returns:
       ``(N, H, W)`` float32. Their code min-max normalizes the KL gradient of each *batch*
       before smoothing; ours normalizes once over the set (or a range fixed beforehand),
-      after smoothing (the same up to the zero-padded border, smoothing being linear).
+      after smoothing (the same up to the zero-padded border, smoothing being linear). Their
+      reconstruction factor is the per-pixel Gaussian NLL ``-log p(x|z)`` (squared error
+      plus a constant); the producers here use the squared error map ``recon``.
     """
     w = np.asarray(weight_maps, np.float32)
     r = np.asarray(recon_maps, np.float32)
@@ -705,7 +707,7 @@ def _range_on(ctx: Context, producer: Any, normalize_on: str, max_images: int):
         return set_range(ctx.map_of(producer))
     train = _check_images(ctx.train_images)[:max_images]
     sub = dataclasses.replace(ctx, test_images=train, masks=None, labels=None, groups=None)
-    sub._produced, sub._seconds = {}, {}
+    sub._produced, sub._seconds, sub._borrowed = {}, {}, [0.0]
     return set_range(producer.produce(sub))
 
 
