@@ -404,3 +404,81 @@ def test_parse_seeds_bounds_and_empty():
     for bad in ("", [], "0,,1", "0,4294967296", "-1", "1.5"):
         with pytest.raises(ConfigError, match="seeds"):
             seeds_lib.parse_seeds(bad)
+
+
+# ----------------------------------------------------------------------------- data, links
+
+
+def test_data_identity_follows_symlinks_skips_unread_files_and_names_changes(tmp_path):
+    real = tmp_path / "real_good"
+    real.mkdir()
+    (real / "000.png").write_bytes(b"a")
+    cat = tmp_path / "bottle"
+    (cat / "train").mkdir(parents=True)
+    (cat / "train" / "good").symlink_to(real)
+    (cat / "train" / "Thumbs.db").write_bytes(b"junk")
+    (cat / "notes.txt").write_bytes(b"notes")
+    kw = {"suffixes": (".png",), "ignore": ("thumbs.db",)}
+    first = wd.fingerprint_files(cat, **kw)
+    assert first["_listing"] == {"train/good/000.png": f"1:{_sha(b'a')[:16]}"}
+    (cat / "notes.txt").unlink()  # never read: the identity is the same
+    assert wd.fingerprint_files(cat, **kw) == first
+    run = wd.start(tmp_path / "w", CFG, experiment="e", fields=wd.Fields(), data={"f": first})
+    (run.workdir / "checkpoints" / "5").mkdir(parents=True)
+    (real / "000.png").write_bytes(b"b")  # swapped behind the link
+    (real / "001.png").write_bytes(b"c")
+    with pytest.raises(wd.WorkdirError) as err:
+        wd.start(
+            tmp_path / "w",
+            CFG,
+            experiment="e",
+            fields=wd.Fields(),
+            data={"f": wd.fingerprint_files(cat, **kw)},
+        )
+    msg = str(err.value)
+    assert "f: changed train/good/000.png" in msg and "f: added train/good/001.png" in msg
+    assert "_listing" not in json.loads(run.path.read_text())["data"]["f"]
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_top_level_links_replace_copies_made_by_cp_rL(tmp_path):
+    run = wd.start(tmp_path / "w", CFG, experiment="e", fields=wd.Fields(), data={})
+    first = run.evaluation({"n": 1}, step=5)
+    (first.dir / "fig.png").write_bytes(b"old figure")
+    first.save_results({"x": 1.0})
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-rL", str(tmp_path / "w"), str(copy)], check=True)
+    assert not (copy / "results.json").is_symlink()
+    (copy / "own.txt").write_bytes(b"mine")
+    moved = wd.Run(copy, json.loads((copy / wd.RUN_FILE).read_text()), wd.Fields())
+    second = moved.evaluation({"n": 2}, step=5)
+    (second.dir / "fig.png").write_bytes(b"new figure")
+    (second.dir / "own.txt").write_bytes(b"not yours")
+    second.save_results({"x": 2.0})
+    top = json.loads((copy / "results.json").read_text())
+    assert top["per_seed"]["0"]["x"] == 2.0 and (copy / "results.json").is_symlink()
+    assert (copy / "fig.png").read_bytes() == b"new figure"
+    assert (copy / "own.txt").read_bytes() == b"mine"  # a file of the user's own: left alone
+
+
+def test_latent_chunk_must_be_an_integer():
+    import jax.numpy as jnp
+
+    from vae_xai import attention
+
+    feats = jnp.ones((1, 2, 2, 3))
+
+    def head_fn(a):
+        mu = a.reshape(a.shape[0], -1)[:, :3]
+        return mu, jnp.zeros_like(mu)
+
+    whole = attention.latent_attention(head_fn, feats)
+    np.testing.assert_allclose(attention.latent_attention(head_fn, feats, latent_chunk=2), whole)
+    for bad in (2.5, 0, True):
+        with pytest.raises(ValueError, match="latent_chunk must be a positive integer"):
+            attention.latent_attention(head_fn, feats, latent_chunk=bad)

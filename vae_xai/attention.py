@@ -219,13 +219,15 @@ def gradcam_weights(
         (grad_sum,) = pullback(jnp.broadcast_to(onehot, z.shape).astype(z.dtype))
         return grad_sum
 
+    if latent_chunk is not None and (
+        isinstance(latent_chunk, bool) or not isinstance(latent_chunk, int) or latent_chunk < 1
+    ):  # (2.5 would silently be 2)
+        raise ValueError(f"latent_chunk must be a positive integer; got {latent_chunk!r}")
     eye = jnp.eye(d, dtype=z.dtype)
     if latent_chunk is None or latent_chunk >= d:
         sums = jax.vmap(one_latent)(eye)
     else:
-        if latent_chunk < 1:
-            raise ValueError(f"latent_chunk must be a positive integer; got {latent_chunk}")
-        sums = jax.lax.map(one_latent, eye, batch_size=int(latent_chunk))
+        sums = jax.lax.map(one_latent, eye, batch_size=latent_chunk)
     alpha = jnp.transpose(sums, (1, 0, 2)) / (h * w)  # (B, D, c)
     return _nan_where_nonfinite(alpha, features, mu, logvar, z)
 
