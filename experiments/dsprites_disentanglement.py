@@ -45,6 +45,13 @@ def define_flags() -> None:
         "Train the --seeds as one vmapped step (one compile, one dispatch per step for all "
         "seeds; for GPUs/TPUs: on a 2-core CPU it is no faster than seeds in sequence).",
     )
+    flags.DEFINE_integer(
+        "curve_every",
+        0,
+        "Also score every seed at each kept checkpoint (--config.keep_every) whose step is a "
+        "multiple of this: scores along training in workdir/curve.json and curve.png (0: off).",
+        lower_bound=0,
+    )
     flags.DEFINE_string(
         "official_dsprites",
         None,
@@ -67,6 +74,7 @@ def main(argv: Sequence[str]) -> None:
         skip_eval=FLAGS.skip_eval,
         official_dsprites=FLAGS.official_dsprites,
         ensemble=FLAGS.ensemble,
+        curve_every=FLAGS.curve_every,
     )
     if out:
         print(json.dumps({"method": out["method"], **out["summary"]}, indent=2))

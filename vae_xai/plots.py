@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike  # noqa: E402
 
 __all__ = [
     "overlay",
+    "save_curves",
     "save_figure",
     "save_image_rows",
     "save_latent_grid",
@@ -164,3 +165,53 @@ def save_roc_curves(
     fig.tight_layout()
     save_figure(fig, path)
     return path
+
+
+def save_curves(
+    path: str | pathlib.Path,
+    panels: Mapping[str, Mapping[str, tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]]],
+    *,
+    hlines: Mapping[str, Sequence[tuple[float, str] | tuple[float, str, str]]] | None = None,
+    hspans: Mapping[str, Sequence[tuple[float, float, str]]] | None = None,
+    xlabel: str = "training step",
+    title: str = "",
+) -> pathlib.Path:
+    """Curves with bands, one panel per entry of ``panels``.
+
+    Args:
+      path: the PNG to write.
+      panels: panel title -> {line label -> ``(x, y, lo, hi)``}: a line ``y`` over ``x``
+        with a shaded band from ``lo`` to ``hi`` (e.g. the mean over seeds and their range).
+      hlines: panel title -> ``[(y, label), ...]`` dashed reference lines; a third entry
+        ``(y, label, prefix)`` draws it in the colour of the panel's line whose label starts
+        with ``prefix`` (e.g. a paper value beside that method's curve).
+      hspans: panel title -> ``[(lo, hi, label), ...]`` shaded reference ranges.
+      xlabel: the x axis of every panel.
+      title: the figure's title.
+
+    Returns:
+      ``path``.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, lines) in zip(axes[0], panels.items(), strict=True):
+        line_colors = {}
+        for i, (label, (x, y, lo, hi)) in enumerate(lines.items()):
+            color = line_colors[label] = colors[i % len(colors)]
+            ax.plot(np.asarray(x), np.asarray(y), "o-", color=color, label=label)
+            ax.fill_between(np.asarray(x), np.asarray(lo), np.asarray(hi), color=color, alpha=0.2)
+        for j, (y, label, *prefix) in enumerate((hlines or {}).get(name, ())):
+            matching = [c for lbl, c in line_colors.items() if prefix and lbl.startswith(prefix[0])]
+            color = matching[0] if matching else colors[(len(lines) + j) % len(colors)]
+            ax.axhline(y, color=color, ls="--", lw=1, label=label)
+        for lo, hi, label in (hspans or {}).get(name, ()):
+            ax.axhspan(lo, hi, color="grey", alpha=0.12, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

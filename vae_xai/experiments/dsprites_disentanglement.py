@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -365,19 +365,157 @@ def save_pairs_figure(
     save_attention_pairs(seed_dir / name, runs)
 
 
+# ------------------------------------------------------------------ scores along training
+
+CURVE_FILE = "curve.json"
+CURVE_FIGURE = "curve.png"
+HEADLINE = {  # results name -> (metric, key) of one seed's eval.json
+    "factor_vae_score": ("factor_vae", "eval_accuracy"),
+    "beta_vae_score": ("beta_vae", "eval_accuracy"),
+    "mig": ("mig", "discrete_mig"),
+    "attention_overlap": ("attention_overlap", "mean"),
+}
+
+
+def curve_steps(config: ml_collections.ConfigDict, every: int) -> list[int]:
+    """The steps scored along training: the multiples of ``every`` up to ``num_steps``, and
+    ``num_steps``. ``every`` must be a multiple of ``config.keep_every`` (only kept
+    checkpoints can be scored after training moved on)."""
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise validation.ConfigError("curve_every", f"must be a positive integer; got {every!r}")
+    keep = int(config.get("keep_every") or 0)
+    if keep < 1 or every % keep:
+        raise validation.ConfigError(
+            "curve_every",
+            f"must be a multiple of config.keep_every (the kept checkpoints); got {every} with "
+            f"keep_every={keep}" + (" (set --config.keep_every)" if keep < 1 else ""),
+        )
+    return sorted({*range(every, config.num_steps + 1, every), int(config.num_steps)})
+
+
+def evaluate_step(
+    config: ml_collections.ConfigDict,
+    run_: workdir_lib.Run,
+    eval_config: dict[str, Any],
+    seed: int,
+    step: int,
+    gt: DSpritesGroundTruth,
+) -> dict[str, Any] | None:
+    """The metrics of ``seed`` at an earlier kept ``step`` (no figures): read from the step's
+    evaluation folder when already there, else computed from the kept checkpoint and
+    written (``evaluations/step<N>_<hash>/seed_<seed>/eval.json``). ``None`` (logged) when
+    the seed has no checkpoint of that step."""
+    evaluation = run_.evaluation(eval_config, step=step)
+    eval_path = evaluation.dir / f"seed_{seed}" / "eval.json"
+    if eval_path.exists():
+        return json.loads(eval_path.read_text())
+    seed_dir = run_.workdir / f"seed_{seed}"
+    model, state, _, _ = build(config, seed)
+    try:
+        state = restore_params(seed_dir, state, step=step)
+    except FileNotFoundError as err:
+        logging.warning("seed %d: step %d not scored: %s", seed, step, err)
+        return None
+    t = time.time()
+    result = evaluate(config, model, vae_params_of(state), seed, gt)
+    result["step"] = step
+    result["total_eval_wall_s"] = time.time() - t
+    eval_path.parent.mkdir(parents=True, exist_ok=True)
+    workdir_lib.write_json_atomic(eval_path, result)
+    logging.info("seed %d step %d scored in %.0f s", seed, step, result["total_eval_wall_s"])
+    return result
+
+
+def curve_record(
+    config: ml_collections.ConfigDict,
+    steps: Sequence[int],
+    per_step: dict[int, dict[str, dict[str, Any]]],
+    train_s_per_step: dict[str, float],
+) -> dict[str, Any]:
+    """The scores along training: per step, each seed's headline numbers and their mean /
+    std (ddof=0) / n over seeds; plus the training seconds per step of each seed."""
+    rows = []
+    for step in steps:
+        seeds = per_step.get(step, {})
+        entry: dict[str, Any] = {"step": int(step), "per_seed": {}, "summary": summarize(seeds)}
+        for seed, result in sorted(seeds.items(), key=lambda kv: int(kv[0])):
+            entry["per_seed"][seed] = {
+                name: result[m][k] for name, (m, k) in HEADLINE.items() if m in result
+            }
+        rows.append(entry)
+    return {
+        "method": config.method,
+        "variant": config.variant,
+        "num_steps": int(config.num_steps),
+        "steps": [int(s) for s in steps],
+        "curve": rows,
+        "train_s_per_step": train_s_per_step,
+        "paper": paper.for_experiment(EXPERIMENT, method=config.method),
+    }
+
+
+CURVE_METRICS = {"factor_vae_score": "FactorVAE score", "beta_vae_score": "beta-VAE score",
+                 "mig": "MIG"}  # fmt: skip
+
+
+def save_curve_figure(path: pathlib.Path, curves: Mapping[str, Mapping[str, Any]]) -> None:
+    """Score against step, one panel per metric, a line (mean over seeds) and band (min to
+    max over seeds) per method, with the paper's Table 3 values and the independent
+    reproduction's FactorVAE plateau as reference lines. ``curves``: label -> curve record
+    (:func:`curve_record`)."""
+    panels: dict[str, dict[str, tuple]] = {title: {} for title in CURVE_METRICS.values()}
+    for label, record in curves.items():
+        for name, title in CURVE_METRICS.items():
+            pts = [
+                (row["step"], [v[name] for v in row["per_seed"].values() if name in v])
+                for row in record["curve"]
+            ]
+            pts = [(s, v) for s, v in pts if v]
+            if pts:
+                n = max(len(v) for _, v in pts)
+                panels[title][f"{label} (n={n})"] = (
+                    [s for s, _ in pts],
+                    [float(np.mean(v)) for _, v in pts],
+                    [min(v) for _, v in pts],
+                    [max(v) for _, v in pts],
+                )
+    first = CURVE_METRICS["factor_vae_score"]
+    methods = [r["method"] for r in curves.values()]
+    lo, hi = paper.TABLE3_INDEPENDENT_CURVES["factorvae"]["plateau"]
+    plots.save_curves(
+        path,
+        panels,
+        hlines={
+            first: [
+                (score, f"paper {m} {score}", label)
+                for label, m in zip(curves, methods, strict=True)
+                if (score := paper.TABLE3_FACTOR_VAE_SCORE.get(m)) is not None
+            ]
+        },
+        hspans={first: [(lo, hi, "FACT 2020 FactorVAE plateau")]},
+        title="dSprites scores along training (mean over seeds; band: min to max)",
+    )
+
+
+def _train_s_per_step(workdir: pathlib.Path, seeds: Sequence[int]) -> dict[str, float]:
+    out = {}
+    for seed in seeds:
+        path = workdir / f"seed_{seed}" / train.TRAIN_WALL_FILE
+        try:
+            wall = json.loads(path.read_text())
+            out[str(seed)] = float(wall["seconds"]) / max(int(wall["step"]), 1)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # bookkeeping only: a missing or unreadable file leaves the seed out
+    return out
+
+
 # ------------------------------------------------------------------------------ summary
 
 
 def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean / std (ddof=0) / values over seeds of the headline numbers."""
-    fields = {
-        "factor_vae_score": ("factor_vae", "eval_accuracy"),
-        "beta_vae_score": ("beta_vae", "eval_accuracy"),
-        "mig": ("mig", "discrete_mig"),
-        "attention_overlap": ("attention_overlap", "mean"),
-    }
     out = {}
-    for name, (metric, key) in fields.items():
+    for name, (metric, key) in HEADLINE.items():
         vals = [r[metric][key] for r in per_seed.values() if metric in r]
         if vals:
             out[name] = {
@@ -401,6 +539,7 @@ def train_and_evaluate(
     skip_eval: bool = False,
     official_dsprites: str | None = None,
     ensemble: bool = False,
+    curve_every: int = 0,
 ) -> dict[str, Any]:
     """Train and evaluate every seed; writes and returns this evaluation's ``results.json``
     (the results schema, :mod:`vae_xai.results`: the seeds' numbers under ``per_seed``, the
@@ -418,8 +557,16 @@ def train_and_evaluate(
     (:func:`train_ensemble`; pays on accelerators, not on a 2-core CPU). The evaluation of a
     seed lives in
     ``workdir/evaluations/step<N>_<hash>/seed_<seed>/`` and is reused when it exists.
+
+    ``curve_every`` (a multiple of ``config.keep_every``; 0: off): also score every seed at
+    each kept step that is a multiple of it (:func:`curve_steps`), each in the evaluation
+    folder of its step (reused, never scored twice), and write ``curve.json`` (the
+    :func:`curve_record`) and ``curve.png`` into the final evaluation's folder (linked as
+    ``workdir/curve.json``, ``workdir/curve.png``). Combine methods with
+    ``python -m experiments.dsprites_curves``.
     """
     validate(config)
+    steps = curve_steps(config, curve_every) if curve_every else [int(config.num_steps)]
     seeds = seeds_lib.parse_seeds(list(DEFAULT_SEEDS if seeds is None else seeds))
     if not seeds:
         raise validation.ConfigError("seeds", "name at least one seed")
@@ -448,6 +595,7 @@ def train_and_evaluate(
             per_seed = json.loads(evaluation.results_path.read_text()).get("per_seed", {})
 
     out: dict[str, Any] = {}
+    per_step: dict[int, dict[str, dict[str, Any]]] = {}
     if ensemble:
         train_ensemble(config, workdir, seeds)
     for seed in seeds:
@@ -484,4 +632,34 @@ def train_and_evaluate(
         }
         out = evaluation.save_results(per_seed=per_seed, extra=extra)
         logging.info("results so far: %s", json.dumps(extra["summary"]))
+        if curve_every:
+            per_step[step] = per_seed
+            for s in steps[:-1]:
+                result = evaluate_step(config, run_, eval_config, seed, s, gt)
+                if result is not None:
+                    per_step.setdefault(s, {})[str(seed)] = result
+            record = curve_record(config, steps, per_step, _train_s_per_step(workdir, seeds))
+            save_curve(run_, evaluation, eval_config, record, per_step, steps[:-1])
     return out
+
+
+def save_curve(
+    run_: workdir_lib.Run,
+    evaluation: workdir_lib.Evaluation,
+    eval_config: dict[str, Any],
+    record: dict[str, Any],
+    per_step: dict[int, dict[str, dict[str, Any]]],
+    earlier: Sequence[int],
+) -> None:
+    """Write each earlier step's ``results.json`` (not linked from the workdir), and the
+    curve's JSON and figure into the final evaluation (then relinked)."""
+    for s in earlier:
+        if per_step.get(s):
+            run_.evaluation(eval_config, step=s).save_results(
+                per_seed=per_step[s],
+                extra={"method": record["method"], "summary": summarize(per_step[s])},
+                publish=False,
+            )
+    workdir_lib.write_json_atomic(evaluation.dir / CURVE_FILE, record)
+    save_curve_figure(evaluation.dir / CURVE_FIGURE, {record["method"]: record})
+    evaluation.publish()

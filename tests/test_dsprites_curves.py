@@ -1,0 +1,130 @@
+"""Table 3 along training: scores at kept steps, their reuse, and the paired comparison."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments.configs.dsprites_disentanglement import get_config, validate
+from vae_xai import validation
+from vae_xai.experiments import dsprites_curves as curves_lib
+from vae_xai.experiments import dsprites_disentanglement as ds
+
+
+def smoke(num_steps: int, **overrides):
+    c = get_config("factorvae,smoke")
+    c.num_steps, c.checkpoint_every = num_steps, 1
+    c.eval.metrics = ("factor_vae", "mig")
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def test_curve_scores_equal_a_run_stopped_at_that_step_and_are_never_recomputed(
+    tmp_path, monkeypatch
+):
+    long = tmp_path / "long"
+    out = ds.train_and_evaluate(smoke(4, keep_every=2), long, seeds=[0], curve_every=2)
+    assert out["summary"]  # the final evaluation is written as without the curve
+    curve = json.loads((long / "curve.json").read_text())  # linked from the workdir
+    assert curve["steps"] == [2, 4]
+    assert (long / "curve.png").stat().st_size > 0
+    at2 = curve["curve"][0]["per_seed"]["0"]
+    # independent reference: the same seed trained to step 2 only, scored the usual way
+    short = ds.train_and_evaluate(smoke(2), tmp_path / "short", seeds=[0])
+    ref = short["per_seed"]["0"]
+    assert at2["factor_vae_score"] == ref["factor_vae"]["eval_accuracy"]
+    assert at2["mig"] == ref["mig"]["discrete_mig"]
+    final = curve["curve"][1]["per_seed"]["0"]
+    assert final["factor_vae_score"] == out["per_seed"]["0"]["factor_vae"]["eval_accuracy"]
+    # the step-2 evaluation has its own results.json, not linked from the workdir
+    assert json.loads((long / "results.json").read_text())["evaluation"]["step"] == 4
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a scored step was scored again")
+
+    monkeypatch.setattr(ds, "evaluate", no_scoring)
+    again = ds.train_and_evaluate(smoke(4, keep_every=2), long, seeds=[0], curve_every=2)
+    assert again["summary"] == out["summary"]
+
+
+def test_curve_every_must_be_a_multiple_of_the_kept_steps():
+    with pytest.raises(validation.ConfigError, match="curve_every.*keep_every=0"):
+        ds.curve_steps(smoke(4), 2)
+    with pytest.raises(validation.ConfigError, match="multiple of config.keep_every"):
+        ds.curve_steps(smoke(10, keep_every=2), 3)
+    with pytest.raises(validation.ConfigError, match="positive integer"):
+        ds.curve_steps(smoke(10, keep_every=2), 2.0)
+    assert ds.curve_steps(smoke(9, keep_every=2), 4) == [4, 8, 9]
+    with pytest.raises(validation.ConfigError, match="keep_every"):
+        validate(smoke(10, keep_every=3, checkpoint_every=2))
+
+
+def test_paired_difference_matches_scipy_paired_t_test():
+    a = {"0": 0.71, "1": 0.80, "2": 0.64}
+    b = {"0": 0.69, "1": 0.73, "2": 0.66, "7": 0.5}  # seed 7 has no partner: left out
+    d = curves_lib.paired_difference(a, b)
+    x, y = [a[s] for s in "012"], [b[s] for s in "012"]
+    want = stats.ttest_rel(x, y).confidence_interval(0.95)
+    assert d["n"] == 3 and d["seeds"] == [0, 1, 2]
+    np.testing.assert_allclose(d["mean"], np.mean(np.subtract(x, y)), rtol=1e-12)
+    np.testing.assert_allclose(d["ci95"], [want.low, want.high], rtol=1e-10)
+    # hand-computed: differences 0.02, 0.07, -0.02; sd 0.0450925...; t(0.975, 2) = 4.3027
+    np.testing.assert_allclose(d["std"], math.sqrt(((0.02 - 0.07 / 3) ** 2 + (0.07 - 0.07 / 3)
+                               ** 2 + (-0.02 - 0.07 / 3) ** 2) / 2), rtol=1e-9)  # fmt: skip
+    assert d["verdict"] == "no measurable difference"
+    clear = curves_lib.paired_difference({"0": 0.9, "1": 0.91}, {"0": 0.5, "1": 0.52})
+    assert clear["verdict"] == "higher"
+    one = curves_lib.paired_difference({"0": 0.9}, {"0": 0.5})
+    assert one["n"] == 1 and "ci95" not in one
+    assert curves_lib.paired_difference({"0": 0.9}, {"1": 0.5}) is None
+
+
+def _curve(method, rows):
+    return {
+        "method": method,
+        "steps": [r[0] for r in rows],
+        "curve": [
+            {
+                "step": step,
+                "per_seed": {str(i): {"factor_vae_score": v} for i, v in enumerate(vals)},
+                "summary": {
+                    "factor_vae_score": {
+                        "mean": float(np.mean(vals)),
+                        "std": float(np.std(vals)),
+                        "values": vals,
+                    }
+                },
+            }
+            for step, vals in rows
+        ],
+        "train_s_per_step": {"0": 0.2, "1": 0.4},
+    }
+
+
+def test_compare_writes_tables_and_figure(tmp_path):
+    for name, rows in {
+        "fv": ("factorvae", [(10, [0.5, 0.6]), (20, [0.7, 0.8])]),
+        "ad": ("ad_factorvae", [(10, [0.6, 0.6]), (20, [0.75, 0.9])]),
+    }.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "curve.json").write_text(json.dumps(_curve(*rows)))
+    runs = {"factorvae": tmp_path / "fv", "ad_factorvae": tmp_path / "ad"}
+    out = curves_lib.compare(runs, tmp_path / "out")
+    assert out["pair"] == ["ad_factorvae", "factorvae"]
+    step20 = out["paired_difference"][1]
+    assert step20["step"] == 20
+    np.testing.assert_allclose(step20["factor_vae_score"]["differences"], [0.05, 0.1])
+    assert step20["beta_vae_score"] is None  # not scored: no pairs
+    np.testing.assert_allclose(out["train_s_per_step"]["factorvae"], 0.3)
+    md = (tmp_path / "out" / "curves.md").read_text()
+    assert "| ad_factorvae | 20 | 0.825 +- 0.075 (n=2) |" in md
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    with pytest.raises(FileNotFoundError, match="curve.json not found"):
+        curves_lib.compare({"x": tmp_path}, tmp_path / "out2")
+    with pytest.raises(ValueError, match="label=workdir"):
+        curves_lib.parse_runs(["factorvae"])

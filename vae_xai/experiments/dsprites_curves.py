@@ -1,0 +1,196 @@
+"""Table 3 along training: several dSprites runs' score curves side by side.
+
+The library side of ``python -m experiments.dsprites_curves`` (usage there). Each run is a
+``dsprites_disentanglement`` workdir trained with ``--config.keep_every`` and scored with
+``--curve_every`` (its ``curve.json``, :func:`vae_xai.experiments.dsprites_disentanglement.
+curve_record`). This module puts them in one table (mean +- std over seeds at each step),
+one figure (score against step, the paper's values and the independent reproduction's
+plateau as reference lines), and a paired comparison of two methods over the seeds they
+share: per step, the per-seed differences, their mean, and a 95% t-interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from experiments import paper
+from vae_xai import workdir as workdir_lib
+from vae_xai.experiments import dsprites_disentanglement as ds
+
+__all__ = ["compare", "load_curve", "paired_difference", "table_markdown"]
+
+METRICS = ("factor_vae_score", "beta_vae_score", "mig")
+
+
+def load_curve(workdir: str | pathlib.Path) -> dict[str, Any]:
+    """The ``curve.json`` of a dSprites workdir (a clear error naming the file if missing)."""
+    path = pathlib.Path(workdir) / ds.CURVE_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: score the run along training first (python -m "
+            "experiments.dsprites_disentanglement ... --config.keep_every=K --curve_every=K)"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rerun the scoring command") from err
+
+
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, Any] | None:
+    """``a - b`` over the seeds both have: mean, sample std (ddof=1), standard error, the 95%
+    t-interval of the mean difference (Student t, n-1 dof) and the per-seed differences.
+
+    Seeds are paired because a seed fixes the data stream and the VAE's initial weights in
+    every method. ``None`` with fewer than one shared seed; with one, no interval.
+    """
+    seeds = sorted(set(a) & set(b), key=int)
+    if not seeds:
+        return None
+    d = np.array([a[s] - b[s] for s in seeds], np.float64)
+    out: dict[str, Any] = {
+        "n": len(seeds),
+        "seeds": [int(s) for s in seeds],
+        "differences": [float(x) for x in d],
+        "mean": float(d.mean()),
+    }
+    if len(d) > 1:
+        sd = float(d.std(ddof=1))
+        se = sd / math.sqrt(len(d))
+        half = float(stats.t.ppf(0.975, len(d) - 1)) * se
+        out.update(std=sd, se=se, ci95=[out["mean"] - half, out["mean"] + half])
+        lo, hi = out["ci95"]
+        out["verdict"] = "higher" if lo > 0 else "lower" if hi < 0 else "no measurable difference"
+    return out
+
+
+def _per_seed(record: Mapping[str, Any], step: int, metric: str) -> dict[str, float]:
+    for row in record["curve"]:
+        if row["step"] == step:
+            return {s: v[metric] for s, v in row["per_seed"].items() if metric in v}
+    return {}
+
+
+def compare(
+    runs: Mapping[str, str | pathlib.Path],
+    out_dir: str | pathlib.Path,
+    *,
+    pair: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Combine the curves of ``runs`` (label -> workdir) into ``out_dir``: ``curves.json``,
+    ``curves.md`` (the tables) and ``curves.png`` (score against step).
+
+    Args:
+      runs: label -> dSprites workdir with a ``curve.json``.
+      out_dir: created if missing; its three files are replaced.
+      pair: ``(a, b)`` labels for the paired comparison ``a - b``; default
+        ``("ad_factorvae", "factorvae")`` when both labels are present.
+
+    Returns:
+      What ``curves.json`` holds: each run's curve, the paired comparison per step and
+      metric, and each run's training seconds per step.
+    """
+    if not runs:
+        raise ValueError("name at least one run (label=workdir)")
+    curves = {label: load_curve(path) for label, path in runs.items()}
+    if pair is None and {"ad_factorvae", "factorvae"} <= set(curves):
+        pair = ("ad_factorvae", "factorvae")
+    if pair is not None:
+        missing = [p for p in pair if p not in curves]
+        if missing:
+            raise ValueError(f"pair {pair}: no run labelled {missing}; runs: {sorted(curves)}")
+    paired: list[dict[str, Any]] = []
+    if pair is not None:
+        a, b = (curves[p] for p in pair)
+        for step in sorted(set(a["steps"]) & set(b["steps"])):
+            row: dict[str, Any] = {"step": step}
+            for m in METRICS:
+                row[m] = paired_difference(_per_seed(a, step, m), _per_seed(b, step, m))
+            paired.append(row)
+    cost = {
+        label: float(np.mean(list(c["train_s_per_step"].values())))
+        for label, c in curves.items()
+        if c.get("train_s_per_step")
+    }
+    out = {
+        "runs": {label: str(pathlib.Path(p).absolute()) for label, p in runs.items()},
+        "curves": curves,
+        "pair": list(pair) if pair else None,
+        "paired_difference": paired,
+        "train_s_per_step": cost,
+        "paper": dict(paper.TABLE3_FACTOR_VAE_SCORE),
+        "independent": paper.TABLE3_INDEPENDENT_CURVES,
+    }
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir_lib.write_json_atomic(out_dir / "curves.json", out)
+    (out_dir / "curves.md").write_text(table_markdown(out))
+    ds.save_curve_figure(out_dir / "curves.png", curves)
+    return out
+
+
+def _cell(summary: Mapping[str, Any] | None) -> str:
+    if not summary:
+        return "-"
+    return f"{summary['mean']:.3f} +- {summary['std']:.3f} (n={len(summary['values'])})"
+
+
+def _diff_cell(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "-"
+    if "ci95" not in d:
+        return f"{d['mean']:+.3f} (n=1)"
+    lo, hi = d["ci95"]
+    return f"{d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={d['n']})"
+
+
+def table_markdown(out: Mapping[str, Any]) -> str:
+    """The Markdown tables of :func:`compare`'s result: scores per step and method (mean +-
+    std over seeds, ddof=0), the paired differences with 95% t-intervals, and the training
+    cost per step."""
+    lines = ["| method | step | FactorVAE score | beta-VAE score | MIG | paper FactorVAE score |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for label, c in out["curves"].items():
+        for row in c["curve"]:
+            s = row["summary"]
+            paper_score = out["paper"].get(c["method"], "-")
+            lines.append(
+                f"| {label} | {row['step']} | {_cell(s.get('factor_vae_score'))} | "
+                f"{_cell(s.get('beta_vae_score'))} | {_cell(s.get('mig'))} | {paper_score} |"
+            )
+    if out.get("pair"):
+        a, b = out["pair"]
+        lines += [
+            "",
+            f"Paired difference {a} - {b} over seeds: mean [95% t-interval]",
+            "",
+            "| step | FactorVAE score | beta-VAE score | MIG |",
+            "|---|---|---|---|",
+        ]
+        for row in out["paired_difference"]:
+            lines.append(
+                f"| {row['step']} | " + " | ".join(_diff_cell(row[m]) for m in METRICS) + " |"
+            )
+    if out.get("train_s_per_step"):
+        lines += ["", "| method | training s/step (mean over seeds) |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in out["train_s_per_step"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_runs(values: Sequence[str]) -> dict[str, str]:
+    """``["label=workdir", ...]`` -> ``{label: workdir}`` (a clear error on a bad entry)."""
+    runs: dict[str, str] = {}
+    for v in values:
+        label, sep, path = v.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"--runs entries are label=workdir; got {v!r}")
+        if label in runs:
+            raise ValueError(f"--runs: label {label!r} given twice")
+        runs[label] = path
+    return runs
