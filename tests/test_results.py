@@ -216,8 +216,13 @@ def test_evaluation_results_go_through_the_schema(tmp_path):
 def test_parse_seeds():
     assert seeds_lib.parse_seeds("0, 1,2") == [0, 1, 2]
     assert seeds_lib.parse_seeds(["3"]) == [3]
-    assert seeds_lib.parse_seeds(None) is None and seeds_lib.parse_seeds("") is None
-    for bad, match in [("a", "integers"), ("-1", ">= 0"), ("1,1", "each seed once")]:
+    assert seeds_lib.parse_seeds(None) is None  # not given; "" (given empty) is an error
+    for bad, match in [
+        ("a", "integers"),
+        ("-1", r"in \[0, 2\*\*32\)"),
+        ("1,1", "each seed once"),
+        ("", "is empty"),
+    ]:
         with pytest.raises(ConfigError, match=f"seeds: .*{match}"):
             seeds_lib.parse_seeds(bad)
 

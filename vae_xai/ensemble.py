@@ -162,6 +162,8 @@ def fit_ensemble(
             with train.checkpoint_manager(path) as manager:
                 if step not in manager.all_steps():
                     manager.save(step, args=ocp.args.StandardSave(one))
+                    manager.wait_until_finished()
+                    train.write_checksums(f"{manager.directory}/{step}")
                 manager.wait_until_finished()
 
     state = train.fit(
