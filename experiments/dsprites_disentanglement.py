@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 
 from experiments import launch
 from vae_xai.experiments import dsprites_disentanglement as lib
@@ -82,4 +82,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    launch.run(main)

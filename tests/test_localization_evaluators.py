@@ -43,7 +43,10 @@ def toy_set():
 
 
 def test_registries_name_every_producer_and_evaluator():
-    assert set(loc.PRODUCERS) == {"recon", "attention", "center_prior", "intensity"}
+    assert set(loc.PRODUCERS) == {
+        "recon", "attention", "center_prior", "intensity",  # the paper's and the baselines
+        "grad", "combination", "projection", "attention_x_recon", "released_attention",
+    }  # fmt: skip
     assert set(loc.EVALUATORS) == {"localization", "latent_detection", "roc_figure", "overlays"}
     assert loc.PRODUCERS["intensity"] is loc.Intensity and loc.Intensity.kind == "intensity"
     with pytest.raises(ValueError, match="already registered"):
@@ -68,6 +71,26 @@ def test_a_bad_eval_entry_names_its_field(entry, field):
     with pytest.raises(ConfigError) as err:
         loc.from_config(e)
     assert err.value.field.startswith(field)
+
+
+def test_overlays_show_every_vae_map_at_no_layer_or_the_overlay_layer():
+    produced = [
+        "recon", "center_prior", "intensity", "attention_prior_conv1", "attention_prior_conv2",
+        "grad_kl", "combi", "projection", "recon_x_attention_prior_conv1",
+        "recon_x_attention_prior_conv2", "recon_x_attention_released_conv2",
+    ]  # fmt: skip
+    e = {"layers": ("conv1", "conv2"), "overlay_layer": "conv2", "references": ("prior",)}
+    overlays = next(
+        ev for ev in loc.evaluators_from_config(e, produced) if isinstance(ev, loc.Overlays)
+    )
+    assert overlays.shown == (
+        "recon", "attention_prior_conv2", "grad_kl", "combi", "projection",
+        "recon_x_attention_prior_conv2", "recon_x_attention_released_conv2",
+    )  # fmt: skip
+    plain = loc.evaluators_from_config({**e, "overlay_vae_maps": False}, produced)
+    assert next(ev for ev in plain if isinstance(ev, loc.Overlays)).shown == (
+        "recon", "attention_prior_conv2"
+    )  # fmt: skip
 
 
 def test_check_config_refuses_bad_producers_and_evaluators_before_training(tmp_path):
@@ -201,7 +224,8 @@ def test_latent_detection_evaluator_and_attention_producer_names():
     kl = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(1)  # KL to N(0, 1), by hand
     got = results["latent_detection"]["kl_prior"]["overall"]
     assert got == pytest.approx(roc_auc_score(labels, kl), abs=1e-9)
-    assert set(results) == {"latent_detection", "figures", "eval_wall_s"}
+    assert set(results) == {"latent_detection", "figures", "eval_wall_s", "map_cost"}
+    assert set(results["map_cost"]) == {att.name}
 
 
 def test_collect_nests_pairs():

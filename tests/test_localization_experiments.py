@@ -20,6 +20,7 @@ from experiments.configs import mvtec_localization as mvtec_cfg
 from experiments.configs import ucsd_localization as ucsd_cfg
 from tests.fixtures_anomaly import make_mvtec_category, make_ucsd_ped1
 from vae_xai import localization as loc
+from vae_xai import workdir as wd
 from vae_xai.experiments import mvtec_localization, ucsd_localization
 from vae_xai.localization import vae_maps
 from vae_xai.validation import ConfigError
@@ -316,10 +317,13 @@ def test_ucsd_end_to_end(tmp_path):
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, str]:
-    """Every file (and link) under ``folder``: relative path -> content hash or link target."""
+    """Every file (and link) under ``folder``: relative path -> content hash or link target.
+    (Not the lock file: a refused start takes the free lock, recording its holder, first.)"""
     out = {}
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
+            if name == wd.LOCK_FILE:
+                continue
             path = pathlib.Path(root) / name
             rel = str(path.relative_to(folder))
             if path.is_symlink():
@@ -383,6 +387,8 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     assert "train.num_steps=1 is smaller" in msg
 
     # the position check reads the trained run only if its config and data match the record
+    # (another process: this one holds the workdir's lock until it exits or releases it)
+    wd.release(workdir)
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
     cmd = [
         sys.executable, "-m", "experiments.mvtec_position_check", "--category=toy",

@@ -209,7 +209,10 @@ def test_config_variants_match_library_signatures():
             "attention_empirical_conv2",
             "attention_kl_prior_conv2",
             "attention_kl_empirical_conv2",
+            # every other VAE map on the same images: the attention-weighted recon at conv2 only
+            *[n for n in extra if not n.startswith("recon_x_") or n.endswith("_conv2")],
         )
+        assert "recon_x_attention_released_conv2" in overlays.shown
     with pytest.raises(ValueError, match="unknown variant"):
         mnist_loc_cfg.get_config("huge")
 

@@ -313,6 +313,21 @@ class Overlays:
 DEFAULT_EVALUATORS = ("localization", "latent_detection", "roc_figure", "overlays")
 
 
+def _vae_maps_at(produced: Sequence[str], layer: str, *, exclude: Sequence[str]) -> list[str]:
+    """The produced maps beyond recon and the paper's attention that the overlays show too:
+    every map computed at no layer (input gradients, combinations, projection) or at the
+    overlay ``layer`` (attention-weighted recon); not the model-free baselines, nor the
+    attention maps (those shown are chosen by criterion and reference)."""
+    return [
+        n
+        for n in produced
+        if n not in exclude
+        and n not in ("center_prior", "intensity")
+        and not n.startswith("attention_")
+        and (not n.startswith("recon_x_attention") or n.endswith(f"_{layer}"))
+    ]
+
+
 def evaluators_from_config(
     eval_config: Mapping[str, Any], produced: Sequence[str] | None = None
 ) -> list[Evaluator]:
@@ -322,7 +337,10 @@ def evaluators_from_config(
     ``max_fpr``, ``image_score`` (localization), ``references`` (latent detection),
     ``overlay_layer`` (default the first of ``layers``; must be one of them),
     ``overlays_per_group``, ``criteria`` and ``references`` (overlays show ``recon`` and the
-    attention at ``overlay_layer`` for each criterion x reference). ``produced``: the map
+    attention at ``overlay_layer`` for each criterion x reference, and with ``produced``,
+    unless ``overlay_vae_maps`` is false, every other VAE map: the input gradients,
+    combinations, projection, and the attention-weighted recon at ``overlay_layer``, all on
+    the same images). ``produced``: the map
     names the producers will make (checked against the overlays' maps). An unknown evaluator
     or a bad entry is a :class:`~vae_xai.validation.ConfigError` naming the field.
     """
@@ -362,6 +380,8 @@ def evaluators_from_config(
                     raise validation.ConfigError(
                         "eval.overlay_layer", f"overlays show {shown}; produced {list(produced)}"
                     )
+                if produced is not None and e.get("overlay_vae_maps", True):
+                    shown += _vae_maps_at(produced, layer, exclude=shown)
                 out.append(Overlays(shown=shown, per_group=e.get("overlays_per_group", 4)))
             else:
                 out.append(EVALUATORS[name]())
