@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -12,6 +11,7 @@ import time
 
 import pytest
 
+from tests.snapshots import snapshot
 from vae_xai.validation import ConfigError
 from vae_xai.workdir import WorkdirError
 
@@ -327,17 +327,3 @@ def test_ucsd_seeds_aggregate(tmp_path):
     for s in (0, 1):
         record = json.loads((tmp_path / "w" / f"seed_{s}" / "run.json").read_text())
         assert record["config"]["seed"] == s and record["config"]["variant"] == "smoke"
-
-
-def snapshot(folder: pathlib.Path) -> dict[str, str]:
-    """Every file (and link) under ``folder``: relative path -> content hash or link target."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = pathlib.Path(root) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                out[rel] = "link:" + os.readlink(path)
-            elif path.is_file():
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out

@@ -4,7 +4,6 @@ results.json, figures, errors)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from experiments.configs import mvtec_localization as mvtec_cfg
 from experiments.configs import ucsd_localization as ucsd_cfg
 from tests.fixtures_anomaly import make_mvtec_category, make_ucsd_ped1
+from tests.snapshots import snapshot
 from vae_xai import localization as loc
 from vae_xai import workdir as wd
 from vae_xai.experiments import mvtec_localization, ucsd_localization
@@ -314,23 +314,6 @@ def test_ucsd_end_to_end(tmp_path):
 
 
 # ----------------------------------------------------------------------------- run identity
-
-
-def snapshot(folder: pathlib.Path) -> dict[str, str]:
-    """Every file (and link) under ``folder``: relative path -> content hash or link target.
-    (Not the lock file: a refused start takes the free lock, recording its holder, first.)"""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            if name == wd.LOCK_FILE:
-                continue
-            path = pathlib.Path(root) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                out[rel] = "link:" + os.readlink(path)
-            elif path.is_file():
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def _refused(fn, exc, match: str, *, before: dict[str, str], workdir: pathlib.Path):
