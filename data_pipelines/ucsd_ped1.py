@@ -66,6 +66,7 @@ from data_pipelines.mvtec_ad import (
 __all__ = [
     "CorruptFileError",
     "FRAME_SIZE_WH",
+    "data_files",
     "OFFICIAL_PIXEL_GT_CLIPS",
     "frame_labels",
     "iterate_batches",
@@ -252,6 +253,36 @@ def _scan_split(
     if not clips:
         raise ValueError(f"empty split: no {kind}NNN clip folders in {split_dir}; {_LAYOUT}")
     return sorted(clips.items()), gts
+
+
+def data_files(
+    root: str | os.PathLike[str], *, pixel_gt_only: bool = True
+) -> dict[str, list[pathlib.Path]]:
+    """Exactly the files :func:`load_train` and :func:`load_test` (same ``pixel_gt_only``)
+    read, for a data identity (:func:`vae_xai.workdir.fingerprint_files`): stray files,
+    notes, another ``.m`` file or, with ``pixel_gt_only``, the clips without masks are not
+    part of it.
+
+    Returns:
+      ``{"Train": frames, "Test": [UCSDped1.m (when present), frames, masks]}``, each
+      sorted; raises as the loaders do for a layout they refuse.
+    """
+    ped1 = resolve_ped1_dir(root)
+    train = [
+        path
+        for _, clip_dir in _scan_split(ped1 / "Train", "Train")[0]
+        for _, path in _frame_files(clip_dir, (".tif", ".tiff"))
+    ]
+    test_dir = ped1 / "Test"
+    clips, gt_dirs = _scan_split(test_dir, "Test")
+    if pixel_gt_only:
+        clips = [(num, d) for num, d in clips if num in gt_dirs]
+    test = [test_dir / GT_FILE_NAME] if (test_dir / GT_FILE_NAME).is_file() else []
+    for num, clip_dir in clips:
+        test += [p for _, p in _frame_files(clip_dir, (".tif", ".tiff"))]
+        if num in gt_dirs:
+            test += [p for _, p in _frame_files(gt_dirs[num], (".bmp", ".png", ".tif", ".tiff"))]
+    return {"Train": sorted(train), "Test": sorted(test)}
 
 
 # ----------------------------------------------------------------------------- decoding

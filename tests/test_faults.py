@@ -482,3 +482,106 @@ def test_latent_chunk_must_be_an_integer():
     for bad in (2.5, 0, True):
         with pytest.raises(ValueError, match="latent_chunk must be a positive integer"):
             attention.latent_attention(head_fn, feats, latent_chunk=bad)
+
+
+# ----------------------------------------------------------------------------- 21 (a), (b)
+
+WALL_SCRIPT = SIGNAL_SCRIPT.replace("train.fit(", "train.train(")
+
+
+def test_a_run_stopped_by_a_signal_adds_its_wall_time(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(WALL_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests")))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / train.TRAIN_WALL_FILE).write_text('{"seconds": 100.0, "step": 0}')  # earlier call
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder)], stderr=subprocess.PIPE, text=True
+    )
+    log = folder / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    saved = [int(p.name) for p in (folder / "checkpoints").iterdir() if p.name.isdigit()]
+    wall = json.loads((folder / train.TRAIN_WALL_FILE).read_text())
+    # the step saved for the signal, and this call's seconds (>= 5 slow steps of 0.15 s, at
+    # most the process's lifetime) added to the earlier 100
+    assert wall["step"] == saved[0] >= 5
+    assert 100.0 + 5 * 0.15 <= wall["seconds"] <= 100.0 + elapsed
+    model, opt, params, batch_fn = tiny_setup()
+    _, info = train.train(
+        train.create_state(params, opt),
+        train.vae_update_fn(model, opt),
+        batch_fn,
+        workdir=folder,
+        num_steps=40,
+        checkpoint_every=50,
+        log_every=1,
+        progress=False,
+    )
+    assert info["steps_run"] == 40 - saved[0]
+    assert info["total_wall_s"] == pytest.approx(wall["seconds"] + info["wall_s"])
+
+
+def test_ucsd_identity_is_exactly_the_files_the_loaders_read(tmp_path, monkeypatch):
+    from data_pipelines import ucsd_ped1
+    from tests.fixtures_anomaly import make_ucsd_ped1
+
+    ped1 = make_ucsd_ped1(tmp_path / "d", n_test_clips=3, gt_clips=(1,))  # Test002/3: no masks
+    read: list[pathlib.Path] = []
+
+    class Stop(Exception):
+        pass
+
+    def record_jobs(jobs, *args, **kwargs):
+        read.extend(p for job in jobs for p in job[:2] if p is not None)
+        raise Stop
+
+    parse = ucsd_ped1.parse_frame_gt_file
+    monkeypatch.setattr(ucsd_ped1, "_decode_frames", record_jobs)
+    monkeypatch.setattr(
+        ucsd_ped1, "parse_frame_gt_file", lambda p: (read.append(pathlib.Path(p)), parse(p))[1]
+    )
+    for load in (ucsd_ped1.load_train, lambda r: ucsd_ped1.load_test(r, pixel_gt_only=True)):
+        with pytest.raises(Stop):
+            load(ped1)
+    files = ucsd_ped1.data_files(ped1, pixel_gt_only=True)
+    assert sorted(files["Train"] + files["Test"]) == sorted(set(read))
+    assert not any("Test002" in p.as_posix() for p in files["Test"])
+
+    def identity():
+        f = ucsd_ped1.data_files(ped1)
+        return {s: wd.fingerprint_files(ped1 / s, files=f[s]) for s in f}
+
+    first = identity()
+    (ped1 / "Train" / "Train001" / "notes.txt").write_text("notes")  # never read
+    (ped1 / "Test" / "UCSDped2.m").write_text("x")
+    (ped1 / "Test" / "Test002" / "001.tif").write_bytes(b"not read: no masks")
+    assert identity() == first
+    frame = ped1 / "Train" / "Train001" / "001.tif"
+    frame.write_bytes(frame.read_bytes()[:-1] + b"\x01")
+    assert identity()["Train"]["sha256"] != first["Train"]["sha256"]
+
+
+def test_a_run_recorded_with_an_earlier_data_identity_continues(tmp_path):
+    old = {"dataset": "x", "files": {"sha256": "every-file"}}
+    new = {"dataset": "x", "files": {"sha256": "read-files"}}
+    wd.start(tmp_path, CFG, experiment="e", fields=wd.Fields(), data=old)
+    (tmp_path / "checkpoints" / "5").mkdir(parents=True)  # trained: a data change is refused
+    wd.release(tmp_path)
+    with pytest.raises(wd.WorkdirError, match="data.files.sha256"):
+        wd.start(tmp_path, CFG, experiment="e", fields=wd.Fields(), data=new)
+    run = wd.start(
+        tmp_path, CFG, experiment="e", fields=wd.Fields(), data=new, legacy_data=lambda: old
+    )
+    assert run.record["data"] == old and json.loads(run.path.read_text())["data"] == old
+    changed = {"dataset": "x", "files": {"sha256": "every-file, one changed"}}
+    with pytest.raises(wd.WorkdirError, match="data.files.sha256"):
+        wd.start(
+            tmp_path, CFG, experiment="e", fields=wd.Fields(), data=new, legacy_data=lambda: changed
+        )

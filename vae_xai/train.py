@@ -757,7 +757,7 @@ def _fit(
         with writer, bar:
             step = start
             if stop.signum is not None:
-                raise Interrupted(stop.signum, start, pathlib.Path(manager.directory))
+                raise Interrupted(stop.signum, start, pathlib.Path(manager.directory), start=start)
             probing = _PROBE.get()
             if probing is not None:
                 probing = dict(probing, t_fit=time.perf_counter())
@@ -798,7 +798,9 @@ def _fit(
                 if stop.signum is not None:
                     if saved != done:
                         save(done)
-                    raise Interrupted(stop.signum, done, pathlib.Path(manager.directory))
+                    raise Interrupted(
+                        stop.signum, done, pathlib.Path(manager.directory), start=start
+                    )
         manager.wait_until_finished()
     return state, start
 
@@ -808,10 +810,13 @@ class Interrupted(KeyboardInterrupt):
 
     A ``KeyboardInterrupt`` (so a notebook's interrupt behaves as usual); ``signum``,
     ``step`` and ``exit_code`` (``128 + signum``, what a shell reports for the signal) say
-    what happened; rerunning the same command resumes from ``step``.
+    what happened; rerunning the same command resumes from ``step``. ``start``: the step
+    this call started (or resumed) from, so ``step - start`` steps were trained.
     """
 
-    def __init__(self, signum: int, step: int, directory: pathlib.Path):
+    def __init__(
+        self, signum: int, step: int, directory: pathlib.Path, *, start: int | None = None
+    ):
         name = signal.Signals(signum).name
         super().__init__(
             f"stopped by {name} at step {step}: checkpoint {directory / str(step)} is saved; "
@@ -819,6 +824,7 @@ class Interrupted(KeyboardInterrupt):
         )
         self.signum = signum
         self.step = step
+        self.start = step if start is None else start
         self.exit_code = 128 + signum
 
 
@@ -1070,7 +1076,8 @@ def train(
     Resumes from the latest checkpoint in ``workdir``. The wall time of a call that trained
     at least one step is added to ``workdir/train_wall.json`` (``{"seconds", "step"}``,
     written atomically), so ``total_wall_s`` is the training cost of the whole run however
-    often it was resumed; a call with nothing left to train writes nothing.
+    often it was resumed (a call stopped by SIGTERM/SIGINT after training adds its time
+    too); a call with nothing left to train writes nothing.
     """
     workdir = pathlib.Path(workdir)
     wall_path = workdir / TRAIN_WALL_FILE
@@ -1078,21 +1085,28 @@ def train(
     t0 = time.perf_counter()
     # (the start step comes from fit's own restore: a look at the folder here could differ
     # between processes and send them into different collective calls)
-    state, start = _fit(
-        state,
-        update_fn,
-        batch_fn,
-        workdir=workdir,
-        num_steps=num_steps,
-        mesh=mesh,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        keep_every=keep_every,
-        log_every=log_every,
-        progress=progress,
-        hooks=hooks,
-        steps_per_dispatch=steps_per_dispatch,
-    )
+    try:
+        state, start = _fit(
+            state,
+            update_fn,
+            batch_fn,
+            workdir=workdir,
+            num_steps=num_steps,
+            mesh=mesh,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            keep_every=keep_every,
+            log_every=log_every,
+            progress=progress,
+            hooks=hooks,
+            steps_per_dispatch=steps_per_dispatch,
+        )
+    except Interrupted as err:  # the steps saved for the signal cost time too
+        if err.step > err.start and jax.process_index() == 0:
+            write_json_atomic(
+                wall_path, {"seconds": before + time.perf_counter() - t0, "step": err.step}
+            )
+        raise
     wall = time.perf_counter() - t0
     steps = int(state.step)
     steps_run = steps - start

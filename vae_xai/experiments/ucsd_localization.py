@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
@@ -78,16 +78,33 @@ def train_and_evaluate(
     there.
     """
     ped1 = _precheck(config, data_dir)
+    # exactly the files the loaders read (stray files, other clips, notes are not the data)
+    files = ucsd_ped1.data_files(ped1, pixel_gt_only=True)
     data = {
         "dataset": "UCSD Ped1",
         "files": {
-            split: workdir_lib.fingerprint_files(ped1 / split) for split in ("Train", "Test")
+            split: workdir_lib.fingerprint_files(ped1 / split, files=files[split])
+            for split in ("Train", "Test")
         },
     }
 
+    def legacy_data() -> dict[str, Any]:  # every file under Train/Test (runs before 21a)
+        return {
+            "dataset": "UCSD Ped1",
+            "files": {
+                split: workdir_lib.fingerprint_files(ped1 / split) for split in ("Train", "Test")
+            },
+        }
+
     def one(cfg: ml_collections.ConfigDict, wd: str | pathlib.Path) -> dict[str, Any]:
         return _train_and_evaluate_one(
-            cfg, wd, data_dir=data_dir, ped1=ped1, data=data, progress=progress
+            cfg,
+            wd,
+            data_dir=data_dir,
+            ped1=ped1,
+            data=data,
+            progress=progress,
+            legacy_data=legacy_data,
         )
 
     if seeds is None:
@@ -103,6 +120,7 @@ def _train_and_evaluate_one(
     ped1: pathlib.Path,
     data: dict[str, Any],
     progress: bool,
+    legacy_data: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     model = build_model(config)
     run_ = workdir_lib.start(
@@ -112,6 +130,7 @@ def _train_and_evaluate_one(
         fields=FIELDS,
         data=data,
         data_location=str(ped1.absolute()),
+        legacy_data=legacy_data,
     )
     t0 = time.perf_counter()
     size = (config.image_size, config.image_size)
