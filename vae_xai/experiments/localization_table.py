@@ -1,0 +1,147 @@
+"""Which anomaly map localizes: every map of several localization runs in one table.
+
+The library side of ``python -m experiments.localization_table`` (usage there). Each run is a
+``mnist_localization`` / ``mvtec_localization`` / ``ucsd_localization`` workdir (one seed or
+``--seeds``); its ``results.json`` (the results schema) holds, per map, the pooled pixel
+AUROC, AUPRO (FPR <= max_fpr), best IoU and image AUROC, overall and per defect type, and
+each map's cost (``map_cost``). This module lines them up: maps as rows, data (a run, or
+one defect type of it) as columns, mean +- std over seeds, and each map's cost per test
+image (``recon``'s is one encode-decode pass; a map's extra cost is its cost minus that).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from experiments import paper
+from vae_xai import workdir as workdir_lib
+
+__all__ = ["METRICS", "collect", "markdown", "parse_columns", "write"]
+
+METRICS = ("pixel_auroc", "aupro", "best_iou", "image_auroc")
+_SHORT = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "best_iou": "best IoU",
+          "image_auroc": "image AUROC"}  # fmt: skip
+
+
+def _load(workdir: str | pathlib.Path) -> dict[str, Any]:
+    path = pathlib.Path(workdir) / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} an evaluated localization run?")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rerun its evaluation") from err
+    if "mean_std" not in results:
+        raise ValueError(f"{path} has no mean_std: not a results-schema file")
+    return results
+
+
+def parse_columns(values: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``["label=workdir[:group]", ...]`` -> ``[(label, workdir, group)]``; ``group`` (a
+    defect type, e.g. ``square``) defaults to ``overall``."""
+    out = []
+    for v in values:
+        label, sep, rest = v.partition("=")
+        if not sep or not label or not rest:
+            raise ValueError(f"--runs entries are label=workdir[:group]; got {v!r}")
+        path, _, group = rest.partition(":")
+        out.append((label, path, group or "overall"))
+    labels = [c[0] for c in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--runs: labels must be distinct; got {labels}")
+    return out
+
+
+def collect(columns: Sequence[tuple[str, str | pathlib.Path, str]]) -> dict[str, Any]:
+    """Per column (data) and map: each metric's ``{mean, std, n}`` over seeds, and the map's
+    own cost ``ms_per_image`` (mean over seeds; the wall time of producing it over the test
+    set, compilation and the maps it reuses included, per test image)."""
+    table: dict[str, Any] = {"columns": [], "maps": []}
+    for label, workdir, group in columns:
+        results = _load(workdir)
+        ms = results["mean_std"]
+        where = group if group == "overall" else f"per_defect.{group}"
+        maps = [
+            k.split(".")[1]
+            for k in ms
+            if k.startswith("metrics.") and k.endswith(f".{where}.pixel_auroc")
+        ]
+        if not maps:
+            raise ValueError(f"{workdir}: no metrics for group {group!r}")
+        col: dict[str, Any] = {
+            "label": label,
+            "workdir": str(pathlib.Path(workdir).absolute()),
+            "group": group,
+            "experiment": results.get("experiment"),
+            "seeds": results.get("seeds"),
+            "maps": {},
+        }
+        for m in maps:
+            entry = {
+                metric: ms[key]
+                for metric in METRICS
+                if (key := f"metrics.{m}.{where}.{metric}") in ms
+            }
+            entry["ms_per_image"] = ms.get(f"map_cost.{m}.ms_per_image", {}).get("mean")
+            col["maps"][m] = entry
+        for m in maps:
+            if m not in table["maps"]:
+                table["maps"].append(m)
+        table["columns"].append(col)
+    return table
+
+
+def _cell(v: Mapping[str, Any] | None, best: bool) -> str:
+    if not v:
+        return "-"
+    text = f"{v['mean']:.3f} +- {v['std']:.3f}"
+    return f"**{text}**" if best else text
+
+
+def markdown(table: Mapping[str, Any], *, metric: str = "pixel_auroc") -> str:
+    """Maps as rows, data as columns: ``metric`` mean +- std over seeds (the best map per
+    column in bold), and each map's cost per test image in each distinct run (``recon``'s
+    is the cost of one encode-decode pass: the extra cost of a map is its cost minus that)."""
+    cols = table["columns"]
+    head = [f"{c['label']} (n={len(c['seeds'] or [])})" for c in cols]
+    lines = [f"{_SHORT.get(metric, metric)}, mean +- std over seeds", "",
+             "| map | " + " | ".join(head) + " | ms/image |",
+             "|---|" + "---|" * (len(cols) + 1)]  # fmt: skip
+    best = {}
+    for i, c in enumerate(cols):
+        vals = {m: e[metric]["mean"] for m, e in c["maps"].items() if metric in e}
+        best[i] = max(vals, key=vals.get) if vals else None
+    for m in table["maps"]:
+        cells = [_cell(c["maps"].get(m, {}).get(metric), best[i] == m) for i, c in enumerate(cols)]
+        runs = dict.fromkeys(c["workdir"] for c in cols)  # a run's cost once, not per group
+        costs = [
+            next(c["maps"][m]["ms_per_image"] for c in cols if c["workdir"] == w
+                 and m in c["maps"] and c["maps"][m]["ms_per_image"] is not None)
+            for w in runs
+            if any(c["workdir"] == w and m in c["maps"]
+                   and c["maps"][m]["ms_per_image"] is not None for c in cols)
+        ]  # fmt: skip
+        cost = " / ".join(f"{x:.1f}" for x in costs) or "-"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {cost} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(
+    columns: Sequence[tuple[str, str | pathlib.Path, str]], out_dir: str | pathlib.Path
+) -> dict[str, Any]:
+    """:func:`collect`, written to ``out_dir/maps_table.json`` and ``maps_table.md`` (one
+    Markdown table per metric, and the paper's MVTec bottle row with its baselines)."""
+    table = collect(columns)
+    table["references"] = {
+        "paper_table2_bottle": paper.TABLE2_MVTEC["bottle"],
+        "feature_based_ceiling_bottle": paper.MVTEC_BOTTLE_FEATURE_CEILING,
+    }
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir_lib.write_json_atomic(out_dir / "maps_table.json", table)
+    text = "\n".join(markdown(table, metric=m) for m in METRICS)
+    (out_dir / "maps_table.md").write_text(text)
+    return table
