@@ -585,3 +585,13 @@ def test_a_run_recorded_with_an_earlier_data_identity_continues(tmp_path):
         wd.start(
             tmp_path, CFG, experiment="e", fields=wd.Fields(), data=new, legacy_data=lambda: changed
         )
+
+
+def test_a_run_that_ends_normally_leaves_its_lock_released(tmp_path, caplog):
+    folder = tmp_path / "run"
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); from vae_xai import workdir as wd; "
+    subprocess.run([sys.executable, "-c", code + f"wd.lock({str(folder)!r})"], check=True)
+    assert "released" in json.loads((folder / wd.LOCK_FILE).read_text())
+    wd.lock(folder)
+    assert "taking over" not in caplog.text  # only a killed holder's lock is taken over
+    wd.release(folder)

@@ -30,6 +30,7 @@ else) is refused: its config cannot be checked.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import fcntl
@@ -130,6 +131,7 @@ def read_state_json(path: str | os.PathLike[str], *, fix: str) -> Any:
 
 # workdir (resolved) -> open file descriptor holding its flock, for this process's lifetime
 _HELD: dict[str, int] = {}
+_AT_EXIT: list[Any] = []
 
 
 def _pid_running(pid: int) -> bool:
@@ -200,8 +202,18 @@ def lock(workdir: str | os.PathLike[str]) -> pathlib.Path:
     record = {"host": socket.gethostname(), "pid": os.getpid(), "time": _now()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    if not _AT_EXIT:  # a process that ends normally marks its locks released (no takeover noise)
+        _AT_EXIT.append(atexit.register(_release_all))
     _HELD[key] = fd
     return path
+
+
+def _release_all() -> None:
+    for key in list(_HELD):
+        try:
+            release(key)
+        except OSError:
+            pass
 
 
 def release(workdir: str | os.PathLike[str]) -> None:
