@@ -124,3 +124,35 @@ def parse_variant(
             + (f" (old names: {old})" if old else "")
         )
     return Variant(name=name, given=given, option=option)
+
+
+def vae_maps_eval() -> dict:
+    """The ``config.eval`` entries of the VAE anomaly maps beyond the paper
+    (:mod:`vae_xai.localization.vae_maps`), shared by the localization configs: every map
+    (``maps``), input gradients at ``z = mu`` with Zimmerer et al.'s smoothing (kernel 8 ->
+    7, sigma 3), combinations normalized over the test set, 100 projection steps of size
+    0.05 with lambda 1, and the attention as a weight on the reconstruction error at every
+    evaluated layer. A config overrides single entries after calling this."""
+    return dict(
+        maps=(
+            "grad_elbo",
+            "grad_kl",
+            "grad_rec",
+            "combi",
+            "combi_add",
+            "projection",
+            "attention_x_recon",
+        ),  # fmt: skip
+        grad=dict(num_samples=0, channel_reduce="sum", smooth_kernel=8, smooth_sigma=3.0),
+        combi=dict(normalize_on="test", max_norm_images=256),
+        projection=dict(
+            steps=100,
+            step_size=0.05,
+            lam=1.0,
+            kl_weight=0.0,
+            threshold=0.0,
+            clip=True,
+            channel_reduce="sum",
+        ),  # fmt: skip
+        attention_x_recon=dict(variants=("difference", "kl", "released"), layers=None),
+    )

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import parse_variant
+from experiments.configs.common import parse_variant, vae_maps_eval
 from vae_xai.workdir import Fields
 
 VARIANTS = ("smoke", "cpu", "cpu_long", "full")
@@ -101,27 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             image_score="max",
             overlay_layer="stage3",
             overlays_per_group=4,
-            maps=(
-                "grad_elbo",
-                "grad_kl",
-                "grad_rec",
-                "combi",
-                "combi_add",
-                "projection",
-                "attention_x_recon",
-            ),
-            grad=dict(num_samples=0, channel_reduce="sum", smooth_kernel=8, smooth_sigma=3.0),
-            combi=dict(normalize_on="test", max_norm_images=256),
-            projection=dict(
-                steps=100,
-                step_size=0.05,
-                lam=1.0,
-                kl_weight=0.0,
-                threshold=0.0,
-                clip=True,
-                channel_reduce="sum",
-            ),
-            attention_x_recon=dict(variants=("difference", "kl", "released"), layers=None),
+            **vae_maps_eval(),
         )
     )
     if variant in ("cpu", "cpu_long"):
