@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -148,15 +149,36 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _without_traceback(text: str) -> str:
+    """A flag error whose text embeds a traceback (ml_collections does, for an error inside
+    ``get_config``, e.g. an unknown variant) as its first line's flag and the error's line."""
+    if "Traceback (most recent call last)" not in text:
+        return text
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    flag = lines[0].split(": Error whilst parsing", 1)[0].rstrip(":")
+    return f"{flag}: {re.sub(r'^[A-Za-z_.]+(Error|Exception): ', '', lines[-1])}"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing with one line and exit 2 on a bad flag or config override (a typo
     such as ``--config.trian.num_steps=5`` raises inside ml_collections)."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
+        if "config" in FLAGS and FLAGS["config"].value is not None:
+            FLAGS["config"].value.to_dict()  # a config file that failed to load raises here
+        return rest
     except flags.Error as err:
-        _fail(str(err), USAGE_EXIT)
+        _fail(_without_traceback(str(err)), USAGE_EXIT)
+    except OSError as err:  # ml_collections: the --config file cannot be loaded
+        lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+        _fail(f"--config: cannot load the config file: {lines[-1] if lines else err}", USAGE_EXIT)
     except (KeyError, AttributeError, ValueError, TypeError) as err:
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        # name the override that failed (the message alone is the bare field, e.g. 'trian')
+        given = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+        culprit = next((a for a in given if message.strip("'\"") in a.split(".")), None)
+        if culprit and isinstance(err, KeyError | AttributeError):
+            message = f"{culprit}: no such config field"
         _fail(f"bad flag or config override: {message}", USAGE_EXIT)
 
 

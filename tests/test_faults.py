@@ -384,7 +384,9 @@ def _launch(name, *args, timeout=300):
 @pytest.mark.parametrize(
     "args, field",
     [
-        (["--config.trian.num_steps=5"], "trian"),
+        (["--config.trian.num_steps=5"], "--config.trian.num_steps: no such config field"),
+        (["--config=experiments/configs/quickstart.py:bogus"], "unknown variant 'bogus'"),
+        (["--config=experiments/configs/nope.py"], "--config: cannot load the config file"),
         (["--config.beta=nan"], "beta: must be finite"),
         (["--seeds="], "seeds: is empty"),
         (["--seeds=0,4294967296"], "seeds: must be integers in [0, 2**32)"),
