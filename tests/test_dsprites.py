@@ -106,7 +106,7 @@ def test_positive_orientation_turns_counter_clockwise():
     # A small positive turn already shifts the heart's mass to the left, never the right.
     for theta in (0.2, 0.5):
         row, col = _centroid(_one(3, 1.0, theta, 0.5, 0.5))
-        expected_col = 32 - ds._HEART_CENTROID_Y * np.sin(theta)
+        expected_col = 32 + ds.shape_centroid_offset(3, 1.0, theta)[0]
         assert col < 32 - 0.3 and abs(col - expected_col) < 0.3
 
 
