@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.configs.dsprites_disentanglement import get_config, validate
+from experiments.configs.dsprites_disentanglement import get_config
 from vae_xai import validation
 from vae_xai.experiments import dsprites_curves as curves_lib
 from vae_xai.experiments import dsprites_disentanglement as ds
+from vae_xai.experiments.dsprites_disentanglement import validate
 
 
 def smoke(num_steps: int, **overrides):

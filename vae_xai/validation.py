@@ -1,9 +1,9 @@
 """Config validation before any work: every failure is a :class:`ConfigError` naming the field.
 
-Launchers call these checks (through their config module's ``validate``) before
-:func:`vae_xai.workdir.start`, data loading, model init or compilation, so a typo costs
-seconds, not a training run. Model layers are checked by a shape-only trace
-(:func:`jax.eval_shape`): no parameters are allocated and nothing is compiled.
+Launchers call these checks (through their experiment's ``validate``, in
+:mod:`vae_xai.experiments`) before :func:`vae_xai.workdir.start`, data loading, model init or
+compilation, so a typo costs seconds, not a training run. Model layers are checked by a
+shape-only trace (:func:`jax.eval_shape`): no parameters are allocated and nothing is compiled.
 """
 
 from __future__ import annotations

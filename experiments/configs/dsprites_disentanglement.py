@@ -32,17 +32,9 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs.common import parse_variant
-from vae_xai.workdir import Fields
 
-# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
-# metric and figure settings and the checkpoint/log periods may differ; anything else is
-# another run. (The seeds are not config fields: each trains in its own workdir/seed_N.)
-FIELDS = Fields(
-    num_steps="num_steps",
-    eval=("eval", "figure"),
-    schedule=("checkpoint_every", "keep_every", "log_every"),
-)
-
+# the methods of vae_xai.experiments.dsprites_disentanglement (its METHODS; the configs import
+# nothing from vae_xai, and tests/test_architecture.py checks that the two agree)
 METHODS = ("beta_vae", "factorvae", "ad_factorvae")
 VARIANTS = ("smoke", "cpu", "cpu_long", "full")
 ALIASES = {"small": "cpu"}
@@ -140,39 +132,3 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.figure.num_inputs = 2
         c.figure.traversal_steps = 3
     return c
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Every field that could fail later, checked before any work (names the field)."""
-    from vae_xai import validation as v
-    from vae_xai.models import dsprites_vae
-
-    v.one_of(config, "method", METHODS)
-    v.at_least(config, "latent_dim", 2)  # L_AD and the figure need two latent dims
-    for field in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
-        v.at_least(config, field, 1)
-    v.at_least(config, "keep_every", 0)
-    if config.keep_every % config.checkpoint_every:
-        raise v.ConfigError(
-            "keep_every",
-            f"must be a multiple of checkpoint_every={config.checkpoint_every} (a kept step "
-            f"must be a saved step); got {config.keep_every}",
-        )
-    v.positive(config, "optim.vae_lr", "optim.disc_lr")
-    v.one_of(config, "disc_batch", ("independent", "same"))
-    if config.method == "factorvae" and config.ad.weight > 0:
-        raise v.ConfigError("ad.weight", "> 0 with method 'factorvae' is AD-FactorVAE: use the "
-                            "ad_factorvae config")  # fmt: skip
-    if config.method == "ad_factorvae" and config.ad.weight <= 0:
-        raise v.ConfigError("ad.weight", "method 'ad_factorvae' needs ad.weight > 0 (Eq. 7)")
-    v.one_of(config, "ad.pair", ("attention", "kl", "abs_mu", "random", "all"))
-    v.one_of(config, "ad.score", ("sample", "mean"))
-    model = dsprites_vae(config.latent_dim)
-    v.model_layers(model, (64, 64, 1), [config.ad.layer], "ad.layer")
-    if config.ad.dense_after:
-        v.model_layers(model, (64, 64, 1), [config.ad.dense_after], "ad.dense_after",
-                       feature_map=False)  # fmt: skip
-    v.subset(config, "eval.metrics", ("factor_vae", "beta_vae", "mig"), allow_empty=True)
-    v.at_least(config, "eval.overlap_batch", 1)
-    v.at_least(config, "figure.num_inputs", 1)
-    v.at_least(config, "figure.traversal_steps", 2)

@@ -10,26 +10,9 @@ Variants (:mod:`experiments.configs.common`):
 import ml_collections
 
 from experiments.configs.common import parse_variant
-from vae_xai.workdir import Fields
 
 VARIANTS = ("smoke", "cpu", "full")
 ALIASES = {"small": "smoke"}
-
-# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
-# evaluation fields and the checkpoint/log periods may differ; anything else is another run.
-# train_digits only selects which per-digit models (workdir/digit_N) are trained and scored.
-FIELDS = Fields(
-    num_steps="num_steps",
-    eval=(
-        "train_digits",
-        "figure_digits",
-        "examples_per_digit",
-        "layer",
-        "eval_batch_size",
-        "max_eval_images",
-    ),
-    schedule=("checkpoint_every", "log_every"),
-)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -66,24 +49,3 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.log_every = 25
         c.max_eval_images = 1000
     return c
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Every field that could fail later, checked before any work (names the field)."""
-    from vae_xai import validation as v
-    from vae_xai.models import mnist_vae
-
-    v.digits(config, "train_digits")
-    for key in config.figure_digits.keys():
-        if not (key.isdigit() and 0 <= int(key) <= 9):
-            raise v.ConfigError("figure_digits", f"keys are digits '0'..'9'; got {key!r}")
-        if len(config.figure_digits[key]):
-            v.digits(config, f"figure_digits.{key}")
-    for field in ("latent_dim", "batch_size", "num_steps", "checkpoint_every", "log_every"):
-        v.at_least(config, field, 1)
-    for field in ("examples_per_digit", "eval_batch_size", "max_eval_images"):
-        v.at_least(config, field, 1)
-    v.positive(config, "learning_rate")
-    if config.beta < 0:
-        raise v.ConfigError("beta", f"must be >= 0; got {config.beta}")
-    v.model_layers(mnist_vae(config.latent_dim), (28, 28, 1), [config.layer], "layer")

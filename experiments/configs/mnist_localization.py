@@ -32,19 +32,9 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs.common import parse_variant, vae_maps_eval
-from vae_xai.workdir import Fields
 
 VARIANTS = ("smoke", "cpu", "full")
 ALIASES = {"tiny": "smoke"}
-
-
-# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
-# evaluation-only fields and the checkpoint/log periods may differ; anything else is another run.
-FIELDS = Fields(
-    num_steps="train.num_steps",
-    eval=("eval", "anomaly"),
-    schedule=("train.checkpoint_every", "train.log_every"),
-)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -110,23 +100,3 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.overlays_per_group = 2
         c.eval.projection.steps = 2
     return c
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """The checks specific to this experiment, before any work (the ``train``/``eval``
-    sections are checked by :func:`vae_xai.localization.check_config`)."""
-    from data_pipelines.synthetic_anomaly import KINDS
-    from vae_xai import validation as v
-
-    v.digits(config, "normal_digit")
-    if not isinstance(config.normal_digit, int):
-        raise v.ConfigError("normal_digit", f"must be one digit; got {config.normal_digit!r}")
-    v.at_least(config, "latent_dim", 1)
-    v.subset(config, "anomaly.kinds", KINDS)
-    if len(set(config.anomaly.kinds)) != len(config.anomaly.kinds):
-        raise v.ConfigError("anomaly.kinds", f"must be distinct; got {config.anomaly.kinds}")
-    v.at_least(config, "anomaly.size", 1)
-    v.at_least(config, "anomaly.margin", 0)
-    v.at_least(config, "anomaly.max_test_images", len(config.anomaly.kinds))
-    if not 0 <= config.anomaly.fraction <= 1:
-        raise v.ConfigError("anomaly.fraction", f"must be in [0, 1]; got {config.anomaly.fraction}")

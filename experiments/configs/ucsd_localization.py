@@ -17,19 +17,9 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs.common import parse_variant
-from vae_xai.workdir import Fields
 
 VARIANTS = ("smoke", "cpu", "full")
 ALIASES = {"small": "cpu", "tiny": "smoke"}
-
-
-# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
-# evaluation-only fields and the checkpoint/log periods may differ; anything else is another run.
-FIELDS = Fields(
-    num_steps="train.num_steps",
-    eval=("eval",),
-    schedule=("train.checkpoint_every", "train.log_every"),
-)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from experiments import paper
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import dsprites_disentanglement as ds
+from vae_xai.experiments import paper
 
 __all__ = ["compare", "load_curve", "paired_difference", "table_markdown"]
 

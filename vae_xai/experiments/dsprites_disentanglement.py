@@ -30,17 +30,66 @@ import optax
 from absl import logging
 
 from data_pipelines.dsprites_gt import DSpritesGroundTruth, make_batch_fn
-from experiments import paper
-from experiments.configs.dsprites_disentanglement import FIELDS, METHODS, validate
 from vae_xai import disentangle as dis
 from vae_xai import ensemble as ensemble_lib
 from vae_xai import losses, plots, train, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
+from vae_xai.experiments import paper
 from vae_xai.metrics import disentanglement as metrics_lib
 from vae_xai.models.conv_vae import dsprites_vae
 from vae_xai.models.factor_vae import FactorDiscriminator, init_factor_vae
 from vae_xai.train import TrainState, create_state, restore_params, vae_update_fn
+from vae_xai.workdir import Fields
+
+METHODS = ("beta_vae", "factorvae", "ad_factorvae")
+
+# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
+# metric and figure settings and the checkpoint/log periods may differ; anything else is
+# another run. (The seeds are not config fields: each trains in its own workdir/seed_N.)
+FIELDS = Fields(
+    num_steps="num_steps",
+    eval=("eval", "figure"),
+    schedule=("checkpoint_every", "keep_every", "log_every"),
+)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Every field that could fail later, checked before any work (names the field)."""
+    validation.one_of(config, "method", METHODS)
+    validation.at_least(config, "latent_dim", 2)  # L_AD and the figure need two latent dims
+    for field in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
+        validation.at_least(config, field, 1)
+    validation.at_least(config, "keep_every", 0)
+    if config.keep_every % config.checkpoint_every:
+        raise validation.ConfigError(
+            "keep_every",
+            f"must be a multiple of checkpoint_every={config.checkpoint_every} (a kept step "
+            f"must be a saved step); got {config.keep_every}",
+        )
+    validation.positive(config, "optim.vae_lr", "optim.disc_lr")
+    validation.one_of(config, "disc_batch", ("independent", "same"))
+    if config.method == "factorvae" and config.ad.weight > 0:
+        raise validation.ConfigError(
+            "ad.weight", "> 0 with method 'factorvae' is AD-FactorVAE: use the ad_factorvae config"
+        )
+    if config.method == "ad_factorvae" and config.ad.weight <= 0:
+        raise validation.ConfigError(
+            "ad.weight", "method 'ad_factorvae' needs ad.weight > 0 (Eq. 7)"
+        )
+    validation.one_of(config, "ad.pair", ("attention", "kl", "abs_mu", "random", "all"))
+    validation.one_of(config, "ad.score", ("sample", "mean"))
+    model = dsprites_vae(config.latent_dim)
+    validation.model_layers(model, (64, 64, 1), [config.ad.layer], "ad.layer")
+    if config.ad.dense_after:
+        validation.model_layers(
+            model, (64, 64, 1), [config.ad.dense_after], "ad.dense_after", feature_map=False
+        )
+    validation.subset(config, "eval.metrics", ("factor_vae", "beta_vae", "mig"), allow_empty=True)
+    validation.at_least(config, "eval.overlap_batch", 1)
+    validation.at_least(config, "figure.num_inputs", 1)
+    validation.at_least(config, "figure.traversal_steps", 2)
+
 
 DATA_SEED_OFFSET = 1_000_003  # data stream != the per-step key stream of jit_step
 

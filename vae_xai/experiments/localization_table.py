@@ -16,8 +16,8 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments import paper
 from vae_xai import workdir as workdir_lib
+from vae_xai.experiments import paper
 
 __all__ = ["METRICS", "collect", "markdown", "parse_columns", "write"]
 

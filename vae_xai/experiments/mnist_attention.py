@@ -19,17 +19,53 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
 from data_pipelines import batching, mnist
-from experiments.configs.mnist_attention import FIELDS, validate
 from vae_xai import distributed, explain, plots, train, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.metrics import image_auroc
 from vae_xai.models import ConvVAE, mnist_vae
+from vae_xai.workdir import Fields
+
+# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
+# evaluation fields and the checkpoint/log periods may differ; anything else is another run.
+# train_digits only selects which per-digit models (workdir/digit_N) are trained and scored.
+FIELDS = Fields(
+    num_steps="num_steps",
+    eval=(
+        "train_digits",
+        "figure_digits",
+        "examples_per_digit",
+        "layer",
+        "eval_batch_size",
+        "max_eval_images",
+    ),
+    schedule=("checkpoint_every", "log_every"),
+)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Every field that could fail later, checked before any work (names the field)."""
+    validation.digits(config, "train_digits")
+    for key in config.figure_digits.keys():
+        if not (key.isdigit() and 0 <= int(key) <= 9):
+            raise validation.ConfigError("figure_digits", f"keys are digits '0'..'9'; got {key!r}")
+        if len(config.figure_digits[key]):
+            validation.digits(config, f"figure_digits.{key}")
+    for field in ("latent_dim", "batch_size", "num_steps", "checkpoint_every", "log_every"):
+        validation.at_least(config, field, 1)
+    for field in ("examples_per_digit", "eval_batch_size", "max_eval_images"):
+        validation.at_least(config, field, 1)
+    validation.positive(config, "learning_rate")
+    if config.beta < 0:
+        raise validation.ConfigError("beta", f"must be >= 0; got {config.beta}")
+    validation.model_layers(mnist_vae(config.latent_dim), (28, 28, 1), [config.layer], "layer")
+
 
 SCORES = ("recon_error", "attention", "anomaly_attention_prior", "anomaly_attention_empirical")
 

@@ -32,12 +32,44 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import mnist
-from data_pipelines.synthetic_anomaly import paste_squares
-from experiments.configs.mnist_localization import FIELDS, validate
+from data_pipelines.synthetic_anomaly import KINDS, paste_squares
 from vae_xai import localization, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.models.conv_vae import mnist_vae
+from vae_xai.workdir import Fields
+
+# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
+# evaluation-only fields and the checkpoint/log periods may differ; anything else is another run.
+FIELDS = Fields(
+    num_steps="train.num_steps",
+    eval=("eval", "anomaly"),
+    schedule=("train.checkpoint_every", "train.log_every"),
+)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The checks specific to this experiment, before any work (the ``train``/``eval``
+    sections are checked by :func:`vae_xai.localization.check_config`)."""
+    validation.digits(config, "normal_digit")
+    if not isinstance(config.normal_digit, int):
+        raise validation.ConfigError(
+            "normal_digit", f"must be one digit; got {config.normal_digit!r}"
+        )
+    validation.at_least(config, "latent_dim", 1)
+    validation.subset(config, "anomaly.kinds", KINDS)
+    if len(set(config.anomaly.kinds)) != len(config.anomaly.kinds):
+        raise validation.ConfigError(
+            "anomaly.kinds", f"must be distinct; got {config.anomaly.kinds}"
+        )
+    validation.at_least(config, "anomaly.size", 1)
+    validation.at_least(config, "anomaly.margin", 0)
+    validation.at_least(config, "anomaly.max_test_images", len(config.anomaly.kinds))
+    if not 0 <= config.anomaly.fraction <= 1:
+        raise validation.ConfigError(
+            "anomaly.fraction", f"must be in [0, 1]; got {config.anomaly.fraction}"
+        )
+
 
 EXPERIMENT = "mnist_localization"
 

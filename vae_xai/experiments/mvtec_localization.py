@@ -28,12 +28,20 @@ import ml_collections
 
 from data_pipelines import mvtec_ad
 from data_pipelines.augment import augment_batch
-from experiments import paper
-from experiments.configs.mvtec_localization import FIELDS
 from vae_xai import localization, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
+from vae_xai.experiments import paper
 from vae_xai.models.resnet_vae import ResNetVAE, dense_after
+from vae_xai.workdir import Fields
+
+# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
+# evaluation-only fields and the checkpoint/log periods may differ; anything else is another run.
+FIELDS = Fields(
+    num_steps="train.num_steps",
+    eval=("eval",),
+    schedule=("train.checkpoint_every", "train.log_every", "cache_dir"),
+)
 
 
 def build_model(config: ml_collections.ConfigDict) -> ResNetVAE:

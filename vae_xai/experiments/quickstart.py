@@ -20,17 +20,42 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from data_pipelines import dsprites_gt
-from experiments.configs.quickstart import FIELDS, validate
 from vae_xai import attention as att
-from vae_xai import losses, plots, train
+from vae_xai import losses, plots, train, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.encoder_split import split_encoder
 from vae_xai.models import dsprites_vae
+from vae_xai.workdir import Fields
+
+# What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
+# figure settings and the checkpoint/log periods may differ; anything else is another run.
+FIELDS = Fields(
+    num_steps="num_steps",
+    eval=("layer", "num_samples", "max_latents_shown"),
+    schedule=("checkpoint_every", "log_every"),
+)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Every field that could fail later, checked before any work (names the field)."""
+    validation.at_least(config, "latent_dim", 1)
+    validation.at_least(config, "batch_size", 1)
+    validation.at_least(config, "num_steps", 1)
+    validation.at_least(config, "checkpoint_every", 1)
+    validation.at_least(config, "log_every", 1)
+    validation.positive(config, "learning_rate")
+    validation.at_least(config, "num_samples", 1)
+    validation.at_least(config, "max_latents_shown", 1)
+    if config.beta < 0:
+        raise validation.ConfigError("beta", f"must be >= 0; got {config.beta}")
+    validation.model_layers(dsprites_vae(config.latent_dim), (64, 64, 1), [config.layer], "layer")
+
 
 EXPERIMENT = "quickstart"
 
