@@ -35,7 +35,7 @@ The frame-level ground truth ``UCSDped1.m`` has lines such as::
 Preprocessing: frames are resized with Pillow's (antialiased) bilinear filter to
 ``image_size = (H, W)`` -- the paper uses 100x100 grayscale -- and scaled to [0, 1].
 Masks may use any binary encoding (0/255 as released, 0/1, bool, a two-colour palette;
-see :func:`data_pipelines.mvtec_ad.mask_foreground`); a mask with more than one non-zero
+see :func:`data_pipelines.masks.mask_foreground`); a mask with more than one non-zero
 value is an error naming the file, and so is an empty mask on a frame that ``UCSDped1.m``
 marks anomalous (``allow_empty_masks=True`` loads it anyway). Masks are resized as floats
 with the same filter and thresholded at ``>= 0.5``.
@@ -51,17 +51,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_pipelines.mvtec_ad import (
+from data_pipelines.image_files import (
     CorruptFileError,
     _is_visible_file,
     _read_image,
     _size_hw,
-    iterate_batches,
-    mask_foreground,
-    resize_binary_mask,
     resize_image,
     run_indexed,
 )
+from data_pipelines.masks import mask_foreground, resize_binary_mask
+from data_pipelines.mvtec_ad import iterate_batches
 
 __all__ = [
     "CorruptFileError",

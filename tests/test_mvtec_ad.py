@@ -230,7 +230,7 @@ def test_cache_hit_does_not_decode(
     def fail(path: pathlib.Path) -> Image.Image:
         raise AssertionError(f"decoded {path} despite a valid cache")
 
-    monkeypatch.setattr(mv, "_read_image", fail)
+    monkeypatch.setattr(mv.decode, "_read_image", fail)  # where examples are decoded
     second = mv.load_split(root, "toy", "test", image_size=20, cache_dir=cache)
     assert first.keys() == second.keys()
     for k in first:
