@@ -16,8 +16,9 @@ import json
 
 from absl import app, flags
 
-from experiments import launch
+from experiments import configs, launch
 from vae_xai.experiments import reproduce as lib
+from vae_xai.workdir import write_json_atomic
 
 
 def define_flags() -> None:
@@ -57,16 +58,24 @@ def main(argv: list[str]) -> None:
     overrides = _overrides(FLAGS.override)
     if FLAGS.estimate:
         est = lib.estimate(
-            jobs, data_dir=FLAGS.data_dir, steps=FLAGS.estimate_steps, overrides=overrides
+            jobs,
+            get_config=configs.get_config,
+            data_dir=FLAGS.data_dir,
+            steps=FLAGS.estimate_steps,
+            overrides=overrides,
         )
         print(lib.format_estimate(est))
         if FLAGS.estimate_out:
-            from vae_xai.workdir import write_json_atomic
-
             write_json_atomic(FLAGS.estimate_out, est)
         return
     launch.require("workdir", "--workdir is required (or --estimate)")
-    doc = lib.run(jobs, FLAGS.workdir, data_dir=FLAGS.data_dir, overrides=overrides)
+    doc = lib.run(
+        jobs,
+        FLAGS.workdir,
+        get_config=configs.get_config,
+        data_dir=FLAGS.data_dir,
+        overrides=overrides,
+    )
     print(
         json.dumps({k: v.get("ours", v.get("skipped")) for k, v in doc["jobs"].items()}, indent=2)
     )

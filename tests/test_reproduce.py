@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from experiments.configs import get_config
 from vae_xai import train
 from vae_xai.experiments import reproduce
 from vae_xai.models.conv_vae import ConvVAE
@@ -60,7 +61,12 @@ def test_estimate_projects_and_skips_missing_data(tmp_path):
     jobs = [QUICK, reproduce.Job("fig4_mnist", "Fig. 4", "mnist_attention", "smoke", "mnist")]
     lines = []
     est = reproduce.estimate(
-        jobs, data_dir=tmp_path, steps=2, overrides={"num_steps": 50}, log=lines.append
+        jobs,
+        get_config=get_config,
+        data_dir=tmp_path,
+        steps=2,
+        overrides={"num_steps": 50},
+        log=lines.append,
     )
     q = est["jobs"]["fig1_quickstart"]
     assert q["steps_timed"] == 2 and q["trainings"] == 1 and q["num_steps"] == 50
@@ -76,7 +82,9 @@ def test_estimate_projects_and_skips_missing_data(tmp_path):
 
 @pytest.mark.slow
 def test_run_writes_tables_and_resumes(tmp_path):
-    doc = reproduce.run([QUICK], tmp_path / "repro", data_dir=None, log=lambda s: None)
+    doc = reproduce.run(
+        [QUICK], tmp_path / "repro", get_config=get_config, data_dir=None, log=lambda s: None
+    )
     row = doc["jobs"]["fig1_quickstart"]
     assert pathlib.Path(row["results"]).exists()
     md = (tmp_path / "repro" / "reproduction.md").read_text()
@@ -84,6 +92,8 @@ def test_run_writes_tables_and_resumes(tmp_path):
     saved = json.loads((tmp_path / "repro" / "reproduction.json").read_text())
     assert saved["jobs"]["fig1_quickstart"]["table"] == "Fig. 1"
     # a rerun resumes: nothing left to train
-    reproduce.run([QUICK], tmp_path / "repro", data_dir=None, log=lambda s: None)
+    reproduce.run(
+        [QUICK], tmp_path / "repro", get_config=get_config, data_dir=None, log=lambda s: None
+    )
     wall = json.loads((tmp_path / "repro" / "fig1_quickstart" / "train_wall.json").read_text())
-    assert wall["step"] == QUICK.config().num_steps
+    assert wall["step"] == QUICK.config(get_config).num_steps

@@ -12,12 +12,20 @@ own config file wins.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import pathlib
 
-__all__ = ["CONFIG_DIR", "install_config_path_fallback", "resolve_config_path"]
+__all__ = ["CONFIG_DIR", "get_config", "install_config_path_fallback", "resolve_config_path"]
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent
+
+
+def get_config(name: str, arg: str | None = None):
+    """``experiments/configs/NAME.py``'s ``get_config(arg)`` (what ``--config=...NAME.py:arg``
+    gives); passed to the libraries that build several experiments' configs
+    (:func:`vae_xai.experiments.reproduce.run`)."""
+    return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
 
 
 def resolve_config_path(spec: str) -> str:

@@ -26,10 +26,9 @@ import numpy as np
 import optax
 
 from data_pipelines import mvtec_ad
-from experiments.configs.mvtec_localization import FIELDS
 from vae_xai import localization, train, validation
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments.mvtec_localization import EXPERIMENT, build_model
+from vae_xai.experiments.mvtec_localization import EXPERIMENT, FIELDS, build_model
 from vae_xai.metrics import pixel_auroc
 
 LAYERS = ("stage1", "stage2", "stage3", "stage4")

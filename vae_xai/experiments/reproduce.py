@@ -44,6 +44,11 @@ HEADLINE_METRICS = (
     "mig",
 )
 
+# ``(experiment, config_arg) -> config``: how the jobs get their configs. The launcher passes
+# experiments.configs.get_config (the configs are data of the launchers' package, which this
+# library does not import).
+GetConfig = Callable[[str, str], Any]
+
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -52,7 +57,8 @@ class Job:
     Attributes:
       name: the job's folder under the reproduction's workdir.
       table: what it reproduces (``"Table 3"``).
-      experiment: the module in :mod:`vae_xai.experiments` and ``experiments/configs``.
+      experiment: the module in :mod:`vae_xai.experiments` and the config's name
+        (``experiments/configs/NAME.py``).
       config_arg: the config argument (``"full"``, ``"ad_factorvae"``).
       data: the data folder under ``--data_dir`` (``None``: no data needed).
       category: MVTec-AD category.
@@ -67,9 +73,9 @@ class Job:
     category: str | None = None
     seeds: tuple[int, ...] | None = None
 
-    def config(self, overrides: Mapping[str, Any] | None = None) -> Any:
-        module = importlib.import_module(f"experiments.configs.{self.experiment}")
-        config = module.get_config(self.config_arg)
+    def config(self, get_config: GetConfig, overrides: Mapping[str, Any] | None = None) -> Any:
+        """``get_config(experiment, config_arg)`` with ``overrides`` (dotted keys) applied."""
+        config = get_config(self.experiment, self.config_arg)
         for key, value in (overrides or {}).items():
             node = config
             *parents, leaf = key.split(".")
@@ -155,6 +161,7 @@ def select(names: Sequence[str] | None, jobs: Sequence[Job] = JOBS) -> list[Job]
 def estimate(
     jobs: Sequence[Job],
     *,
+    get_config: GetConfig,
     data_dir: str | pathlib.Path | None,
     steps: int = 5,
     overrides: Mapping[str, Any] | None = None,
@@ -163,7 +170,7 @@ def estimate(
     """Time a few steps of each job here and project its training time (module docstring)."""
     out: dict[str, Any] = {"jobs": {}, "tables": {}, "probe_steps": steps}
     for job in jobs:
-        config = job.config(overrides)
+        config = job.config(get_config, overrides)
         entry: dict[str, Any] = {"table": job.table, "num_steps": num_steps(config)}
         try:
             job.data_dir(data_dir)
@@ -251,6 +258,7 @@ def run(
     jobs: Sequence[Job],
     workdir: str | pathlib.Path,
     *,
+    get_config: GetConfig,
     data_dir: str | pathlib.Path | None,
     overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
@@ -267,7 +275,7 @@ def run(
             log(f"{job.name}: skipped ({err})")
             continue
         log(f"{job.name}: training and evaluating in {workdir / job.name}")
-        results = job.launch(job.config(overrides), workdir / job.name, data_dir)
+        results = job.launch(job.config(get_config, overrides), workdir / job.name, data_dir)
         rows[job.name] = {
             "table": job.table,
             "paper": results.get("paper"),
