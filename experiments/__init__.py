@@ -1,6 +1,6 @@
-"""absl launchers, one per paper table/figure; their configs are in ``experiments/configs``."""
+"""absl launchers, one per paper table/figure; their configs are in ``experiments/configs``.
 
-from experiments.configs import install_config_path_fallback
-
-# --config=experiments/configs/NAME.py works from any directory after a non-editable install.
-install_config_path_fallback()
+Importing this package (or any module in it) changes nothing outside it: the launchers' one
+process-wide setting, ``--config`` paths that also resolve to the installed configs, is made by
+:func:`experiments.launch.define_common_flags` when a launcher defines its flags.
+"""

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.configs import CONFIG_DIR
+from experiments.configs import CONFIG_DIR, install_config_path_fallback
 from vae_xai.seeds import parse_seeds
 from vae_xai.validation import ConfigError
 
@@ -57,7 +57,11 @@ def define_common_flags(
     seeds_default: Sequence[str] | None = None,
 ) -> None:
     """``--config`` (``experiments/configs/<config_name>.py[:default_arg]``), ``--workdir``,
-    ``--seeds`` (unless ``seeds`` is false) and, with ``data_dir_help``, ``--data_dir``."""
+    ``--seeds`` (unless ``seeds`` is false) and, with ``data_dir_help``, ``--data_dir``.
+
+    ``--config=experiments/configs/NAME.py`` then also works from any directory after a
+    non-editable install (:func:`experiments.configs.install_config_path_fallback`)."""
+    install_config_path_fallback()
     path = str(CONFIG_DIR / f"{config_name}.py") + (f":{default_arg}" if default_arg else "")
     config_flags.DEFINE_config_file(
         "config",

@@ -8,8 +8,13 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-import experiments  # noqa: F401  (installs the fallback, as `python -m experiments.X` does)
-from experiments.configs import CONFIG_DIR, resolve_config_path
+from experiments.configs import CONFIG_DIR, install_config_path_fallback, resolve_config_path
+
+
+@pytest.fixture(autouse=True)
+def _fallback():
+    """The fallback, as every launcher installs it (experiments.launch.define_common_flags)."""
+    install_config_path_fallback()
 
 
 def test_resolves_relative_paths_from_another_directory(tmp_path, monkeypatch):

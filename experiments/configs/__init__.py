@@ -4,8 +4,9 @@ The README spells configs as paths relative to a clone, ``--config=experiments/c
 (ml_collections' ``config_flags`` opens the path as given). After a non-editable ``pip install``
 that path does not exist in the user's directory; :func:`resolve_config_path` maps it (and a
 bare ``NAME.py``) to the copy installed with this package, and
-:func:`install_config_path_fallback` (called when ``experiments`` is imported) makes every
-launcher's ``--config`` flag use it. A path that exists is always used as given, so a user's
+:func:`install_config_path_fallback` (called by :func:`experiments.launch.define_common_flags`
+when a launcher defines its flags, never on import) makes every launcher's ``--config`` flag
+use it. A path that exists is always used as given, so a user's
 own config file wins.
 """
 
