@@ -14,6 +14,7 @@ import pytest
 
 from vae_xai import validation as v
 from vae_xai import workdir as wd
+from vae_xai.experiments.dsprites_renderer import renderer_identity
 from vae_xai.models import ConvVAE
 
 FIELDS = wd.Fields(
@@ -78,7 +79,7 @@ def test_fingerprint_is_sha256_over_paths_sizes_and_contents(tmp_path):
 
 
 def test_renderer_identity_is_stable():
-    a, b = wd.renderer_identity(), wd.renderer_identity()
+    a, b = renderer_identity(), renderer_identity()
     assert a == b and len(a["sha256_of_64_renders"]) == 64
 
 

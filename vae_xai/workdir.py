@@ -5,7 +5,8 @@ any work (no data loading, model init or compilation):
 
 * **First start** writes ``workdir/run.json`` (atomically): the experiment name, the resolved
   config, the data identity (dataset, category, a fingerprint of the data files; see
-  :func:`fingerprint_files` and :func:`renderer_identity`), the package versions, the git
+  :func:`fingerprint_files`, or for rendered dSprites
+  :func:`vae_xai.experiments.dsprites_renderer.renderer_identity`), the package versions, the git
   commit (``None`` outside a git checkout) and the device.
 * **Every later start** compares the new config and data identity with the record. A
   difference in a field that changes what is trained is refused with a :class:`WorkdirError`
@@ -71,7 +72,6 @@ __all__ = [
     "read_state_json",
     "release",
     "replace_link",
-    "renderer_identity",
     "split_listings",
     "start",
     "trained_step",
@@ -532,28 +532,6 @@ def checkpoint_digest(step_dir: str | os.PathLike[str]) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def renderer_identity() -> dict[str, Any]:
-    """The identity of the dSprites renderer: a hash of 64 fixed renders (on the CPU).
-
-    Training data rendered on the fly has no files to fingerprint; what identifies it is what
-    the renderer draws. Rendering on the CPU keeps the hash the same when a run continues on
-    an accelerator. Costs a fraction of a second.
-    """
-    import jax
-    import numpy as np
-
-    from data_pipelines import dsprites
-
-    grid = np.meshgrid(*(np.arange(0, n, max(1, n // 3)) for n in (3, 6, 40, 32, 32)))
-    classes = np.stack([g.ravel() for g in grid], -1)[:64]
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        images = np.asarray(dsprites.render_from_classes(classes), np.uint8)
-    return {
-        "renderer": "data_pipelines.dsprites.render_from_classes",
-        "sha256_of_64_renders": hashlib.sha256(images.tobytes()).hexdigest(),
-    }
 
 
 def _git_commit() -> dict[str, Any]:

@@ -36,6 +36,7 @@ from vae_xai import losses, plots, train, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import paper
+from vae_xai.experiments.dsprites_renderer import renderer_identity
 from vae_xai.metrics import disentanglement as metrics_lib
 from vae_xai.models.conv_vae import dsprites_vae
 from vae_xai.models.factor_vae import FactorDiscriminator, init_factor_vae
@@ -630,7 +631,7 @@ def train_and_evaluate(
         config,
         experiment=EXPERIMENT,
         fields=FIELDS,
-        data={"dataset": "dSprites, rendered", **workdir_lib.renderer_identity()},
+        data={"dataset": "dSprites, rendered", **renderer_identity()},
     )
     workdir = run_.workdir
     evaluation = None

@@ -30,6 +30,7 @@ from vae_xai import losses, plots, train, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.encoder_split import split_encoder
+from vae_xai.experiments.dsprites_renderer import renderer_identity
 from vae_xai.models import dsprites_vae
 from vae_xai.workdir import Fields
 
@@ -74,7 +75,7 @@ def train_and_evaluate(
     ``None``: ``cfg.seed`` in ``workdir`` (``workdir/latent_attention.png``).
     """
     validate(cfg)
-    data = {"dataset": "dSprites, rendered", **workdir_lib.renderer_identity()}
+    data = {"dataset": "dSprites, rendered", **renderer_identity()}
 
     def one(c: Any, wd: str | pathlib.Path) -> dict[str, Any]:
         return _train_and_evaluate_one(c, wd, data=data, progress=progress)
