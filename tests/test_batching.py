@@ -7,7 +7,7 @@ import pytest
 
 from data_pipelines import batching, mnist
 from data_pipelines import mvtec_ad as mv
-from vae_xai import localization as loc
+from vae_xai.experiments.one_class import epoch_batch_fn
 
 
 def reference_batch(n, batch_size, step, seed, *, sort=False):
@@ -60,13 +60,13 @@ def test_wrappers_keep_their_batches():
         np.testing.assert_array_equal(
             mnist.batch_at(images, 5, step, seed=2), images[reference_batch(23, 5, step, 2)]
         )
-        # vae_xai.localization.epoch_batch_fn: the same examples in index order (as before)
+        # vae_xai.experiments.one_class.epoch_batch_fn: the same examples in index order (as before)
         np.testing.assert_array_equal(
-            loc.epoch_batch_fn(images, 5, seed=2)(step)["image"],
+            epoch_batch_fn(images, 5, seed=2)(step)["image"],
             images[reference_batch(23, 5, step, 2, sort=True)],
         )
     with pytest.raises(ValueError, match="the number of examples"):
-        loc.epoch_batch_fn(images, 24)
+        epoch_batch_fn(images, 24)
 
 
 def test_iterate_batches_is_the_step_function_in_order():

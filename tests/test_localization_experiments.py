@@ -22,6 +22,7 @@ from tests.snapshots import snapshot
 from vae_xai import localization as loc
 from vae_xai import workdir as wd
 from vae_xai.experiments import mvtec_localization, ucsd_localization
+from vae_xai.experiments.one_class import epoch_batch_fn
 from vae_xai.localization import vae_maps
 from vae_xai.validation import ConfigError
 from vae_xai.workdir import WorkdirError, config_dict
@@ -67,14 +68,14 @@ def test_localization_metrics_and_per_defect_subsets():
 
 def test_epoch_batch_fn_is_deterministic_and_covers_epochs():
     images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
-    fn = loc.epoch_batch_fn(images, 3, seed=1)
-    again = loc.epoch_batch_fn(images, 3, seed=1)
+    fn = epoch_batch_fn(images, 3, seed=1)
+    again = epoch_batch_fn(images, 3, seed=1)
     for step in (0, 4, 2, 7):
         np.testing.assert_array_equal(fn(step)["image"], again(step)["image"])
     epoch0 = np.concatenate([fn(s)["image"].ravel() for s in range(3)])
     assert len(set(epoch0.tolist())) == 9  # one epoch = 3 disjoint batches (1 dropped)
     with pytest.raises(ValueError, match="batch_size"):
-        loc.epoch_batch_fn(images, 11)
+        epoch_batch_fn(images, 11)
 
 
 def test_configs():

@@ -36,6 +36,7 @@ from data_pipelines.synthetic_anomaly import KINDS, paste_squares
 from vae_xai import localization, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
+from vae_xai.experiments.one_class import epoch_batch_fn
 from vae_xai.models.conv_vae import mnist_vae
 from vae_xai.workdir import Fields
 
@@ -203,6 +204,7 @@ def _train_and_evaluate_one(
         run=run_,
         train_images=train_images,
         test=test,
+        epoch_batches=epoch_batch_fn,
         dense_after=dense_after,
         title=f"MNIST {digit} + synthetic anomalies ({config.variant})",
         progress=progress,

@@ -32,6 +32,7 @@ from vae_xai import localization, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import paper
+from vae_xai.experiments.one_class import epoch_batch_fn
 from vae_xai.models.resnet_vae import ResNetVAE, dense_after
 from vae_xai.workdir import Fields
 
@@ -157,6 +158,7 @@ def _train_and_evaluate_one(
         run=run_,
         train_images=train["image"],
         test=test,
+        epoch_batches=epoch_batch_fn,
         dense_after=functools.partial(dense_after, head=config.model.head),
         augment=augment,
         title=f"{category} ({config.variant})",

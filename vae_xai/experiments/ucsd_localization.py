@@ -34,6 +34,7 @@ from vae_xai import localization, validation
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import paper
+from vae_xai.experiments.one_class import epoch_batch_fn
 from vae_xai.models.ucsd_vae import UCSDVAE, dense_after
 from vae_xai.workdir import Fields
 
@@ -152,6 +153,7 @@ def _train_and_evaluate_one(
         run=run_,
         train_images=train["image"],
         test={k: test[k] for k in ("image", "mask", "label")},
+        epoch_batches=epoch_batch_fn,
         dense_after=dense_after,
         title=f"UCSD Ped1 ({config.variant})",
         progress=progress,

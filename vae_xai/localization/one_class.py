@@ -21,7 +21,6 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from data_pipelines import batching
 from vae_xai import train as train_lib
 from vae_xai import validation
 from vae_xai import workdir as workdir_lib
@@ -61,22 +60,17 @@ def variables_of(state: TrainState) -> dict[str, Any]:
     return {"params": state.params, **state.model_state}
 
 
-def epoch_batch_fn(
-    images: np.ndarray, batch_size: int, *, seed: int = 0
-) -> Callable[[int], dict[str, np.ndarray]]:
-    """``step -> {"image": (batch_size, H, W, C)}``, a deterministic function of ``step``.
-
-    :func:`data_pipelines.batching.epoch_batch_fn` with each batch in index order (how the
-    one-class launchers have always batched): epoch ``e`` visits the permutation of
-    ``default_rng([seed, e])``; incomplete last batches are dropped.
-    """
-    return batching.epoch_batch_fn({"image": images}, batch_size, seed=seed, sort_within_batch=True)
+# ``(images, batch_size, *, seed) -> (step -> {"image": (batch_size, H, W, C)})``: how the
+# training images are batched, given by the caller (the one-class experiments pass
+# vae_xai.experiments.one_class.epoch_batch_fn; the core imports no data pipeline).
+EpochBatches = Callable[..., Callable[[int], Mapping[str, np.ndarray]]]
 
 
 def _train(
     model: Any,
     images: np.ndarray,
     *,
+    epoch_batches: EpochBatches,
     workdir: str | pathlib.Path,
     num_steps: int,
     batch_size: int,
@@ -100,7 +94,7 @@ def _train(
     return train_lib.train(
         state,
         update,
-        epoch_batch_fn(images, batch_size, seed=seed),
+        epoch_batches(images, batch_size, seed=seed),
         workdir=workdir,
         num_steps=num_steps,
         seed=seed,
@@ -315,6 +309,7 @@ def train_and_evaluate(
     run: workdir_lib.Run,
     train_images: ArrayLike,
     test: Mapping[str, ArrayLike],
+    epoch_batches: EpochBatches,
     dense_after: Callable[[str], str | None] = lambda layer: None,
     augment: AugmentFn | None = None,
     title: str | None = None,
@@ -325,9 +320,10 @@ def train_and_evaluate(
     ``config`` is an experiment config with ``seed``, ``train`` (keys of :data:`TRAIN_KEYS`;
     Adam on the ELBO through :func:`vae_xai.train.train`) and ``eval`` (the producers and
     evaluators, :func:`from_config`), already checked by :func:`check_config`; ``run`` is the
-    started run of the workdir (:func:`vae_xai.workdir.start`). ``test`` holds ``"image"``,
-    ``"mask"``, ``"label"`` and optionally ``"defect"`` (the per-image group for per-defect
-    metrics). Figures go to the evaluation's own folder
+    started run of the workdir (:func:`vae_xai.workdir.start`); ``epoch_batches(train_images,
+    batch_size, seed=seed)`` batches the training images (:data:`EpochBatches`). ``test``
+    holds ``"image"``, ``"mask"``, ``"label"`` and optionally ``"defect"`` (the per-image group
+    for per-defect metrics). Figures go to the evaluation's own folder
     (``workdir/evaluations/step<N>_<hash>/figures``).
 
     Returns:
@@ -340,6 +336,7 @@ def train_and_evaluate(
     state, train_info = _train(
         model,
         train_images,
+        epoch_batches=epoch_batches,
         workdir=run.workdir,
         augment=augment,
         seed=config.seed,
