@@ -597,3 +597,32 @@ def test_a_run_that_ends_normally_leaves_its_lock_released(tmp_path, caplog):
     wd.lock(folder)
     assert "taking over" not in caplog.text  # only a killed holder's lock is taken over
     wd.release(folder)
+
+
+def test_a_cp_rL_copy_is_relinked_when_the_same_evaluation_is_redone(tmp_path):
+    # the rerun of a finished run redoes its last evaluation in the same folder: the copy at
+    # the top then matches no output any more, and must still be replaced by the link
+    counter = iter(range(100))
+
+    def run_one(cfg, folder):
+        run = wd.start(folder, cfg, experiment="e", fields=wd.Fields(), data={})
+        evaluation = run.evaluation({"n": 1}, step=5)
+        (evaluation.dir / "fig.png").write_bytes(b"figure %d" % next(counter))
+        return evaluation.save_results({"x": 1.0})
+
+    single, parent = tmp_path / "single", tmp_path / "parent"
+    run_one(CFG, single)
+    seeds_lib.run_seeds(parent, CFG, [0], run_one, experiment="e", fields=wd.Fields())
+    for src in (single, parent):
+        subprocess.run(["cp", "-rL", str(src), str(src) + "_copy"], check=True)
+    copy = tmp_path / "single_copy"
+    assert not (copy / "results.json").is_symlink()
+    wd.release(single)
+    run_one(CFG, copy)  # the same evaluation again (same folder, new bytes)
+    for name in ("results.json", "fig.png"):
+        assert (copy / name).is_symlink()
+        assert (copy / name).read_bytes() == next(copy.glob(f"evaluations/*/{name}")).read_bytes()
+    copy = tmp_path / "parent_copy"
+    before = (copy / "results.json").read_bytes()
+    seeds_lib.run_seeds(copy, CFG, [0], run_one, experiment="e", fields=wd.Fields())
+    assert (copy / "results.json").is_symlink() and (copy / "results.json").read_bytes() != before

@@ -82,11 +82,12 @@ def seed_config(config: Any, seed: int) -> Any:
     return out
 
 
-def _link(workdir: pathlib.Path, target: pathlib.Path) -> None:
+def _link(workdir: pathlib.Path, target: pathlib.Path, copies: set[str]) -> None:
     workdir_lib.replace_link(
         workdir / target.name,
         os.path.relpath(target, workdir),
         workdir / workdir_lib.EVALUATIONS,
+        copies=copies,
     )
 
 
@@ -234,6 +235,7 @@ def run_seeds(
     key = json.dumps(evaluated, sort_keys=True)
     name = f"seeds{'-'.join(map(str, seeds))}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     target = workdir / workdir_lib.EVALUATIONS / name / "results.json"
+    copies = workdir_lib.copied_outputs(workdir)  # (cp -rL) before the aggregate is rewritten
     written = results_lib.write(
         target,
         experiment=experiment,
@@ -242,5 +244,5 @@ def run_seeds(
         per_seed={s: results_lib.per_seed_entry(d) for s, d in docs.items()},
         extra={**extra, "runs": runs},
     )
-    _link(workdir, target)
+    _link(workdir, target, copies)
     return written

@@ -65,6 +65,7 @@ __all__ = [
     "checkpoint_digest",
     "lock",
     "config_dict",
+    "copied_outputs",
     "fingerprint_files",
     "flatten",
     "open_trained",
@@ -329,17 +330,43 @@ def _same_tree(a: pathlib.Path, b: pathlib.Path) -> bool:
     )
 
 
-def replace_link(link: pathlib.Path, target: str, outputs: pathlib.Path) -> bool:
+def copied_outputs(workdir: str | os.PathLike[str]) -> set[str]:
+    """The names of the real files and folders at the top of ``workdir`` that are copies of
+    some evaluation's output (``workdir/evaluations/*/<name>``): links that a ``cp -rL``
+    turned into copies. Taken before an evaluation writes, since a rerun of the same
+    evaluation rewrites the very output the copy was made of."""
+    workdir = pathlib.Path(workdir)
+    outputs = workdir / EVALUATIONS
+    if not workdir.is_dir() or not outputs.is_dir():
+        return set()
+    return {
+        p.name
+        for p in workdir.iterdir()
+        if not p.is_symlink()
+        and p.name != EVALUATIONS
+        and not p.name.startswith(".")
+        and any(_same_tree(p, q) for q in outputs.glob(f"*/{p.name}"))
+    }
+
+
+def replace_link(
+    link: pathlib.Path,
+    target: str,
+    outputs: pathlib.Path,
+    *,
+    copies: Collection[str] = (),
+) -> bool:
     """Point ``link`` at ``target`` (relative to the link's folder), atomically.
 
     A symlink is replaced. A real file or folder there (a workdir copied with ``cp -rL``
-    turns the links into copies) is replaced when it is a copy of some output under
+    turns the links into copies) is replaced when its name is in ``copies`` (found by
+    :func:`copied_outputs` before the evaluation wrote) or it is a copy of some output under
     ``outputs`` (any evaluation's file of that name); anything else is a user's own file:
     left alone, with a warning. Returns whether the link now points at ``target``.
     """
-    if link.exists() and not link.is_symlink():
-        copies = [p for p in outputs.glob(f"*/{link.name}") if _same_tree(link, p)]
-        if not copies:
+    if link.exists() and not link.is_symlink() and link.name not in copies:
+        found = [p for p in outputs.glob(f"*/{link.name}") if _same_tree(link, p)]
+        if not found:
             logging.warning(
                 "%s is a file of its own (not a copy of an evaluation's output): left alone; "
                 "the newest is %s",
@@ -347,10 +374,10 @@ def replace_link(link: pathlib.Path, target: str, outputs: pathlib.Path) -> bool
                 link.parent / target,
             )
             return False
-        if link.is_dir():
-            aside = link.with_name(f".{link.name}.replaced-{os.getpid()}")
-            os.replace(link, aside)
-            shutil.rmtree(aside)
+    if link.is_dir() and not link.is_symlink():
+        aside = link.with_name(f".{link.name}.replaced-{os.getpid()}")
+        os.replace(link, aside)
+        shutil.rmtree(aside)
     tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
@@ -622,6 +649,9 @@ class Run:
         self.workdir = workdir
         self.record = record
         self.fields = fields
+        # copies of outputs at the top of the workdir (cp -rL), taken before any evaluation
+        # of this start writes (see copied_outputs)
+        self.copies: set[str] | None = None
 
     @property
     def path(self) -> pathlib.Path:
@@ -661,6 +691,8 @@ class Run:
         if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
             raise TypeError(f"step must be an integer; got {step!r}")
         step = int(step)
+        if self.copies is None and jax.process_index() == 0:
+            self.copies = copied_outputs(self.workdir)
         eval_config = json.loads(json.dumps(dict(eval_config), default=str))
         digest = checkpoint_digest(self.workdir / "checkpoints" / str(step))
         # another checkpoint of this step (retrained after a damaged one was moved aside, say)
@@ -794,7 +826,8 @@ class Evaluation:
         made = []
         for name in sorted(names):
             target = os.path.join(EVALUATIONS, self.dir.name, name)
-            if replace_link(workdir / name, target, workdir / EVALUATIONS):
+            copies = self.run.copies or ()
+            if replace_link(workdir / name, target, workdir / EVALUATIONS, copies=copies):
                 made.append(workdir / name)
         return made
 
