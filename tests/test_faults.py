@@ -357,6 +357,7 @@ def test_unreadable_state_files_are_named_and_bookkeeping_is_rebuilt(tmp_path, c
     assert info["total_wall_s"] == pytest.approx(info["wall_s"])
     assert json.loads((folder / train.TRAIN_WALL_FILE).read_text())["step"] == 2
     assert str(folder / train.TRAIN_WALL_FILE) in caplog.text
+    assert caplog.text.count(f"{train.TRAIN_WALL_FILE} cannot be read") == 1  # said once
 
 
 # ----------------------------------------------------------------------------- usage errors

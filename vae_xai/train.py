@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from vae_xai import distributed, losses
 from vae_xai.metric_writer import MetricWriter
 from vae_xai.sharding import DATA_AXIS, batch_sharding, make_mesh, replicated, shard_batch
-from vae_xai.workdir import CHECKSUMS_FILE, read_state_json, write_json_atomic
+from vae_xai.workdir import CHECKSUMS_FILE, StateFileError, read_state_json, write_json_atomic
 
 Batch = Mapping[str, Any]
 UpdateFn = Callable[["TrainState", Batch, jax.Array], tuple["TrainState", dict[str, jax.Array]]]
@@ -1046,11 +1046,11 @@ def _read_wall(path: pathlib.Path) -> float:
     try:
         return float(read_state_json(path, fix="")["seconds"])
     except (ValueError, KeyError, TypeError) as err:
+        # (a StateFileError already names the file and the reason)
+        what = str(err) if isinstance(err, StateFileError) else f"{path}: {_first_line(err)}"
         logging.warning(
-            "%s cannot be read (%s): total_wall_s counts from this call on; it is rewritten "
-            "when this call has trained",
-            path,
-            _first_line(err),
+            "%s: total_wall_s counts from this call on; it is rewritten when this call has trained",
+            what,
         )
         return 0.0
 
