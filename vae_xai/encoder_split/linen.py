@@ -18,7 +18,6 @@ replace both calls, so :func:`split_encoder` refuses it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,55 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_xai.attention import HeadFn, ShiftHeadFn
+from vae_xai.encoder_split.common import EncoderSplit, OutputsFn, default_outputs
 
-OutputsFn = Callable[[Any], tuple[jax.Array, jax.Array]]
-
-__all__ = ["EncoderSplit", "default_outputs", "split_encoder"]
-
-
-def default_outputs(out: Any) -> tuple[jax.Array, jax.Array]:
-    """``(mu, logvar)`` from a module output: a mapping with those keys, or a tuple/list."""
-    if isinstance(out, Mapping):
-        missing = [k for k in ("mu", "logvar") if k not in out]
-        if missing:
-            raise KeyError(
-                f"encoder output dict has no {missing}; keys are {sorted(out)}. "
-                "Pass outputs=lambda out: (mu, logvar) to split_encoder."
-            )
-        return out["mu"], out["logvar"]
-    if isinstance(out, tuple | list) and len(out) >= 2:
-        return out[0], out[1]
-    raise TypeError(
-        f"cannot find (mu, logvar) in encoder output of type {type(out).__name__}; "
-        "pass outputs=lambda out: (mu, logvar) to split_encoder"
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class EncoderSplit:
-    """An encoder split at a feature layer, ready for :mod:`vae_xai.attention`.
-
-    Attributes:
-      features: the feature map ``A`` at the layer, ``(B, h, w, c)``.
-      head_fn: ``A -> (mu, logvar)``, each ``(B, D)``.
-      shift_head_fn: exact fast form of ``delta -> head_fn(A + delta[:, None, None, :])``
-        when the layer after ``A`` is a Dense on ``flatten(A)`` (``dense_after=``), else None.
-      outputs: the encoder's full output at ``x`` (e.g. for ``mu``, ``logvar``).
-    """
-
-    features: jax.Array
-    head_fn: HeadFn
-    shift_head_fn: ShiftHeadFn | None
-    outputs: Any
-
-    def attention_kwargs(self) -> dict[str, Any]:
-        """``head_fn``/``features``/``shift_head_fn`` as keyword arguments."""
-        return {
-            "head_fn": self.head_fn,
-            "features": self.features,
-            "shift_head_fn": self.shift_head_fn,
-        }
+__all__ = ["split_encoder"]
 
 
 def _matcher(layer: str) -> Callable[[nn.Module], bool]:
@@ -215,10 +168,3 @@ def split_encoder(
     return EncoderSplit(
         features=features, head_fn=head_fn, shift_head_fn=shift_head_fn, outputs=full_out
     )
-
-
-# NNX counterpart, re-exported here so both splitters live under one name
-# (vae_xai.encoder_split_nnx imports this module lazily, so there is no import cycle).
-from vae_xai.encoder_split_nnx import split_nnx_encoder  # noqa: E402
-
-__all__ += ["split_nnx_encoder"]

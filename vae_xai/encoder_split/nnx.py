@@ -1,6 +1,6 @@
 """Split any Flax NNX encoder at a named submodule, without editing it.
 
-The NNX counterpart of :func:`vae_xai.encoder_split.split_encoder`. NNX has no
+The NNX counterpart of :func:`vae_xai.encoder_split.split_encoder` (:mod:`.linen`). NNX has no
 ``intercept_methods``; its intermediates API (``Module.sow`` / ``Module.perturb`` with
 ``nnx.capture``) needs calls written into the model, and ``nnx.capture(method_outputs=...)``
 only records method outputs (by patching the classes, which would also affect the user's other
@@ -28,14 +28,13 @@ acts per sample.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-if TYPE_CHECKING:
-    from vae_xai.encoder_split import EncoderSplit, OutputsFn
+from vae_xai.encoder_split.common import EncoderSplit, OutputsFn, default_outputs
 
 __all__ = ["split_nnx_encoder"]
 
@@ -181,8 +180,6 @@ def split_nnx_encoder(
         split = split_nnx_encoder(model, x, layer="encoder/block2", method="encode")
         maps = latent_attention(split.head_fn, split.features)  # (B, D, h, w)
     """
-    from vae_xai.encoder_split import EncoderSplit, default_outputs
-
     if not isinstance(module, nnx.Module):
         hint = ""
         if type(module).__module__.startswith("flax.linen") or hasattr(module, "apply"):
