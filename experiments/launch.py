@@ -27,8 +27,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.configs import CONFIG_DIR, install_config_path_fallback
+from vae_xai import distributed, train
 from vae_xai.seeds import parse_seeds
+from vae_xai.train import CheckpointError, DivergenceError, Interrupted
 from vae_xai.validation import ConfigError
+from vae_xai.workdir import WorkdirError, config_dict, flatten
 
 __all__ = [
     "define_common_flags",
@@ -108,8 +111,6 @@ def start_distributed() -> bool:
     is a usage error before anything connects. Also sets ``--steps_per_dispatch`` as the
     default of every training call (:func:`vae_xai.train.set_default_steps_per_dispatch`).
     Returns whether several processes run."""
-    from vae_xai import distributed, train
-
     train.set_default_steps_per_dispatch(FLAGS.steps_per_dispatch)
 
     try:
@@ -189,8 +190,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def check_config_values(config: Any) -> None:
     """Every float of ``config`` is finite (``--config.beta=nan`` is a usage error now, not
     a divergence later); raises :class:`ConfigError` naming the field."""
-    from vae_xai.workdir import config_dict, flatten
-
     for key, value in flatten(config_dict(config)).items():
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
@@ -199,8 +198,6 @@ def check_config_values(config: Any) -> None:
 
 def _guard(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     """``main`` whose known errors end as one line and an exit status (see the module doc)."""
-    from vae_xai.train import CheckpointError, DivergenceError, Interrupted
-    from vae_xai.workdir import WorkdirError
 
     def guarded(argv: list[str]) -> None:
         if os.environ.get("VAE_XAI_TRACEBACK", "") not in ("", "0"):

@@ -24,7 +24,7 @@ for several seeds), so every file has the same top-level fields:
     population standard deviation (``ddof=0``), 0 for one seed.
 ``device``, ``versions``, ``git``, ``date``
     where, with what and from which commit the file was written
-    (:func:`vae_xai.workdir.provenance`).
+    (:func:`vae_xai.provenance.provenance`).
 
 Anything else an experiment adds (``run``/``evaluation`` headers, ``paper``, ``notes``,
 ``headline``) follows these fields.
@@ -38,6 +38,8 @@ import os
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from vae_xai import provenance as provenance_lib
 
 __all__ = [
     "REQUIRED",
@@ -119,8 +121,6 @@ def document(
     provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The schema's document (see the module doc); ``provenance`` defaults to now's."""
-    from vae_xai import workdir as workdir_lib
-
     if not per_seed:
         raise ValueError("results need at least one seed's entry (per_seed is empty)")
     per_seed = {str(k): _plain(v) for k, v in per_seed.items()}
@@ -128,7 +128,7 @@ def document(
     clash = sorted(set(extra) & set(REQUIRED))
     if clash:
         raise ValueError(f"extra results fields {clash} would replace schema fields")
-    prov = dict(provenance or workdir_lib.provenance())
+    prov = dict(provenance or provenance_lib.provenance())
     seeds = [int(s) if s.lstrip("-").isdigit() else s for s in per_seed]
     doc = {
         "schema": SCHEMA,
@@ -150,11 +150,9 @@ def document(
 def write(path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     """Build :func:`document` (keyword arguments as there) and write it to ``path``
     atomically; returns what was written, with ``results_path``."""
-    from vae_xai.workdir import write_json_atomic
-
     path = pathlib.Path(path)
     doc = {**document(**kwargs), "results_path": str(path)}
-    write_json_atomic(path, doc)
+    provenance_lib.write_json_atomic(path, doc)
     return _plain(doc)
 
 

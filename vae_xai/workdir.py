@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import datetime
 import fcntl
 import hashlib
 import json
@@ -43,11 +42,20 @@ import os
 import pathlib
 import shutil
 import socket
-import subprocess
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
+
+from vae_xai import distributed
+from vae_xai import results as results_lib
+from vae_xai.metric_writer import MetricWriter, flatten_numbers
+from vae_xai.provenance import device as _device
+from vae_xai.provenance import git_commit as _git_commit
+from vae_xai.provenance import now as _now
+from vae_xai.provenance import provenance, write_json_atomic
+from vae_xai.provenance import versions as _versions
+from vae_xai.validation import ConfigError
 
 __all__ = [
     "CHECKSUMS_FILE",
@@ -239,8 +247,6 @@ def check_values(config: Any) -> None:
     Raises:
       ConfigError: names the first offending field.
     """
-    from vae_xai.validation import ConfigError
-
     for key, value in flatten(config_dict(config)).items():
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
@@ -291,26 +297,6 @@ class Fields:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``.
-
-    A reader (or a crash) sees the old file or the new one, never half of one. Values JSON
-    cannot hold are written with ``str``. With several processes (:mod:`vae_xai.distributed`)
-    only process 0 writes; the others return the path unwritten.
-    """
-    path = pathlib.Path(path)
-    if jax.process_count() > 1 and jax.process_index() != 0:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as f:
-        f.write(json.dumps(obj, indent=2, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def _same_tree(a: pathlib.Path, b: pathlib.Path) -> bool:
@@ -407,10 +393,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _select(tree: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
     flat = flatten(tree)
     return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in paths)}
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _short_hash(obj: Any) -> str:
@@ -561,60 +543,6 @@ def checkpoint_digest(step_dir: str | os.PathLike[str]) -> str | None:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _git_commit() -> dict[str, Any]:
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if commit.returncode != 0:
-            return {"commit": None}
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None}
-
-
-def _versions() -> dict[str, Any]:
-    import importlib.metadata
-
-    import vae_xai
-
-    out: dict[str, Any] = {"vae_xai": vae_xai.__version__}
-    for name in ("jax", "flax", "optax", "orbax-checkpoint", "numpy"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _device() -> dict[str, Any]:
-    import jax
-
-    devices = jax.devices()
-    return {
-        "platform": devices[0].platform,
-        "kind": devices[0].device_kind,
-        "count": len(devices),
-        "process_count": jax.process_count(),
-    }
-
-
-def provenance() -> dict[str, Any]:
-    """``{"time", "git", "versions", "device"}``: what an output file should say about how it
-    was made (for tools that write one file rather than a run)."""
-    return {"time": _now(), "git": _git_commit(), "versions": _versions(), "device": _device()}
-
-
 def trained_step(workdir: str | os.PathLike[str]) -> int | None:
     """The highest checkpointed step under ``workdir/checkpoints`` or ``workdir/*/checkpoints``.
 
@@ -756,8 +684,6 @@ class Evaluation:
         ``config`` and ``data`` are the run record's; ``extra`` (e.g. ``paper``, ``notes``)
         follows the :meth:`header` entries. Returns what was written, with ``results_path``.
         """
-        from vae_xai import results as results_lib
-
         if (results is None) == (per_seed is None):
             raise ValueError("pass one of results (one seed) and per_seed")
         record = self.run.record
@@ -783,16 +709,12 @@ class Evaluation:
         if publish:
             self.publish()
         if jax.process_count() > 1:  # the others wait until process 0 has written
-            from vae_xai import distributed
-
             distributed.sync(f"save_results:{self.dir.name}")
         return written
 
     def _write_events(self, results: Mapping[str, Any]) -> None:
         """This evaluation's TensorBoard run: every number of ``results`` and every PNG in
         its folder at its step (the event file is rewritten with each save)."""
-        from vae_xai.metric_writer import MetricWriter, flatten_numbers
-
         if jax.process_index() != 0:  # process 0 writes (vae_xai.distributed)
             return
         for old in self.dir.glob(f"{_EVENTS}*"):
