@@ -20,6 +20,8 @@ import math
 import os
 import re
 import sys
+import threading
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -151,6 +153,10 @@ def _fail(message: str, code: int) -> NoReturn:
         prog = "launcher"
     text = " ".join(str(message).split("\n")) if "\n  " not in str(message) else str(message)
     print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
+    # reported: what unfinished background work (orbax's writer threads after a failed save)
+    # raises while the interpreter shuts down is not news
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
     sys.exit(code)
 
 
@@ -200,13 +206,49 @@ def _guard(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     """``main`` whose known errors end as one line and an exit status (see the module doc)."""
 
     def guarded(argv: list[str]) -> None:
-        if os.environ.get("VAE_XAI_TRACEBACK", "") not in ("", "0"):
-            main(argv)
-            return
+        # what background threads raise (orbax's writers after a failed save) is held back:
+        # dropped when the run ends in a known, reported failure, printed otherwise
+        held: list[str] = []
+        hooks = (sys.unraisablehook, threading.excepthook)
+        sys.unraisablehook = lambda u: held.append(
+            "".join(traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback))
+        )
+        threading.excepthook = lambda a: held.append(
+            "".join(traceback.format_exception(a.exc_type, a.exc_value, a.exc_traceback))
+        )
+
+        def show_held() -> None:
+            sys.unraisablehook, threading.excepthook = hooks
+            for text in held:
+                print(text, file=sys.stderr, end="")
+            held.clear()
+
         try:
             if "config" in FLAGS and FLAGS["config"].value is not None:
                 check_config_values(FLAGS.config)
             main(argv)
+            show_held()
+        except (
+            Interrupted,
+            app.UsageError,
+            ConfigError,
+            WorkdirError,
+            FileNotFoundError,
+            CheckpointError,
+            DivergenceError,
+        ):
+            held.clear()
+            raise
+        except BaseException:
+            show_held()
+            raise
+
+    def reported(argv: list[str]) -> None:
+        if os.environ.get("VAE_XAI_TRACEBACK", "") not in ("", "0"):
+            main(argv)
+            return
+        try:
+            guarded(argv)
         except Interrupted as err:
             _fail(str(err), err.exit_code)
         except (app.UsageError, ConfigError, WorkdirError) as err:
@@ -216,7 +258,7 @@ def _guard(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
         except (CheckpointError, DivergenceError) as err:
             _fail(str(err), FAILURE_EXIT)
 
-    return guarded
+    return reported
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -627,3 +627,64 @@ def test_a_cp_rL_copy_is_relinked_when_the_same_evaluation_is_redone(tmp_path):
     before = (copy / "results.json").read_bytes()
     seeds_lib.run_seeds(copy, CFG, [0], run_one, experiment="e", fields=wd.Fields())
     assert (copy / "results.json").is_symlink() and (copy / "results.json").read_bytes() != before
+
+
+def test_a_workdir_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("mine")
+    with pytest.raises(wd.WorkdirError, match="cannot be used as a workdir"):
+        wd.lock(a_file)
+    assert a_file.read_text() == "mine"
+    out = _launch("quickstart", f"--workdir={a_file}", timeout=120)
+    lines = [x for x in out.stderr.splitlines() if x.strip() and not x.startswith("I")]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert f"{a_file} cannot be used as a workdir" in lines[0]
+
+
+def test_a_save_failed_in_tensorstore_is_one_line(tmp_path, monkeypatch):
+    # what orbax raises when the disk fills or a file outgrows its limit during a save
+    real_save = ocp.CheckpointManager.save
+    text = 'OUT_OF_RANGE: Error writing "x" in OCDBT database: Failed to write 9 bytes to file 13'
+
+    def save(self, step, *args, **kwargs):
+        if step == 6:
+            raise ValueError(f"{text}: {os.strerror(errno.EFBIG)}")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(train.CheckpointError) as err:
+        _fit(tmp_path / "run", 9)
+    msg = str(err.value)
+    assert "\n" not in msg and os.strerror(errno.EFBIG) in msg and "resumes from step 3" in msg
+
+
+def test_a_launcher_whose_save_outgrows_the_disk_prints_one_line(tmp_path):
+    import resource
+
+    def limit():  # a 1 MB file limit: the first checkpoint's data files do not fit
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    folder = tmp_path / "run"
+    env = {**os.environ, "VAE_XAI_TRACEBACK": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.quickstart", f"--workdir={folder}"]
+        + ["--config=experiments/configs/quickstart.py:smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        preexec_fn=limit,
+    )
+    lines = [
+        x
+        for x in out.stderr.replace("\r", "\n").splitlines()
+        if x.strip()
+        and not x.startswith("I")
+        and "step/s" not in x
+        and "s/step" not in x
+        and "?step" not in x
+    ]
+    assert out.returncode == 1 and len(lines) == 1, out.stderr[-3000:]
+    assert f"saving step 15 to {folder / 'checkpoints' / '15'} failed" in lines[0]
+    assert not [p for p in (folder / "checkpoints").iterdir() if p.name.isdigit()]

@@ -703,8 +703,9 @@ def _fit(
             nonlocal saved
             check_finite()
             try:
-                manager.save(step, args=ocp.args.StandardSave(state), force=True)
-                manager.wait_until_finished()
+                with _orbax_silent():  # a failed save is reported in one line below
+                    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+                    manager.wait_until_finished()
                 if primary:
                     write_checksums(pathlib.Path(manager.directory) / str(step))
             except Exception as err:
@@ -879,9 +880,12 @@ def _save_error(
         e = e.__cause__ or e.__context__
     os_err = next((e for e in chain if isinstance(e, OSError) and e.errno), None)
     text = " ".join(str(e) for e in chain)
-    if os_err is None and "No space left" not in text:
+    # tensorstore reports a failed write as a ValueError whose text holds the OS's reason
+    known = [os.strerror(n) for n in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)]
+    found = next((r for r in known if r in text), None)
+    if os_err is None and found is None:
         return err
-    reason = os.strerror(os_err.errno) if os_err is not None else os.strerror(errno.ENOSPC)
+    reason = os.strerror(os_err.errno) if os_err is not None else found
     where = (
         f"a rerun resumes from step {saved} ({pathlib.Path(manager.directory) / str(saved)})"
         if saved is not None

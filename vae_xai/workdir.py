@@ -176,8 +176,15 @@ def lock(workdir: str | os.PathLike[str]) -> pathlib.Path:
     key = str(workdir.resolve())
     if key in _HELD:
         return path
-    workdir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # read-only, not a folder, no permission
+        raise WorkdirError(
+            f"{workdir} cannot be used as a workdir: {err.strerror or err} "
+            f"({err.filename or path}); a run writes its checkpoints and results there: use a "
+            "writable --workdir (a copy of this one continues the run)"
+        ) from err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
