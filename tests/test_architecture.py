@@ -188,12 +188,7 @@ def test_cycle_finder_finds_a_circle():
 
 # Circles not yet broken, each with what breaks it; the test fails on any other circle and when
 # one of these is gone (then delete its entry).
-KNOWN_CYCLES = {
-    # maps.producers_from_config (the paper's maps plus the VAE maps) imports vae_maps in the
-    # function, and vae_maps imports maps for MapProducer/Context: the combined function
-    # belongs in a module above both (issue 22, item 1)
-    ("vae_xai.localization.maps", "vae_xai.localization.vae_maps"),
-}
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def test_no_import_cycles():

@@ -15,6 +15,7 @@ from flax import nnx
 from vae_xai import losses
 from vae_xai.localization import maps as maps_lib
 from vae_xai.localization import one_class
+from vae_xai.localization import producers as producers_lib
 from vae_xai.localization import vae_maps as vm
 from vae_xai.models import ConvVAE
 from vae_xai.validation import ConfigError
@@ -348,7 +349,7 @@ EVAL = dict(
 
 
 def test_producers_built_from_config_by_name():
-    names = [p.name for p in maps_lib.producers_from_config(EVAL)]
+    names = [p.name for p in producers_lib.producers_from_config(EVAL)]
     assert names == [
         "recon",
         "center_prior",

@@ -65,7 +65,6 @@ from vae_xai.localization.maps import (
     center_prior_maps,
     encoder_statistics,
     intensity_maps,
-    producers_from_config,
     reconstruction_error_maps,
     reference_sets,
     register_producer,
@@ -81,6 +80,7 @@ from vae_xai.localization.one_class import (
     train_and_evaluate,
     variables_of,
 )
+from vae_xai.localization.producers import producers_from_config
 from vae_xai.localization.report import (
     RESULT_NAMES_NOTE,
     print_report,

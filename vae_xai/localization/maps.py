@@ -5,7 +5,7 @@ per image. The functions (:func:`reconstruction_error_maps`, :func:`anomaly_atte
 the model-free :func:`center_prior_maps` and :func:`intensity_maps`) take arrays; the
 producers wrap them as small objects with a ``name`` (the map's key in results) and one
 ``produce(ctx)``, registered by kind in :data:`PRODUCERS` and built from an experiment's
-``config.eval`` entries by :func:`producers_from_config`:
+``config.eval`` entries by :func:`vae_xai.localization.producers.producers_from_config`:
 
 * ``"recon"`` -- :class:`ReconstructionError` (the paper's "vanilla VAE" baseline);
 * ``"attention"`` -- :class:`AnomalyAttention`, one per ``criterion x reference x layer``
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from vae_xai import distributed, validation
+from vae_xai import distributed
 from vae_xai.attention import (
     aggregate_attention,
     anomaly_attention,
@@ -494,45 +494,3 @@ BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "center_prior": lambda images: center_prior_maps(np.shape(images)[:3]),
     "intensity": intensity_maps,
 }
-
-
-def producers_from_config(eval_config: Mapping[str, Any]) -> list[MapProducer]:
-    """The producers an experiment's ``config.eval`` selects, in results order.
-
-    ``"recon"``, then each of ``baselines`` (default ``("center_prior",)``), then anomaly
-    attention for each ``criteria`` (default ``("difference",)``) x ``references`` (default
-    ``("prior", "empirical")``) x ``layers``, with ``sample``/``num_samples``, then the maps
-    that ``maps`` names (:func:`vae_xai.localization.vae_maps.producers_from_config`: input
-    gradients, their combinations, energy projection, attention-weighted reconstruction
-    error). An unknown name or bad field is a :class:`~vae_xai.validation.ConfigError`
-    naming the field.
-    """
-    e = dict(eval_config)
-    baselines = tuple(e.get("baselines", ("center_prior",)))
-    criteria = tuple(e.get("criteria", ("difference",)))
-    references = tuple(e.get("references", REFERENCES))
-    layers = tuple(e.get("layers", ()))
-    for field, names, known in (
-        ("eval.baselines", baselines, tuple(BASELINES)),
-        ("eval.criteria", criteria, ANOMALY_CRITERIA),
-        ("eval.references", references, REFERENCES),
-    ):
-        for name in names:
-            if name not in known:
-                raise validation.ConfigError(
-                    field, f"unknown map producer {name!r}; choose from {sorted(known)}"
-                )
-    from vae_xai.localization import vae_maps  # registers its producers; imports this module
-
-    sample = bool(e.get("sample", True))
-    num_samples = int(e.get("num_samples", 1))
-    out: list[MapProducer] = [ReconstructionError()]
-    out += [PRODUCERS[name]() for name in baselines]
-    out += [
-        AnomalyAttention(c, r, layer, sample=sample, num_samples=num_samples)
-        for c in criteria
-        for r in references
-        for layer in layers
-    ]
-    out += vae_maps.producers_from_config(e)
-    return out

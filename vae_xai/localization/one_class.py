@@ -3,7 +3,7 @@
 :func:`train_and_evaluate` is what the one-class launchers (MNIST localization control,
 MVTec-AD, UCSD Ped1) call: it trains (or resumes) through :func:`vae_xai.train.train` and
 evaluates through :func:`evaluate` with the producers and evaluators that ``config.eval``
-selects (:func:`vae_xai.localization.maps.producers_from_config`,
+selects (:func:`vae_xai.localization.producers.producers_from_config`,
 :func:`vae_xai.localization.evaluators.evaluators_from_config`). :func:`check_config` builds
 both from the config before any work, so a bad entry fails in seconds, naming the field.
 """
@@ -31,8 +31,8 @@ from vae_xai.localization.maps import (
     REFERENCES,
     Context,
     MapProducer,
-    producers_from_config,
 )
+from vae_xai.localization.producers import producers_from_config
 from vae_xai.localization.vae_maps import EVAL_KEYS as VAE_MAP_KEYS
 from vae_xai.train import TrainState
 
