@@ -86,6 +86,7 @@ def _assert_ok(results):
         assert code == 0, output[-3000:]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_processes_equal_one_process_and_resume(tmp_path):
     ref = _run(tmp_path / "one", tmp_path / "one.npz", processes=1, devices=4)
@@ -218,6 +219,7 @@ def _launch(args, *, processes: int, devices: int):
     return _start_and_wait(cmds, devices=devices, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_launcher_on_two_processes_equals_one_process(tmp_path):
     """A real launcher end to end on 2 processes x 1 device (training, evaluation, figures,

@@ -25,6 +25,7 @@ def smoke(num_steps: int, **overrides):
     return c
 
 
+@pytest.mark.e2e
 def test_curve_scores_equal_a_run_stopped_at_that_step_and_are_never_recomputed(
     tmp_path, monkeypatch
 ):

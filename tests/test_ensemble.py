@@ -102,6 +102,7 @@ def test_bad_members_are_named():
         )
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_dsprites_launcher_ensemble_equals_separate_seeds(tmp_path):
     """--ensemble in the Table 3 launcher (AD-FactorVAE: L_AD's second-order gradient under

@@ -30,6 +30,7 @@ def run(module: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e
 def test_quickstart_writes_figures_and_resumes(tmp_path):
     args = (
         f"--workdir={tmp_path}",
@@ -133,6 +134,7 @@ def test_mnist_attention_missing_files_fail_fast(tmp_path):
     assert "train-images-idx3-ubyte" in out.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.real_data
 def test_mnist_attention_end_to_end(tmp_path, data_dir):
     out = run(
@@ -169,6 +171,7 @@ def _tiny_dsprites_config(method: str):
     return c
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     from vae_xai.experiments import dsprites_disentanglement as dd
@@ -269,6 +272,7 @@ def test_dsprites_bad_config_fails_before_any_work(tmp_path, field, value, match
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.e2e
 def test_quickstart_seeds_one_run_each_and_the_aggregate(tmp_path):
     """``--seeds=0,1``: each seed one run in workdir/seed_N with its own figure, and
     workdir/results.json holding both seeds' numbers and their mean / std (numpy by hand)."""
@@ -307,6 +311,7 @@ def test_quickstart_seeds_one_run_each_and_the_aggregate(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_ucsd_seeds_aggregate(tmp_path):
     from experiments.configs.ucsd_localization import get_config

@@ -134,6 +134,7 @@ def test_configs_build_their_producers_and_evaluators():
 # ----------------------------------------------------------------------------- MVTec-AD
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_mvtec_end_to_end_and_resume(tmp_path):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
@@ -288,6 +289,7 @@ def test_mvtec_missing_category_and_data_dir(tmp_path):
 # ----------------------------------------------------------------------------- UCSD Ped1
 
 
+@pytest.mark.e2e
 def test_ucsd_end_to_end(tmp_path):
     make_ucsd_ped1(tmp_path / "data")
     workdir = tmp_path / "run"
@@ -327,6 +329,7 @@ def _refused(fn, exc, match: str, *, before: dict[str, str], workdir: pathlib.Pa
     return str(err.value)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     """The failure cases of issue 10 on a trained workdir: another category, another learning

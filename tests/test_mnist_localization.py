@@ -265,6 +265,7 @@ def write_fake_mnist(root: pathlib.Path) -> pathlib.Path:
     return root
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_end_to_end_and_resume(tmp_path):
     data = write_fake_mnist(tmp_path / "mnist")

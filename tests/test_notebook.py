@@ -11,6 +11,7 @@ import pytest
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_quickstart_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     # the kernel inherits this environment: a few training steps, on the CPU

@@ -80,6 +80,7 @@ def test_estimate_projects_and_skips_missing_data(tmp_path):
     assert len(lines) == 2
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_run_writes_tables_and_resumes(tmp_path):
     doc = reproduce.run(
