@@ -1,10 +1,12 @@
-"""The metric writer's TensorBoard event files, read back with the protobuf runtime (no
-TensorFlow): framing and CRCs, scalars, images, and what fit and evaluations write."""
+"""The metric writer's TensorBoard event files, read back with TensorBoard's own reader
+(``tensorboard``'s ``EventAccumulator`` and event file loader, which check the framing CRCs and
+apply the restart purge): scalars, images, resume, and what fit and evaluations write."""
 
 from __future__ import annotations
 
+import io
 import json
-import struct
+import re
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +14,8 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator, event_file_loader
 
 from vae_xai import metric_writer as mw
 from vae_xai import train
@@ -21,109 +23,108 @@ from vae_xai import workdir as wd
 from vae_xai.models import ConvVAE
 
 
-def _event_class():
-    """``tensorflow.Event`` (the fields we write), declared independently of the writer."""
-    f = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(name="tb_test.proto", package="tbtest")
-    fdp.syntax = "proto3"
-
-    def message(name, fields):
-        m = fdp.message_type.add(name=name)
-        for field_name, number, kind, *rest in fields:
-            field = m.field.add(name=field_name, number=number, type=kind)
-            field.label = f.LABEL_REPEATED if "repeated" in rest else f.LABEL_OPTIONAL
-            if kind == f.TYPE_MESSAGE:
-                field.type_name = f".tbtest.{rest[0]}"
-
-    message(
-        "Image",
-        [
-            ("height", 1, f.TYPE_INT32),
-            ("width", 2, f.TYPE_INT32),
-            ("colorspace", 3, f.TYPE_INT32),
-            ("encoded_image_string", 4, f.TYPE_BYTES),
-        ],
-    )
-    message(
-        "Value",
-        [
-            ("tag", 1, f.TYPE_STRING),
-            ("simple_value", 2, f.TYPE_FLOAT),
-            ("image", 4, f.TYPE_MESSAGE, "Image"),
-        ],
-    )
-    message("Summary", [("value", 1, f.TYPE_MESSAGE, "Value", "repeated")])
-    message("SessionLog", [("status", 1, f.TYPE_INT32), ("msg", 3, f.TYPE_STRING)])
-    message("Event", [("wall_time", 1, f.TYPE_DOUBLE), ("step", 2, f.TYPE_INT64),
-                      ("file_version", 3, f.TYPE_STRING), ("summary", 5, f.TYPE_MESSAGE, "Summary"),
-                      ("session_log", 6, f.TYPE_MESSAGE, "SessionLog")])  # fmt: skip
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tbtest.Event"))
+def accumulate(path):
+    """What TensorBoard shows for a run folder (every point kept: no reservoir sampling)."""
+    keep_all = {event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0}
+    return event_accumulator.EventAccumulator(str(path), size_guidance=keep_all).Reload()
 
 
-Event = _event_class()
+def scalars(acc):
+    return {(e.step, tag): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
 
 
-def _masked(data: bytes) -> int:
-    crc = mw.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def read_events(path):
-    """TFRecord framing: uint64 length, masked crc32c(length), payload, masked crc32c."""
-    raw, events, i = path.read_bytes(), [], 0
-    while i < len(raw):
-        header = raw[i : i + 8]
-        (length,) = struct.unpack("<Q", header)
-        assert struct.unpack("<I", raw[i + 8 : i + 12])[0] == _masked(header)
-        data = raw[i + 12 : i + 12 + length]
-        assert struct.unpack("<I", raw[i + 12 + length : i + 16 + length])[0] == _masked(data)
-        event = Event()
-        event.ParseFromString(data)
-        events.append(event)
-        i += 16 + length
-    return events
-
-
-def scalars(events):
+def images(acc):
     return {
-        (e.step, v.tag): v.simple_value
-        for e in events
-        for v in e.summary.value
-        if not v.image.width
+        (e.step, tag): (e.width, e.height, e.encoded_image_string)
+        for tag in acc.Tags()["images"]
+        for e in acc.Images(tag)
     }
 
 
-def test_crc32c_known_vector():
-    assert mw.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    assert mw.crc32c(b"") == 0
+def raw_events(path):
+    return list(event_file_loader.LegacyEventFileLoader(str(path)).Load())
+
+
+def png(shape, value=0):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full(shape, value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_scalars_images_and_jsonl_read_back(tmp_path):
     png_path = tmp_path / "fig.png"
-    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(png_path)
-    with mw.MetricWriter(tmp_path / "tb", jsonl=tmp_path / "m.jsonl", resume_step=3) as w:
-        w.write_scalars(4, {"loss": 1.5, "kl": np.float32(0.25)})
+    png_path.write_bytes(png((5, 7, 3)))
+    gray = png((4, 6), 9)
+    with mw.MetricWriter(tmp_path / "tb", jsonl=tmp_path / "m.jsonl") as w:
+        w.write_scalars(4, {"loss": 1.5, "kl": np.float32(0.25), "odd tag (x)": 3})
         w.write_scalars(-1, {"neg": -2})
-        w.write_images(4, {"figs/fig": png_path})
+        w.write_images(4, {"figs/fig": png_path, "figs/gray.png": gray})
+        with pytest.raises(ValueError, match="not a PNG"):
+            w.write_images(4, {"gif": b"GIF89a" + bytes(30)})
     (path,) = (tmp_path / "tb").glob("events.out.tfevents.*")
-    events = read_events(path)
-    assert events[0].file_version == "brain.Event:2"
-    assert events[1].step == 3 and events[1].session_log.status == 1  # START
-    assert scalars(events) == {(4, "loss"): 1.5, (4, "kl"): 0.25, (-1, "neg"): -2.0}
-    (image,) = [v.image for e in events for v in e.summary.value if v.image.width]
-    assert (image.width, image.height, image.colorspace) == (7, 5, 3)
-    assert image.encoded_image_string == png_path.read_bytes()
+    assert re.fullmatch(r"events\.out\.tfevents\.\d+\.\d{6}\..+\.\d+", path.name)
+    first, *_ = raw_events(path)
+    assert first.file_version == "brain.Event:2"
+    acc = accumulate(tmp_path / "tb")
+    assert scalars(acc) == {
+        (4, "loss"): 1.5,
+        (4, "kl"): 0.25,
+        (4, "odd tag (x)"): 3.0,  # tags are written verbatim
+        (-1, "neg"): -2.0,
+    }
+    assert images(acc) == {
+        (4, "figs/fig"): (7, 5, png_path.read_bytes()),  # the PNG bytes as they were
+        (4, "figs/gray.png"): (6, 4, gray),
+    }
+    colorspaces = [v.image.colorspace for e in raw_events(path) for v in e.summary.value]
+    assert [c for c in colorspaces if c] == [3, 1]
     lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
-    assert lines == [{"step": 4, "loss": 1.5, "kl": 0.25}, {"step": -1, "neg": -2.0}]
+    assert lines == [
+        {"step": 4, "loss": 1.5, "kl": 0.25, "odd tag (x)": 3.0},
+        {"step": -1, "neg": -2.0},
+    ]
+
+
+def test_resume_step_purges_the_interrupted_runs_later_points(tmp_path):
+    """An interrupted run logged steps 1..6 (and an image at 5); it resumes from a checkpoint
+    at step 3, so the new file starts with SessionLog.START at 4 and TensorBoard shows steps
+    1..3 of the old file and 4.. of the new one."""
+    with mw.MetricWriter(tmp_path, jsonl=tmp_path / "m.jsonl") as w:
+        for step in range(1, 7):
+            w.write_scalars(step, {"loss": float(step)})
+        w.write_images(2, {"fig": png((2, 2))})
+        w.write_images(5, {"fig": png((3, 3))})
+    with mw.MetricWriter(tmp_path, jsonl=tmp_path / "m.jsonl", resume_step=4) as w:
+        for step in range(4, 9):
+            w.write_scalars(step, {"loss": 10.0 * step})
+        w.write_images(6, {"fig": png((4, 4))})
+    old, new = sorted(tmp_path.glob("events.out.tfevents.*"))  # names sort in written order
+    start = raw_events(new)[1]
+    assert (start.step, start.session_log.status) == (4, start.session_log.START)
+    acc = accumulate(tmp_path)
+    assert scalars(acc) == {
+        **{(s, "loss"): float(s) for s in (1, 2, 3)},
+        **{(s, "loss"): 10.0 * s for s in range(4, 9)},
+    }
+    assert [e.step for e in acc.Scalars("loss")] == list(range(1, 9))  # none twice
+    assert sorted(step for step, _ in images(acc)) == [2, 6]
+    assert scalars(accumulate(old))[(5, "loss")] == 5.0  # the old file itself is untouched
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    assert len(lines) == 6 + 5  # JSON lines are appended, as before
+
+
+def test_flush_puts_the_points_on_disk(tmp_path):
+    w = mw.MetricWriter(tmp_path, jsonl=tmp_path / "m.jsonl")
+    w.write_scalars(1, {"loss": 0.5})
+    w.flush()
+    assert scalars(accumulate(tmp_path)) == {(1, "loss"): 0.5}
+    assert json.loads((tmp_path / "m.jsonl").read_text()) == {"step": 1, "loss": 0.5}
+    w.close()
 
 
 def test_flatten_numbers():
     tree = {"a": {"b": 1, "c": [0.5, None, "x", True]}, "d": float("nan"), "e": np.int64(3)}
     assert mw.flatten_numbers(tree) == {"a/b": 1.0, "a/c/0": 0.5, "e": 3.0}
-    with pytest.raises(ValueError, match="not a PNG"):
-        mw.png_size(b"GIF89a" + bytes(30))
 
 
 def test_fit_writes_training_curves(tmp_path):
@@ -142,8 +143,8 @@ def test_fit_writes_training_curves(tmp_path):
         progress=False,
     )
     logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    (path,) = tmp_path.glob("events.out.tfevents.*")
-    got = scalars(read_events(path))
+    (_,) = tmp_path.glob("events.out.tfevents.*")
+    got = scalars(accumulate(tmp_path))
     want = {(r["step"], k): v for r in logged for k, v in r.items() if k != "step"}
     assert set(got) == set(want) == {(s, k) for s in (2, 4) for k in ("loss", "recon", "kl")}
     for key, value in want.items():
@@ -155,12 +156,12 @@ def test_evaluation_writes_its_numbers_and_figures(tmp_path):
     run = wd.start(tmp_path, c, experiment="e", fields=wd.Fields(), data={"d": 1})
     evaluation = run.evaluation(run.eval_config(c), step=3)
     (evaluation.dir / "figures").mkdir()
-    Image.fromarray(np.zeros((4, 6), np.uint8)).save(evaluation.dir / "figures" / "roc.png")
+    roc = png((4, 6))
+    (evaluation.dir / "figures" / "roc.png").write_bytes(roc)
     evaluation.save_results({"metrics": {"recon": {"auroc": 0.75}}, "name": "x"})
     evaluation.save_results({"metrics": {"recon": {"auroc": 0.5}}})  # rewritten, not appended
-    (path,) = evaluation.dir.glob("events.out.tfevents.*")
-    events = read_events(path)
-    assert scalars(events) == {(3, "metrics/recon/auroc"): 0.5}
-    (image,) = [(e.step, v.tag, v.image) for e in events for v in e.summary.value if v.image.width]
-    assert image[:2] == (3, "figures/roc.png") and (image[2].width, image[2].height) == (6, 4)
+    (_,) = evaluation.dir.glob("events.out.tfevents.*")
+    acc = accumulate(evaluation.dir)
+    assert scalars(acc) == {(3, "metrics/recon/auroc"): 0.5}
+    assert images(acc) == {(3, "figures/roc.png"): (6, 4, roc)}
     assert not list(tmp_path.glob("events.out.tfevents.*"))  # event files are not linked
