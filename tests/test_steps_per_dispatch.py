@@ -75,8 +75,10 @@ def test_default_steps_per_dispatch_and_bad_values(tmp_path, monkeypatch):
     """``None`` means the default a launcher's --steps_per_dispatch sets."""
     calls = []
     real = train.jit_steps
-    monkeypatch.setattr(train, "jit_steps", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
-    monkeypatch.setattr(train, "_DEFAULT_STEPS_PER_DISPATCH", 1)
+    # (fit finds jit_steps in train.loop, and the default lives in train.schedule)
+    spy = lambda *a, **k: calls.append(a[3]) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(train.loop, "jit_steps", spy)
+    monkeypatch.setattr(train.schedule, "_DEFAULT_STEPS_PER_DISPATCH", 1)
     train.set_default_steps_per_dispatch(2)
     _fit(tmp_path / "default", 2, None)
     assert calls == [2]

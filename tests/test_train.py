@@ -315,6 +315,38 @@ def test_fit_rejects_bad_periods_before_compiling(tmp_path, kwargs, match):
     assert not (tmp_path / "w").exists()
 
 
+def test_a_schedule_object_equals_its_keyword_arguments(tmp_path):
+    """``schedule=Schedule(...)`` trains exactly as its fields passed as keywords; giving both,
+    or neither it nor ``num_steps``, is a TypeError; a bad field fails when it is built."""
+    model, opt, params, batch_fn = tiny_setup()
+    update = train.vae_update_fn(model, opt)
+    schedule = train.Schedule(num_steps=4, checkpoint_every=2, log_every=1)
+    by_object = train.fit(
+        train.create_state(params, opt),
+        update,
+        batch_fn,
+        workdir=tmp_path / "a",
+        schedule=schedule,
+        progress=False,
+    )
+    by_keywords = _fit(tmp_path / "b", 4)  # checkpoint_every=3: a different save, same steps
+    for a, b in zip(
+        jax.tree.leaves(by_object.params), jax.tree.leaves(by_keywords.params), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with train.checkpoint_manager(tmp_path / "a") as manager:
+        assert sorted(manager.all_steps()) == [2, 4]
+    with pytest.raises(TypeError, match="not both"):
+        train.fit(
+            by_object, update, batch_fn, workdir=tmp_path / "c", schedule=schedule, num_steps=4
+        )
+    with pytest.raises(TypeError, match="num_steps"):
+        train.train(by_object, update, batch_fn, workdir=tmp_path / "c")
+    with pytest.raises(ValueError, match="keep_every must be a positive multiple"):
+        train.Schedule(num_steps=4, checkpoint_every=2, keep_every=3)
+    assert not (tmp_path / "c").exists()
+
+
 def test_train_entry_reports_steps_wall_and_last_metrics(tmp_path):
     model, opt, params, batch_fn = tiny_setup()
     update = train.vae_update_fn(model, opt)
