@@ -287,6 +287,12 @@ def test_run_seeds_one_run_per_seed_and_the_aggregate(tmp_path):
     # a single run in the parent is refused, and --seeds in a single run's workdir
     with pytest.raises(wd.WorkdirError, match="holds one run per seed"):
         wd.start(tmp_path, cfg, experiment="toy", fields=fields, data={})
+    # an empty seeds.json (not written by --seeds) says what the file means and what to do
+    emptied = tmp_path / "emptied"
+    emptied.mkdir()
+    (emptied / wd.SEEDS_FILE).write_text("")
+    with pytest.raises(wd.WorkdirError, match="seeds.json is empty or unreadable.*remove"):
+        wd.start(emptied, cfg, experiment="toy", fields=fields, data={})
     single = tmp_path / "single"
     wd.start(single, cfg, experiment="toy", fields=fields, data={})
     with pytest.raises(wd.WorkdirError, match="holds a single run"):

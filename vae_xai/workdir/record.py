@@ -164,9 +164,16 @@ def _refuse_seeds_parent(workdir: pathlib.Path) -> None:
     path = workdir / SEEDS_FILE
     if path.exists():
         try:
-            seeds = read_state_json(path, fix="").get("seeds") or ["N"]
+            seeds = read_state_json(path, fix="").get("seeds")
         except (StateFileError, AttributeError):
-            seeds = ["N"]
+            seeds = None
+        if not seeds:
+            raise WorkdirError(
+                f"{path} is empty or unreadable; that file marks {workdir} as a folder of "
+                f"per-seed runs ({workdir}/seed_N, written by --seeds): if the seed_N folders "
+                "are yours, pass --seeds with their seeds to continue them; otherwise remove "
+                f"{path}"
+            )
         raise WorkdirError(
             f"{workdir} holds one run per seed ({SEEDS_FILE}: seeds {seeds} in "
             f"{workdir}/seed_N), not a single run: pass --seeds (e.g. --seeds={seeds[0]}) to "
