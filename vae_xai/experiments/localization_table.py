@@ -116,15 +116,12 @@ def markdown(table: Mapping[str, Any], *, metric: str = "pixel_auroc") -> str:
         best[i] = max(vals, key=vals.get) if vals else None
     for m in table["maps"]:
         cells = [_cell(c["maps"].get(m, {}).get(metric), best[i] == m) for i, c in enumerate(cols)]
-        runs = dict.fromkeys(c["workdir"] for c in cols)  # a run's cost once, not per group
-        costs = [
-            next(c["maps"][m]["ms_per_image"] for c in cols if c["workdir"] == w
-                 and m in c["maps"] and c["maps"][m]["ms_per_image"] is not None)
-            for w in runs
-            if any(c["workdir"] == w and m in c["maps"]
-                   and c["maps"][m]["ms_per_image"] is not None for c in cols)
-        ]  # fmt: skip
-        cost = " / ".join(f"{x:.1f}" for x in costs) or "-"
+        costs: dict[str, float] = {}  # a run's cost once, not per group of it
+        for c in cols:
+            entry = c["maps"].get(m)
+            if entry and entry["ms_per_image"] is not None:
+                costs.setdefault(c["workdir"], entry["ms_per_image"])
+        cost = " / ".join(f"{x:.1f}" for x in costs.values()) or "-"
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {cost} |")
     return "\n".join(lines) + "\n"
 
