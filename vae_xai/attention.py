@@ -13,7 +13,8 @@ spatially constant shift ``delta`` of ``A`` (``(B, c)``): ``d z_i / d delta_k`` 
 ``Dense(flatten(A))`` can apply the shift on the Dense kernel summed over ``h, w`` instead, so the
 backward pass never touches the ``(D, B, h, w, c)`` gradient tensor (see
 :func:`vae_xai.encoder_split.split_encoder`, ``dense_after=``); that is what makes all ``D`` maps
-cost about as much as one ordinary backward pass.
+cost about as much as one ordinary backward pass (measured in RESULTS.md, section "Attention
+cost: all D per-latent maps vs one backward pass").
 
 Every function here is jit-able and vmap-able; use ``latent_chunk`` to bound memory for large
 ``D`` with the generic (non-Dense) path.
@@ -137,11 +138,23 @@ def _check_reference(ref_mu: ArrayLike, ref_var: ArrayLike) -> tuple[jax.Array, 
 def latent_scores(
     mu: jax.Array, logvar: jax.Array, *, score: Score = "mean", key: jax.Array | None = None
 ) -> jax.Array:
-    """The per-latent quantity whose gradient defines the attention, ``(B, D)``.
+    """The per-latent quantity whose gradient defines the attention.
 
-    ``"mean"``: ``mu`` (deterministic). ``"sample"``: the reparameterized sample
-    ``mu + eps * exp(logvar / 2)`` with ``eps ~ N(0, 1)`` drawn from ``key`` (the paper's choice).
-    A callable ``score(mu, logvar) -> (B, D)`` is used as is.
+    Args:
+      mu: posterior means, ``(B, D)``.
+      logvar: posterior log-variances, ``(B, D)``.
+      score: ``"mean"`` uses ``mu`` (deterministic); ``"sample"`` the reparameterized sample
+        ``mu + eps * exp(logvar / 2)`` with ``eps ~ N(0, 1)`` (the paper's choice); a callable
+        ``score(mu, logvar) -> (B, D)`` is used as is.
+      key: PRNG key, required for ``score="sample"``.
+
+    Returns:
+      The scores ``z``, ``(B, D)``.
+
+    Raises:
+      ValueError: unknown ``score``, ``"sample"`` without ``key``, or a callable returning the
+        wrong shape.
+      TypeError: a callable that does not return an array.
     """
     if callable(score):
         out = score(mu, logvar)
@@ -160,7 +173,19 @@ def latent_scores(
 
 
 def rectify_map(maps: jax.Array, rectify: Rectify) -> jax.Array:
-    """Apply the map rectifier: ``"relu"`` (paper), ``"abs"`` (released code) or ``"none"``."""
+    """Apply the map rectifier.
+
+    Args:
+      maps: attention maps of any shape.
+      rectify: ``"relu"`` (the paper), ``"abs"`` (the authors' released code) or
+        ``"none"``/``None`` (signed maps).
+
+    Returns:
+      ``maps`` rectified, same shape.
+
+    Raises:
+      ValueError: unknown ``rectify``.
+    """
     if rectify == "relu":
         return jax.nn.relu(maps)
     if rectify == "abs":
@@ -179,7 +204,11 @@ def gradcam_weights(
     latent_chunk: int | None = None,
     shift_head_fn: ShiftHeadFn | None = None,
 ) -> jax.Array:
-    """Grad-CAM weights ``alpha[b, i, k] = mean_{h,w} d z_bi / d A_bhwk``, shape ``(B, D, c)``.
+    """Grad-CAM weights ``alpha[b, i, k] = mean_{h,w} d z_bi / d A_bhwk``.
+
+    All ``D`` rows come from one ``jax.vjp`` with respect to a spatially constant shift of ``A``
+    (see the module docstring). Images whose features or ``(mu, logvar)`` contain NaN/inf get
+    all-NaN weights.
 
     Args:
       head_fn: ``A (B, h, w, c) -> (mu, logvar)``, each ``(B, D)``. Must act on each sample
@@ -192,7 +221,14 @@ def gradcam_weights(
       shift_head_fn: optional faster equivalent of ``delta -> head_fn(A + delta[:, None, None])``
         for ``delta`` of shape ``(B, c)`` (must be exact; see the module docstring).
 
-    Images whose features or ``(mu, logvar)`` contain NaN/inf get all-NaN weights.
+    Returns:
+      ``alpha``, ``(B, D, c)``.
+
+    Raises:
+      ValueError: bad ``features`` shape, a head output of the wrong shape, or a
+        ``latent_chunk`` that is not a positive integer.
+      TypeError: non-float ``features`` or a head that does not return a float
+        ``(mu, logvar)`` pair.
     """
     features = _check_features(features)
     b, h, w, c = features.shape
@@ -242,7 +278,7 @@ def latent_attention(
     latent_chunk: int | None = None,
     shift_head_fn: ShiftHeadFn | None = None,
 ) -> jax.Array:
-    """One Grad-CAM map per latent dimension, ``(B, D, h, w)`` at the feature map's resolution.
+    """One Grad-CAM map per latent dimension, at the feature map's resolution.
 
     ``M_bi = rectify(sum_k alpha_bik A_bk)`` with ``alpha`` from :func:`gradcam_weights`
     (paper Sec. 3.2; ``rectify="relu"`` is the paper's choice). Use :func:`upsample` to bring
@@ -254,6 +290,21 @@ def latent_attention(
         split = split_encoder(model, variables, x, layer="conv2", method="encode")
         maps = latent_attention(split.head_fn, split.features)          # (B, D, h, w)
         overall = upsample(aggregate_attention(maps), x.shape[1:3])    # (B, H, W)
+
+    Args:
+      head_fn: ``A -> (mu, logvar)``; see :func:`gradcam_weights`.
+      features: the feature map ``A``, ``(B, h, w, c)``.
+      score: see :func:`latent_scores`.
+      key: PRNG key for ``score="sample"``.
+      rectify: see :func:`rectify_map`.
+      latent_chunk: see :func:`gradcam_weights`.
+      shift_head_fn: see :func:`gradcam_weights`.
+
+    Returns:
+      The maps ``M``, ``(B, D, h, w)``.
+
+    Raises:
+      ValueError, TypeError: as :func:`gradcam_weights` and :func:`rectify_map`.
     """
     features = _check_features(features)
     alpha = gradcam_weights(
@@ -269,7 +320,17 @@ def latent_attention(
 
 
 def aggregate_attention(maps: ArrayLike) -> jax.Array:
-    """Overall attention ``M = (1/D) sum_i M_i`` (paper Eq. 4): ``(B, D, h, w) -> (B, h, w)``."""
+    """Overall attention ``M = (1/D) sum_i M_i`` (paper Eq. 4).
+
+    Args:
+      maps: per-latent maps, ``(B, D, h, w)``.
+
+    Returns:
+      The overall map, ``(B, h, w)``.
+
+    Raises:
+      ValueError: ``maps`` is not 4-D.
+    """
     maps = jnp.asarray(maps)
     if maps.ndim != 4:
         raise ValueError(f"maps must have shape (B, D, h, w); got {maps.shape}")
@@ -277,9 +338,20 @@ def aggregate_attention(maps: ArrayLike) -> jax.Array:
 
 
 def upsample(maps: ArrayLike, size: tuple[int, int], *, method: str = "bilinear") -> jax.Array:
-    """Resize the trailing two (spatial) axes of ``maps`` to ``size = (H, W)``.
+    """Resize the trailing two (spatial) axes of ``maps``.
 
-    Works for ``(B, h, w)`` and ``(B, D, h, w)``. Bilinear by default, as Grad-CAM does.
+    Bilinear by default, as Grad-CAM does.
+
+    Args:
+      maps: ``(..., h, w)``, e.g. ``(B, h, w)`` or ``(B, D, h, w)``.
+      size: target ``(H, W)``.
+      method: any ``jax.image.resize`` method.
+
+    Returns:
+      ``(..., H, W)``.
+
+    Raises:
+      ValueError: fewer than 2 axes, or ``size`` not of length 2.
     """
     maps = jnp.asarray(maps)
     if maps.ndim < 2:
@@ -298,9 +370,20 @@ def normal_difference_score(
     For a test image with posterior ``N(mu_y, sigma_y^2)`` and the normal-data reference
     ``N(mu_x, sigma_x^2)``, scores are drawn from the normal difference distribution
     ``N(mu_x - mu_y, sigma_x^2 + sigma_y^2)``: ``(mu_x - mu_y) + eps * sqrt(sigma_x^2 +
-    sigma_y^2)``. With ``sample=False`` the mean ``mu_x - mu_y`` is used (deterministic).
-    ``ref_mu``/``ref_var`` broadcast against ``(B, D)`` (scalars or ``(D,)``); concrete values
-    must be finite with ``ref_var > 0`` (``ValueError`` otherwise).
+    sigma_y^2)``.
+
+    Args:
+      ref_mu: reference means ``mu_x``; broadcast against ``(B, D)`` (scalar or ``(D,)``).
+      ref_var: reference variances ``sigma_x^2``, same broadcasting; must be > 0.
+      key: PRNG key for the draw; required when ``sample=True``.
+      sample: if False, use the mean ``mu_x - mu_y`` (deterministic).
+
+    Returns:
+      A ``score(mu, logvar) -> (B, D)`` for :func:`latent_scores`.
+
+    Raises:
+      ValueError: concrete ``ref_mu``/``ref_var`` not finite or ``ref_var <= 0``, or
+        ``sample=True`` without ``key``.
     """
     ref_mu, ref_var = _check_reference(ref_mu, ref_var)
     if sample and key is None:
@@ -317,7 +400,7 @@ def normal_difference_score(
 
 
 def latent_kl_score(ref_mu: ArrayLike, ref_var: ArrayLike) -> ScoreFn:
-    """Per-latent KL divergence of the test posterior from the normal reference, ``(B, D)``.
+    """Per-latent KL divergence of the test posterior from the normal reference, as a score.
 
     ``KL_i = KL(N(mu_i, sigma_i^2) || N(mu_x_i, sigma_x_i^2))
     = 0.5 * (log sigma_x^2 - log sigma^2 + (sigma^2 + (mu - mu_x)^2) / sigma_x^2 - 1)``.
@@ -329,7 +412,16 @@ def latent_kl_score(ref_mu: ArrayLike, ref_var: ArrayLike) -> ScoreFn:
     evidence *for* the deviation. With Eq. 5's difference score the gradient is ``-dmu_i``
     whatever the deviation (the reference drops out of the map), and the ReLU keeps the
     regions that push ``mu_i`` down, which point away from the anomaly whenever ``mu_i`` went up.
-    Concrete ``ref_mu``/``ref_var`` must be finite with ``ref_var > 0`` (``ValueError``).
+
+    Args:
+      ref_mu: reference means ``mu_x``, broadcast against ``(B, D)``.
+      ref_var: reference variances ``sigma_x^2``, same broadcasting; must be > 0.
+
+    Returns:
+      A ``score(mu, logvar) -> (B, D)`` for :func:`latent_scores`.
+
+    Raises:
+      ValueError: concrete ``ref_mu``/``ref_var`` not finite or ``ref_var <= 0``.
     """
     ref_mu, ref_var = _check_reference(ref_mu, ref_var)
 
@@ -356,18 +448,32 @@ def anomaly_attention(
     latent_chunk: int | None = None,
     shift_head_fn: ShiftHeadFn | None = None,
 ) -> jax.Array:
-    """Per-latent anomaly attention maps ``(B, D, h, w)`` (paper Sec. 3.3).
+    """Per-latent anomaly attention maps (paper Sec. 3.3).
 
     The reference statistics default to the N(0, 1) prior; pass the output of
-    :func:`reference_statistics` on the (normal) training set to use empirical ones. Concrete
-    ``ref_var`` must be > 0 and ``ref_mu``/``ref_var`` finite (``ValueError`` otherwise).
+    :func:`reference_statistics` on the (normal) training set to use empirical ones.
 
-    ``criterion`` picks the per-latent score that is differentiated:
+    Args:
+      head_fn: ``A -> (mu, logvar)``; see :func:`gradcam_weights`.
+      features: the feature map ``A``, ``(B, h, w, c)``.
+      key: PRNG key for the ``"difference"`` draw with ``sample=True``.
+      ref_mu: reference means ``mu_x`` (scalar or ``(D,)``).
+      ref_var: reference variances ``sigma_x^2`` (scalar or ``(D,)``), > 0.
+      sample: for ``"difference"``: draw from the normal difference distribution (the paper)
+        rather than use its mean.
+      criterion: the per-latent score that is differentiated: ``"difference"`` (default, the
+        paper's Eq. 5, see :func:`normal_difference_score`) or ``"kl"`` (our extension, see
+        :func:`latent_kl_score`; deterministic, ``sample``/``key`` are ignored).
+      rectify: see :func:`rectify_map`.
+      latent_chunk: see :func:`gradcam_weights`.
+      shift_head_fn: see :func:`gradcam_weights`.
 
-    * ``"difference"`` (default, the paper's Eq. 5): a draw from the normal difference
-      distribution, see :func:`normal_difference_score` (``sample``/``key`` apply).
-    * ``"kl"`` (our extension): the per-latent KL divergence from the reference,
-      see :func:`latent_kl_score`; deterministic, ``sample``/``key`` are ignored.
+    Returns:
+      The maps, ``(B, D, h, w)``.
+
+    Raises:
+      ValueError: unknown ``criterion``, bad concrete reference statistics, or as
+        :func:`latent_attention`.
     """
     if criterion == "difference":
         score = normal_difference_score(ref_mu, ref_var, key=key, sample=sample)
@@ -386,16 +492,24 @@ def anomaly_attention(
 
 
 def reference_statistics(mu: ArrayLike, logvar: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    """Empirical latent statistics ``(mu_x, sigma_x^2)``, each ``(D,)``, of normal data.
+    """Empirical latent statistics ``(mu_x, sigma_x^2)`` of normal data.
 
-    ``mu``/``logvar`` are the encoder outputs ``(N, D)`` over the training set. ``mu_x`` is
-    the mean of ``mu``; ``sigma_x^2`` is the variance of the aggregate posterior by the law of
-    total variance, ``mean(exp(logvar)) + var(mu)``, i.e. the spread of ``z`` over normal data.
-    For data too large for memory, combine per-batch sums (the formula is linear in the
-    moments ``E[mu]``, ``E[mu^2]``, ``E[exp(logvar)]``).
+    ``mu_x`` is the mean of ``mu``; ``sigma_x^2`` is the variance of the aggregate posterior by
+    the law of total variance, ``mean(exp(logvar)) + var(mu)``, i.e. the spread of ``z`` over
+    normal data. For data too large for memory, combine per-batch sums (the formula is linear
+    in the moments ``E[mu]``, ``E[mu^2]``, ``E[exp(logvar)]``).
 
-    Raises ``ValueError`` for ``N = 0`` rows or wrong shapes, ``TypeError`` for integer
-    inputs, and (for concrete values, outside ``jit``) ``ValueError`` for NaN/inf entries.
+    Args:
+      mu: encoder means over the training set, ``(N, D)``.
+      logvar: encoder log-variances, ``(N, D)``.
+
+    Returns:
+      ``(mu_x, sigma_x^2)``, each ``(D,)``.
+
+    Raises:
+      ValueError: ``N = 0``, wrong shapes, or (for concrete values, outside ``jit``) NaN/inf
+        entries.
+      TypeError: integer inputs.
     """
     concrete = _is_concrete(mu, logvar)
     mu = jnp.asarray(mu)
@@ -422,7 +536,7 @@ def released_code_attention(
     output_size: tuple[int, int] | None = None,
     eps: float = 1e-12,
 ) -> jax.Array:
-    """The variant of the authors' released (MNIST-only) code, for comparison: ``(B, H, W)``.
+    """The attention variant of the authors' released (MNIST-only) code, for comparison.
 
     One backward pass of ``sum(mu)`` over all latents and the whole batch; the gradient is
     divided by its root-mean-square over the whole batch; ``alpha = mean_{h,w}`` of it; the map
@@ -430,6 +544,15 @@ def released_code_attention(
     (not ReLU). The paper's per-latent form (:func:`latent_attention`) is the default elsewhere.
     An image whose features or ``mu`` contain NaN/inf gets an all-NaN map (the batch-wide RMS
     can then make other images' maps NaN too, as in the released code).
+
+    Args:
+      head_fn: ``A -> (mu, logvar)``; see :func:`gradcam_weights`.
+      features: the feature map ``A``, ``(B, h, w, c)``.
+      output_size: ``(H, W)`` to upsample to before ``abs``; ``None`` keeps ``(h, w)``.
+      eps: added to the RMS to avoid division by zero.
+
+    Returns:
+      One map per image, ``(B, H, W)`` (or ``(B, h, w)``).
     """
     features = _check_features(features)
     b = features.shape[0]

@@ -89,6 +89,18 @@ def factor_vae_optimizer(
 
     Defaults are Kim & Mnih's dSprites settings: VAE lr 1e-4, betas (0.9, 0.999);
     discriminator lr 1e-4, betas (0.5, 0.9).
+
+    Args:
+      vae_lr: VAE learning rate.
+      vae_b1: VAE Adam ``b1``.
+      vae_b2: VAE Adam ``b2``.
+      disc_lr: discriminator learning rate.
+      disc_b1: discriminator Adam ``b1``.
+      disc_b2: discriminator Adam ``b2``.
+
+    Returns:
+      An ``optax.multi_transform`` whose init/update raise ``ValueError`` unless the params are
+      ``{"vae": ..., "disc": ...}``.
     """
 
     def labels(params: Any) -> Any:
@@ -157,9 +169,20 @@ def attention_maps(
 def pair_scores(
     maps: jax.Array, mu: jax.Array, logvar: jax.Array, *, method: PairMethod = "attention"
 ) -> jax.Array:
-    """The per-sample "response" of each latent dim used to pick the pair, ``(B, D)``.
+    """The per-sample "response" of each latent dim, used to pick the ``L_AD`` pair.
 
-    ``"attention"``: ``sum_hw M_i``; ``"kl"``: per-dim KL to N(0, 1); ``"abs_mu"``: ``|mu_i|``.
+    Args:
+      maps: per-latent attention maps, ``(B, D, h, w)``.
+      mu: posterior means, ``(B, D)``.
+      logvar: posterior log-variances, ``(B, D)``.
+      method: ``"attention"``: ``sum_hw M_i``; ``"kl"``: per-dim KL to N(0, 1);
+        ``"abs_mu"``: ``|mu_i|``.
+
+    Returns:
+      ``(B, D)``.
+
+    Raises:
+      ValueError: unknown ``method``.
     """
     if method == "attention":
         return jnp.sum(maps, axis=(2, 3))
@@ -171,7 +194,17 @@ def pair_scores(
 
 
 def top_pairs(scores: jax.Array) -> jax.Array:
-    """Indices of the two largest scores per row, ``(B, D) -> (B, 2)`` int32, largest first."""
+    """Indices of the two largest scores per row, largest first (not differentiated).
+
+    Args:
+      scores: ``(B, D)`` with ``D >= 2``.
+
+    Returns:
+      ``(B, 2)`` int32.
+
+    Raises:
+      ValueError: ``scores`` is not ``(B, D)`` with ``D >= 2``.
+    """
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores must be (B, D) with D >= 2; got {scores.shape}")
     _, idx = jax.lax.top_k(jax.lax.stop_gradient(scores), 2)
@@ -179,7 +212,19 @@ def top_pairs(scores: jax.Array) -> jax.Array:
 
 
 def random_pairs(key: jax.Array, batch: int, dim: int) -> jax.Array:
-    """A uniformly random pair of distinct latent dims per sample, ``(B, 2)`` int32."""
+    """A uniformly random pair of distinct latent dims per sample.
+
+    Args:
+      key: PRNG key.
+      batch: number of samples ``B``.
+      dim: number of latent dims ``D`` (>= 2).
+
+    Returns:
+      ``(B, 2)`` int32.
+
+    Raises:
+      ValueError: ``dim < 2``.
+    """
     if dim < 2:
         raise ValueError(f"need at least 2 latent dims for a pair; got {dim}")
     k1, k2 = jax.random.split(key)
@@ -197,17 +242,22 @@ def pair_ad_loss(
     key: jax.Array | None = None,
     eps: float = 1e-8,
 ) -> tuple[jax.Array, jax.Array | None]:
-    """``L_AD`` of the chosen latent pair per sample (paper Eq. 6): ``(B,)`` and the pairs.
+    """``L_AD`` of the chosen latent pair per sample (paper Eq. 6).
 
     Args:
       maps: per-latent attention maps ``(B, D, h, w)``, non-negative.
-      mu, logvar: posterior parameters ``(B, D)`` (for ``pair="kl"``/``"abs_mu"``).
+      mu: posterior means ``(B, D)`` (for ``pair="kl"``/``"abs_mu"``).
+      logvar: posterior log-variances ``(B, D)`` (for ``pair="kl"``).
       pair: see the module docstring.
       key: PRNG key for ``pair="random"``.
       eps: denominator guard of :func:`vae_xai.losses.attention_disentanglement_loss`.
 
     Returns:
       ``(loss (B,), pairs (B, 2) int32)``; ``pairs`` is None for ``pair="all"``.
+
+    Raises:
+      ValueError: ``maps`` not 4-D, ``D < 2``, unknown ``pair``, or ``pair="random"`` without
+        ``key``.
     """
     if maps.ndim != 4:
         raise ValueError(f"maps must be (B, D, h, w); got {maps.shape}")
@@ -274,6 +324,10 @@ def factor_vae_loss_fn(
       the scalar's gradient is each network's own gradient (see the module docstring).
       Metrics: ``loss`` (the VAE objective incl. ``lambda * L_AD``), ``recon``, ``kl``,
       ``tc``, ``disc_loss``, ``disc_acc`` and, when ``ad_weight > 0``, ``ad`` (mean L_AD).
+      The loss raises ``KeyError`` for a batch without ``image_key``.
+
+    Raises:
+      ValueError: negative ``gamma``/``ad_weight``, or unknown ``ad_pair``/``ad_score``.
     """
     if gamma < 0 or ad_weight < 0:
         raise ValueError(f"gamma and ad_weight must be >= 0; got {gamma}, {ad_weight}")
@@ -345,11 +399,20 @@ def factor_vae_update_fn(
     optimizer: optax.GradientTransformation,
     **loss_kwargs: Any,
 ) -> UpdateFn:
-    """``update(state, batch, key) -> (state, metrics)`` for :func:`vae_xai.train.fit`.
+    """Build ``update(state, batch, key) -> (state, metrics)`` for :func:`vae_xai.train.fit`.
 
-    ``loss_kwargs`` go to :func:`factor_vae_loss_fn` (``gamma``, ``ad_weight``, ...); use
-    ``ad_weight > 0`` for AD-FactorVAE. ``optimizer`` is usually
-    :func:`factor_vae_optimizer`; ``state.params`` is ``{"vae": ..., "disc": ...}``.
+    One ``jax.grad`` of :func:`factor_vae_loss_fn` and one optimizer step for both networks.
+
+    Args:
+      model: the VAE (see :func:`factor_vae_loss_fn`).
+      disc: the TC discriminator.
+      optimizer: usually :func:`factor_vae_optimizer`; ``state.params`` is
+        ``{"vae": ..., "disc": ...}``.
+      **loss_kwargs: passed to :func:`factor_vae_loss_fn` (``gamma``, ``ad_weight``, ...); use
+        ``ad_weight > 0`` for AD-FactorVAE.
+
+    Returns:
+      The update function.
     """
     loss_fn = factor_vae_loss_fn(model, disc, **loss_kwargs)
 
@@ -363,10 +426,16 @@ def factor_vae_update_fn(
 
 
 def representation_fn(model: nn.Module, vae_params: Any) -> Callable[[Any], jax.Array]:
-    """Jitted ``images (N, H, W, C) -> mu (N, D)``: the representation the metrics score.
+    """Jitted ``images -> mu``: the representation the disentanglement metrics score.
 
-    Accepts ``(N, H, W)`` too (a channel axis is added), so ground-truth data may hand over
-    plain renders.
+    Args:
+      model: a VAE with an ``encode(x) -> {"mu", ...}`` method.
+      vae_params: its ``"params"`` collection (passed to the jitted function as an argument,
+        not baked in as a constant).
+
+    Returns:
+      ``encode(x) -> mu (N, D)`` for images ``(N, H, W, C)``; ``(N, H, W)`` is accepted too (a
+      channel axis is added), so ground-truth data may hand over plain renders.
     """
 
     @jax.jit

@@ -26,17 +26,33 @@ __all__ = [
 
 
 def reparameterize(mu: ArrayLike, logvar: ArrayLike, key: jax.Array) -> jax.Array:
-    """``z = mu + eps * exp(logvar / 2)`` with ``eps = normal(key, mu.shape)``, ``(B, D)``.
+    """Draw ``z = mu + eps * exp(logvar / 2)`` with ``eps = normal(key, mu.shape)``.
 
     The one place ``eps`` is drawn, so that the models, the sampled attention score and the
     FactorVAE step give the same ``z`` for the same key.
+
+    Args:
+      mu: posterior means, ``(B, D)``.
+      logvar: posterior log-variances, ``(B, D)``.
+      key: PRNG key for ``eps``.
+
+    Returns:
+      ``z``, ``(B, D)``, in ``mu``'s dtype.
     """
     mu = jnp.asarray(mu)
     return mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * jnp.asarray(logvar))
 
 
 def bernoulli_nll(logits: ArrayLike, x: ArrayLike) -> jax.Array:
-    """``-log p(x | logits)`` summed over pixels, ``(B,)``; ``x`` in [0, 1]."""
+    """Bernoulli negative log-likelihood ``-log p(x | logits)`` summed over pixels.
+
+    Args:
+      logits: decoder logits, ``(B, H, W, C)``.
+      x: targets in [0, 1] (continuous values allowed), same shape.
+
+    Returns:
+      ``(B,)``.
+    """
     logits = jnp.asarray(logits)
     x = jnp.asarray(x, logits.dtype)
     per_pixel = optax.sigmoid_binary_cross_entropy(logits, x)
@@ -44,7 +60,18 @@ def bernoulli_nll(logits: ArrayLike, x: ArrayLike) -> jax.Array:
 
 
 def gaussian_nll(mean: ArrayLike, x: ArrayLike, *, variance: float = 1.0) -> jax.Array:
-    """Gaussian ``-log p(x | mean, variance)`` up to a constant (scaled SSE), ``(B,)``."""
+    """Gaussian negative log-likelihood ``-log p(x | mean, variance)`` up to a constant.
+
+    The scaled sum of squared errors ``0.5 * sum((x - mean)^2) / variance``.
+
+    Args:
+      mean: predicted means, ``(B, ...)``.
+      x: targets, same shape.
+      variance: the fixed per-pixel variance.
+
+    Returns:
+      ``(B,)``.
+    """
     diff = jnp.asarray(x) - jnp.asarray(mean)
     return 0.5 * jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=-1) / variance
 
@@ -52,11 +79,21 @@ def gaussian_nll(mean: ArrayLike, x: ArrayLike, *, variance: float = 1.0) -> jax
 def reconstruction_nll(
     logits: ArrayLike, x: ArrayLike, *, likelihood: str = "bernoulli", variance: float = 0.5
 ) -> jax.Array:
-    """``-log p(x | z)`` per example ``(B,)`` from decoder ``logits`` ``(B, H, W, C)``.
+    """Reconstruction term ``-log p(x | z)`` per example, from decoder logits.
 
-    ``"bernoulli"``: cross-entropy on the logits (continuous targets in [0, 1] allowed);
-    ``"gaussian"``: mean ``sigmoid(logits)`` with fixed ``variance`` (0.5 makes it the plain
-    sum of squared errors, the common "MSE(sum) + KL" VAE).
+    Args:
+      logits: decoder logits, ``(B, H, W, C)``.
+      x: targets in [0, 1], same shape.
+      likelihood: ``"bernoulli"``: cross-entropy on the logits (:func:`bernoulli_nll`);
+        ``"gaussian"``: mean ``sigmoid(logits)`` with fixed ``variance`` (:func:`gaussian_nll`).
+      variance: the Gaussian variance; 0.5 makes it the plain sum of squared errors, the common
+        "MSE(sum) + KL" VAE.
+
+    Returns:
+      ``(B,)``.
+
+    Raises:
+      ValueError: unknown ``likelihood``.
     """
     if likelihood == "bernoulli":
         return bernoulli_nll(logits, x)
@@ -66,12 +103,18 @@ def reconstruction_nll(
 
 
 def kl_per_latent(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:
-    """``KL(N(mu_i, exp(logvar_i)) || N(0, 1))`` of each latent dim, ``(B, D)``.
+    """``KL(N(mu_i, exp(logvar_i)) || N(0, 1))`` of each latent dim.
 
     ``0.5 * (exp(logvar) + mu^2 - 1 - logvar)``: the one per-latent KL to the prior that the
     ELBO (:func:`gaussian_kl`), FactorVAE's pair choice and the launchers' per-latent reports
-    all use. (The KL to an arbitrary reference is
-    :func:`vae_xai.attention.latent_kl_score`.)
+    all use. (The KL to an arbitrary reference is :func:`vae_xai.attention.latent_kl_score`.)
+
+    Args:
+      mu: posterior means, ``(B, D)``.
+      logvar: posterior log-variances, ``(B, D)``.
+
+    Returns:
+      ``(B, D)``.
     """
     mu = jnp.asarray(mu)
     logvar = jnp.asarray(logvar)
@@ -79,10 +122,17 @@ def kl_per_latent(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:
 
 
 def gaussian_kl(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:
-    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latent dims, ``(B,)``.
+    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latent dims.
 
     The sum of :func:`kl_per_latent` (the factor 0.5 is a power of two, so summing before or
     after scaling gives the same floats).
+
+    Args:
+      mu: posterior means, ``(B, D)``.
+      logvar: posterior log-variances, ``(B, D)``.
+
+    Returns:
+      ``(B,)``.
     """
     return jnp.sum(kl_per_latent(mu, logvar), axis=-1)
 
@@ -90,7 +140,14 @@ def gaussian_kl(mu: ArrayLike, logvar: ArrayLike) -> jax.Array:
 def permute_dims(z: ArrayLike, key: jax.Array) -> jax.Array:
     """Shuffle each latent dim independently across the batch (FactorVAE, Kim & Mnih 2018).
 
-    The result samples the product of marginals ``prod_j q(z_j)``: ``(B, D) -> (B, D)``.
+    The result samples the product of marginals ``prod_j q(z_j)``.
+
+    Args:
+      z: latent samples, ``(B, D)``.
+      key: PRNG key for the ``D`` permutations.
+
+    Returns:
+      ``(B, D)``.
     """
     z = jnp.asarray(z)
     keys = jax.random.split(key, z.shape[1])
@@ -99,17 +156,31 @@ def permute_dims(z: ArrayLike, key: jax.Array) -> jax.Array:
 
 
 def total_correlation(logits: ArrayLike) -> jax.Array:
-    """Density-ratio estimate of TC from discriminator logits on ``q(z)`` samples, ``(B,)``.
+    """Density-ratio estimate of the total correlation from discriminator logits on ``q(z)``.
 
     With a 2-way discriminator (class 0 = ``q(z)``, class 1 = product of marginals),
     ``TC ~ log D(z) - log(1 - D(z)) = logit_0 - logit_1`` (Kim & Mnih 2018, Eq. 3).
+
+    Args:
+      logits: discriminator logits, ``(B, 2)``.
+
+    Returns:
+      Per-example TC estimates, ``(B,)``.
     """
     logits = jnp.asarray(logits)
     return logits[:, 0] - logits[:, 1]
 
 
 def discriminator_loss(logits_q: ArrayLike, logits_perm: ArrayLike) -> jax.Array:
-    """FactorVAE discriminator cross-entropy (scalar): ``q(z)`` is class 0, permuted class 1."""
+    """FactorVAE discriminator cross-entropy: ``q(z)`` is class 0, permuted samples class 1.
+
+    Args:
+      logits_q: discriminator logits on samples of ``q(z)``, ``(B, 2)``.
+      logits_perm: logits on :func:`permute_dims` samples, ``(B', 2)``.
+
+    Returns:
+      The mean of the two classes' mean cross-entropies (scalar).
+    """
     logits_q = jnp.asarray(logits_q)
     logits_perm = jnp.asarray(logits_perm)
     zeros = jnp.zeros(logits_q.shape[0], jnp.int32)
@@ -120,11 +191,21 @@ def discriminator_loss(logits_q: ArrayLike, logits_perm: ArrayLike) -> jax.Array
 
 
 def attention_disentanglement_loss(a1: ArrayLike, a2: ArrayLike, *, eps: float = 1e-8) -> jax.Array:
-    """Attention disentanglement loss ``L_AD`` (paper Eq. 6), per example ``(B,)``.
+    """Attention disentanglement loss ``L_AD`` (paper Eq. 6), per example.
 
     ``L_AD(A1, A2) = 2 * sum_ij min(A1_ij, A2_ij) / sum_ij (A1_ij + A2_ij)``: the overlap of two
-    non-negative maps (``(B, h, w)`` each), 0 when disjoint and 1 when identical. ``eps`` in the
-    denominator makes all-zero maps give 0 with a finite gradient.
+    non-negative maps, 0 when disjoint and 1 when identical.
+
+    Args:
+      a1: first attention maps, ``(B, h, w)``, non-negative.
+      a2: second attention maps, same shape.
+      eps: added to the denominator so that all-zero maps give 0 with a finite gradient.
+
+    Returns:
+      ``(B,)``.
+
+    Raises:
+      ValueError: ``a1`` and ``a2`` differ in shape.
     """
     a1 = jnp.asarray(a1)
     a2 = jnp.asarray(a2)

@@ -17,7 +17,18 @@ OutputsFn = Callable[[Any], tuple[jax.Array, jax.Array]]
 
 
 def default_outputs(out: Any) -> tuple[jax.Array, jax.Array]:
-    """``(mu, logvar)`` from a module output: a mapping with those keys, or a tuple/list."""
+    """Read ``(mu, logvar)`` from an encoder's output.
+
+    Args:
+      out: a mapping with keys ``"mu"`` and ``"logvar"``, or a tuple/list ``(mu, logvar, ...)``.
+
+    Returns:
+      ``(mu, logvar)``.
+
+    Raises:
+      KeyError: a mapping without ``"mu"`` or ``"logvar"``.
+      TypeError: any other output type.
+    """
     if isinstance(out, Mapping):
         missing = [k for k in ("mu", "logvar") if k not in out]
         if missing:

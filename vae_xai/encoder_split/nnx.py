@@ -175,6 +175,11 @@ def split_nnx_encoder(
       ``A -> (mu, logvar)``, ``shift_head_fn`` (with ``dense_after``, else None) and
       ``outputs`` (the method's full output at ``x``).
 
+    Raises:
+      TypeError: ``module`` is not an NNX module, or ``method``/``layer`` has the wrong type.
+      ValueError: ``layer``/``dense_after`` not found, ambiguous, not called exactly once, or
+        of the wrong shape; ``method`` not a method of ``module``.
+
     Example::
 
         split = split_nnx_encoder(model, x, layer="encoder/block2", method="encode")

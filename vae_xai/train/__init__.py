@@ -39,7 +39,8 @@ The pieces compose for any model, one job per module:
 
 from __future__ import annotations
 
-# importable from here before the split, so kept (``as``: re-exported, not in __all__)
+# the mesh helpers of vae_xai.sharding, re-exported for callers that import them from here
+# (``as``: re-exported, not in __all__)
 from vae_xai.sharding import DATA_AXIS as DATA_AXIS
 from vae_xai.sharding import batch_sharding as batch_sharding
 from vae_xai.sharding import make_mesh as make_mesh
@@ -56,7 +57,7 @@ from vae_xai.train.checkpoint import (
 from vae_xai.train.elbo import vae_update_fn
 from vae_xai.train.entry import TRAIN_WALL_FILE, TrainInfo, train
 from vae_xai.train.loop import DivergenceError, fit
-from vae_xai.train.probing import _PROBE as _PROBE  # (its context variable, as before)
+from vae_xai.train.probing import _PROBE as _PROBE  # the probe context variable
 from vae_xai.train.probing import ProbeDone, probe
 from vae_xai.train.schedule import Schedule, set_default_steps_per_dispatch
 from vae_xai.train.signals import Interrupted

@@ -52,6 +52,9 @@ def checkpoint_manager(
       max_to_keep: how many of the latest checkpoints are kept.
       keep_every: also keep, forever, every checkpoint whose step is a multiple of this
         (orbax's ``keep_period``), e.g. for scores along training; ``None``: only the latest.
+
+    Returns:
+      The ``ocp.CheckpointManager`` (one unnamed item, saved with the standard handler).
     """
     absl_logger = logging.getLogger("absl")
     if _QUIET_ORBAX not in absl_logger.filters:
@@ -77,8 +80,10 @@ DAMAGED_DIR = "damaged_checkpoints"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used (damaged, unreadable, or not saved); the message is
-    one line naming the step folder and what to do."""
+    """A checkpoint that cannot be used (damaged, unreadable, or not saved).
+
+    The message is one line naming the step folder and what to do.
+    """
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -90,8 +95,9 @@ def _sha256(path: pathlib.Path) -> str:
 
 
 def write_checksums(step_dir: str | os.PathLike[str]) -> pathlib.Path:
-    """Record the size and sha256 of every file of a finished step folder in
-    ``step_dir/CHECKSUMS_FILE`` (atomically), for :func:`verify_checkpoint`.
+    """Record the size and sha256 of every file of a finished step folder.
+
+    Written atomically to ``step_dir/CHECKSUMS_FILE``, for :func:`verify_checkpoint`.
 
     Args:
       step_dir: an orbax step folder (``workdir/checkpoints/<step>``) whose save has finished.
@@ -109,15 +115,17 @@ def write_checksums(step_dir: str | os.PathLike[str]) -> pathlib.Path:
 
 
 def verify_checkpoint(step_dir: str | os.PathLike[str]) -> str | None:
-    """Why the files of a step folder differ from the checksums written with them, or
-    ``None`` when they match (or when the step has no checksum file: saved by an older
-    version; such a step is checked by a full read and a finiteness check only).
+    """Say why the files of a step folder differ from the checksums written with them.
+
+    A step without a checksum file passes here; it is then checked by the full read and the
+    finiteness check of the restore only.
 
     Args:
       step_dir: an orbax step folder (``workdir/checkpoints/<step>``).
 
     Returns:
-      ``None`` or a short reason naming the first differing file.
+      ``None`` when the files match (or there is no checksum file), else a short reason
+      naming the first differing file.
     """
     step_dir = pathlib.Path(step_dir)
     if not step_dir.is_dir():
@@ -192,14 +200,27 @@ def restore_params(
     mesh: Mesh | None = None,
     step: int | None = None,
 ):
-    """Restore the latest checkpoint of ``workdir`` (or that of ``step``) into the structure
-    of ``state``, verified before use (checksums, a full read, finite values).
+    """Restore a checkpoint of ``workdir`` into the structure of ``state``, verified before use.
 
-    Raises FileNotFoundError (naming the folder) when there is none, and
-    :class:`CheckpointError` (one line naming the step folder to delete) when it is damaged:
-    an evaluation of another step than asked would be mislabelled, so there is no fallback
-    here (:func:`~vae_xai.train.fit` falls back). With several processes the result is this
-    process's copy (:func:`vae_xai.distributed.local_copy`).
+    The checkpoint is checked (checksums, a full read, finite values) before it is returned.
+    There is no fallback to another step here, since an evaluation of another step than asked
+    would be mislabelled (:func:`~vae_xai.train.fit` does fall back).
+
+    Args:
+      workdir: the run folder.
+      state: a :class:`~vae_xai.train.TrainState` with the structure, shapes and dtypes to
+        restore into (e.g. a freshly initialized one).
+      mesh: device mesh to restore onto (default: all devices on ``"data"``).
+      step: the step to restore; ``None``: the latest.
+
+    Returns:
+      The restored state; with several processes, this process's copy
+      (:func:`vae_xai.distributed.local_copy`).
+
+    Raises:
+      FileNotFoundError: no checkpoint (or none of ``step``), naming the folder.
+      TypeError: ``step`` is not an integer.
+      CheckpointError: the checkpoint is damaged (one line naming the step folder to delete).
     """
     mesh = mesh or make_mesh()
     if not (pathlib.Path(workdir) / "checkpoints").is_dir():

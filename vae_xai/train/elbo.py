@@ -27,16 +27,29 @@ def vae_update_fn(
 
     The model is called as ``model.apply(variables, x, key, train=True)`` and returns
     ``{"mu", "logvar", "logits", ...}``. Loss per example:
-    :func:`vae_xai.losses.reconstruction_nll` (``likelihood``, ``variance``) ``+ beta *
-    KL(q(z|x) || N(0, I))``; the batch mean is minimized with ``optimizer``.
+    :func:`vae_xai.losses.reconstruction_nll` ``+ beta * KL(q(z|x) || N(0, I))``; the batch
+    mean is minimized with ``optimizer``. If ``state.model_state`` has ``batch_stats``, the
+    model runs with ``mutable=["batch_stats"]``: normalization uses the batch statistics (over
+    the global batch under the sharded :func:`~vae_xai.train.jit_step`) and the running
+    averages are stored back in ``state.model_state``.
 
-    ``augment(key, images) -> images`` (e.g. random mirror + rotation) runs on device on the
-    batch before the model; the step key is then split into an augmentation and a sampling
-    key (without ``augment`` the step key samples ``z`` directly). If ``state.model_state``
-    has ``batch_stats``, the model runs with ``mutable=["batch_stats"]``: normalization uses
-    the batch statistics (over the global batch under the sharded
-    :func:`~vae_xai.train.jit_step`) and the running averages are stored back in
-    ``state.model_state``.
+    Args:
+      model: a VAE of :mod:`vae_xai.models` (or one with the same call convention).
+      optimizer: the optimizer of ``state.params``.
+      beta: KL weight (1 is the plain ELBO).
+      likelihood: ``"bernoulli"`` or ``"gaussian"``
+        (see :func:`~vae_xai.losses.reconstruction_nll`).
+      variance: the Gaussian likelihood's fixed variance.
+      augment: optional ``augment(key, images) -> images`` (e.g. random mirror + rotation),
+        run on device on the batch before the model; the step key is then split into an
+        augmentation and a sampling key (without it the step key samples ``z`` directly).
+      image_key: batch key of the ``(B, H, W, C)`` images.
+
+    Returns:
+      The update function; metrics ``loss``, ``recon``, ``kl`` (batch means).
+
+    Raises:
+      ValueError: unknown ``likelihood``.
     """
     if likelihood not in ("bernoulli", "gaussian"):
         raise ValueError(f'likelihood must be "bernoulli" or "gaussian"; got {likelihood!r}')

@@ -31,11 +31,13 @@ TRAIN_WALL_FILE = "train_wall.json"
 class TrainInfo(TypedDict):
     """What :func:`train` reports (a dict, so it goes into ``results.json`` as is).
 
-    ``steps``: the step of the returned state; ``steps_run``: steps this call trained (0 when
-    the workdir already held the final checkpoint); ``wall_s``: this call's seconds (restore
-    and compilation included); ``total_wall_s``: the seconds of every call on this workdir
-    that trained, accumulated in ``workdir/train_wall.json``; ``last``: the last line of
-    ``workdir/metrics.jsonl`` (``{}`` if none).
+    Attributes:
+      steps: the step of the returned state.
+      steps_run: steps this call trained (0 when the workdir already held the final checkpoint).
+      wall_s: this call's seconds (restore and compilation included).
+      total_wall_s: the seconds of every call on this workdir that trained, accumulated in
+        ``workdir/train_wall.json``.
+      last: the last line of ``workdir/metrics.jsonl`` (``{}`` if none).
     """
 
     steps: int
@@ -90,8 +92,7 @@ def train(
     steps_per_dispatch: int | None = None,
     schedule: Schedule | None = None,
 ) -> tuple[TrainState, TrainInfo]:
-    """The one training entry: :func:`~vae_xai.train.fit` (same arguments), and a
-    :class:`TrainInfo`.
+    """The one training entry: :func:`~vae_xai.train.fit`, and a :class:`TrainInfo` of the call.
 
     Resumes from the latest checkpoint in ``workdir``. The wall time of a call that trained
     at least one step is added to ``workdir/train_wall.json`` (``{"seconds", "step"}``,
@@ -100,15 +101,27 @@ def train(
     too); a call with nothing left to train writes nothing.
 
     Args:
-      state, update_fn, batch_fn, workdir, seed, progress, mesh, hooks: as for
-        :func:`~vae_xai.train.fit`.
-      num_steps, checkpoint_every, keep_every, log_every, steps_per_dispatch: the fields of
-        the :class:`~vae_xai.train.Schedule`, when ``schedule`` is not given.
+      state: as for :func:`~vae_xai.train.fit`.
+      update_fn: as for :func:`~vae_xai.train.fit`.
+      batch_fn: as for :func:`~vae_xai.train.fit`.
+      workdir: as for :func:`~vae_xai.train.fit`.
+      num_steps: a field of the :class:`~vae_xai.train.Schedule`, when ``schedule`` is not given.
+      seed: as for :func:`~vae_xai.train.fit`.
+      checkpoint_every: a :class:`~vae_xai.train.Schedule` field.
+      keep_every: a :class:`~vae_xai.train.Schedule` field.
+      log_every: a :class:`~vae_xai.train.Schedule` field.
+      progress: as for :func:`~vae_xai.train.fit`.
+      mesh: as for :func:`~vae_xai.train.fit`.
+      hooks: as for :func:`~vae_xai.train.fit`.
+      steps_per_dispatch: a :class:`~vae_xai.train.Schedule` field.
       schedule: the step schedule as one object.
 
     Returns:
       ``(state, info)``: the final state (with several processes, this process's copy, for
       the evaluation that follows) and the :class:`TrainInfo` of this call.
+
+    Raises:
+      As :func:`~vae_xai.train.fit`, and :class:`~vae_xai.train.Interrupted` after a signal.
     """
     schedule = schedule_of(
         schedule,

@@ -16,8 +16,11 @@ import jax
 
 
 class ProbeDone(Exception):  # noqa: N818 (a signal, not an error)
-    """Raised by :func:`~vae_xai.train.fit` inside :func:`probe` once the probed steps are timed;
-    ``info``: ``{"setup_s", "compile_s", "s_per_step", "steps_timed", "num_steps"}``."""
+    """Raised by :func:`~vae_xai.train.fit` inside :func:`probe` once the probed steps are timed.
+
+    Attributes:
+      info: ``{"setup_s", "compile_s", "s_per_step", "steps_timed", "num_steps"}``.
+    """
 
     def __init__(self, info: dict[str, Any]):
         super().__init__(f"probe done: {info}")
@@ -35,9 +38,15 @@ def probe(steps: int = 5):
 
     Inside this context, ``fit`` runs its first step (compilation included) and ``steps``
     more, then raises :class:`ProbeDone` with the setup time (from entering the context to
-    the first step: data loading, initialization), the first step's time, and the mean seconds per
-    step of the timed steps. Used by ``experiments.reproduce --estimate`` to
-    project a job's training time on the current device without special code per experiment.
+    the first step: data loading, initialization), the first step's time, and the mean seconds
+    per step of the timed steps. Used by ``experiments.reproduce --estimate`` to project a
+    job's training time on the current device without special code per experiment.
+
+    Args:
+      steps: how many steps after the first to time.
+
+    Raises:
+      ValueError: ``steps`` is not a positive integer.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"probe steps must be a positive integer; got {steps!r}")

@@ -23,10 +23,18 @@ def _check_steps_per_dispatch(k: Any) -> None:
 
 
 def set_default_steps_per_dispatch(k: int) -> None:
-    """The ``steps_per_dispatch`` of every later :func:`~vae_xai.train.fit` /
-    :func:`~vae_xai.train.train` call that does not pass one (the launchers'
-    ``--steps_per_dispatch``). It changes how steps are dispatched, not what is trained (a
-    block equals its single steps)."""
+    """Set the ``steps_per_dispatch`` of later calls that do not pass one.
+
+    Applies to every later :func:`~vae_xai.train.fit` / :func:`~vae_xai.train.train` call
+    (the launchers' ``--steps_per_dispatch``). It changes how steps are dispatched, not what is
+    trained (a block equals its single steps), so it is a setting of the process.
+
+    Args:
+      k: steps per jitted call, a positive integer.
+
+    Raises:
+      ValueError: ``k`` is not a positive integer.
+    """
     global _DEFAULT_STEPS_PER_DISPATCH
     _check_steps_per_dispatch(k)
     _DEFAULT_STEPS_PER_DISPATCH = k
@@ -93,20 +101,26 @@ def schedule_of(
     log_every: int | None = None,
     steps_per_dispatch: int | None = None,
 ) -> Schedule:
-    """The :class:`Schedule` of a :func:`~vae_xai.train.fit` / :func:`~vae_xai.train.train`
-    call: ``schedule`` as given, or one built from the separate keyword arguments (``None``
-    meaning the field's default), so both forms of the call keep working.
+    """The :class:`Schedule` of a :func:`~vae_xai.train.fit` / :func:`~vae_xai.train.train` call.
+
+    ``schedule`` as given, or one built from the separate keyword arguments (``None`` meaning
+    the field's default), so both forms of the call work.
 
     Args:
       schedule: a ready schedule, or ``None`` to build one from the fields.
-      num_steps, checkpoint_every, keep_every, log_every, steps_per_dispatch: the fields.
+      num_steps: see :class:`Schedule`.
+      checkpoint_every: see :class:`Schedule`.
+      keep_every: see :class:`Schedule`.
+      log_every: see :class:`Schedule`.
+      steps_per_dispatch: see :class:`Schedule`.
 
     Returns:
       The schedule.
 
     Raises:
-      TypeError: both ``schedule`` and a field were given, or neither ``schedule`` nor
-        ``num_steps``.
+      TypeError: both ``schedule`` and a field were given, neither ``schedule`` nor
+        ``num_steps``, or ``schedule`` is not a :class:`Schedule`.
+      ValueError: a field is out of range (from :class:`Schedule`).
     """
     fields = {
         "num_steps": num_steps,

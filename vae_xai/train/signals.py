@@ -16,10 +16,15 @@ from typing import Any
 class Interrupted(KeyboardInterrupt):
     """:func:`~vae_xai.train.fit` stopped on SIGTERM or SIGINT after saving the current step.
 
-    A ``KeyboardInterrupt`` (so a notebook's interrupt behaves as usual); ``signum``,
-    ``step`` and ``exit_code`` (``128 + signum``, what a shell reports for the signal) say
-    what happened; rerunning the same command resumes from ``step``. ``start``: the step
-    this call started (or resumed) from, so ``step - start`` steps were trained.
+    A ``KeyboardInterrupt``, so a notebook's interrupt behaves as usual; rerunning the same
+    command resumes from ``step``.
+
+    Attributes:
+      signum: the signal number.
+      step: the step that was saved.
+      start: the step this call started (or resumed) from, so ``step - start`` steps were
+        trained.
+      exit_code: ``128 + signum``, what a shell reports for the signal.
     """
 
     def __init__(

@@ -53,10 +53,20 @@ def _bind_key(jitted: Callable[..., Any], seed: int, mesh: Mesh) -> Callable[...
 
 
 def jit_step(update_fn: UpdateFn, mesh: Mesh, seed: int = 0) -> Callable[..., Any]:
-    """Compile ``update_fn`` for the mesh: ``step(state, batch) -> (state, metrics)``.
+    """Compile ``update_fn`` for the mesh as ``step(state, batch) -> (state, metrics)``.
 
     The state is donated (its buffers are reused for the new state) and replicated; the batch
-    is sharded over ``"data"``; the per-step key is ``fold_in(key(seed), state.step)``.
+    is sharded over ``"data"``; the per-step key is ``fold_in(key(seed), state.step)``. The key
+    is an argument of the compiled program, not a constant, so runs of every seed share one
+    compilation.
+
+    Args:
+      update_fn: ``(state, batch, key) -> (state, metrics)``, pure.
+      mesh: the device mesh (:func:`vae_xai.sharding.make_mesh`).
+      seed: seed of the run's base PRNG key.
+
+    Returns:
+      The compiled step; it advances ``state.step`` by one.
     """
     rep = replicated(mesh)
     jitted = jax.jit(
@@ -71,7 +81,7 @@ def jit_step(update_fn: UpdateFn, mesh: Mesh, seed: int = 0) -> Callable[..., An
 def jit_steps(
     update_fn: UpdateFn, mesh: Mesh, seed: int = 0, steps: int = 1, *, unroll: bool | None = None
 ) -> Callable[..., Any]:
-    """``steps`` training steps per call, as one ``lax.scan`` over a block of batches.
+    """Compile ``steps`` training steps per call, as one ``lax.scan`` over a block of batches.
 
     ``block(state, batches) -> (state, metrics)``: every leaf of ``batches`` has a leading
     axis of ``steps`` (then the batch axis, sharded over ``"data"``), the metrics get the same
@@ -80,11 +90,20 @@ def jit_steps(
     the same state; one dispatch instead of ``k`` pays on accelerators, where a small model's
     step is shorter than the host's dispatch and data transfer.
 
-    ``unroll`` (default: on the CPU backend only) writes the ``steps`` steps out instead of
-    a loop: XLA CPU runs our conv steps inside a while loop about 35x slower (a block of two
-    quickstart steps took 7.6 s rolled, 0.2 s unrolled, one step 0.12 s; one-off timing on the
-    2-core development CPU, jax 0.10.2, 2026-12-02), while accelerators
-    want the rolled loop (compile time independent of ``steps``).
+    Args:
+      update_fn: ``(state, batch, key) -> (state, metrics)``, pure.
+      mesh: the device mesh.
+      seed: seed of the run's base PRNG key.
+      steps: steps per call (a positive integer).
+      unroll: write the ``steps`` steps out instead of a loop; default: on the CPU backend
+        only. XLA CPU runs our conv steps inside a while loop many times slower, while
+        accelerators want the rolled loop (compile time independent of ``steps``).
+
+    Returns:
+      The compiled block function.
+
+    Raises:
+      ValueError: ``steps`` is not a positive integer.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps (per dispatch) must be a positive integer; got {steps!r}")
@@ -108,8 +127,18 @@ def jit_steps(
 
 
 def with_finite_flags(update_fn: UpdateFn) -> UpdateFn:
-    """``update_fn`` whose metrics become ``(metrics, flags)``: ``flags[name]`` says whether
-    metric ``name`` is finite, ``flags["params/model_state"]`` whether the new state is."""
+    """Wrap ``update_fn`` so that its metrics also say what is finite.
+
+    The loop checks these flags on device before it logs or saves, so a non-finite state is
+    never checkpointed.
+
+    Args:
+      update_fn: ``(state, batch, key) -> (state, metrics)``.
+
+    Returns:
+      An update function whose metrics are ``(metrics, flags)``: ``flags[name]`` says whether
+      metric ``name`` is finite, ``flags["params/model_state"]`` whether the new state is.
+    """
 
     def update(state: TrainState, batch: Batch, key: jax.Array):
         new_state, metrics = update_fn(state, batch, key)

@@ -85,10 +85,13 @@ def beta_vae_score(
     training points, eval accuracy on ``num_eval`` fresh points.
 
     Args:
-      gt, representation_fn, rng: as in :func:`factor_vae_score`.
+      gt: ground-truth data (see :class:`GroundTruthData`).
+      representation_fn: observations ``(num, ...)`` -> representation ``(num, D)``.
+      rng: seeded ``np.random.Generator``; the only source of randomness.
       batch_size: pairs averaged per point.
-      num_train, num_eval: number of training / evaluation points (the training set must
-        contain at least two distinct factor labels).
+      num_train: number of training points (they must contain at least two distinct
+        factor labels).
+      num_eval: number of evaluation points.
       classifier: ``"lbfgs"`` = ``sklearn.linear_model.LogisticRegression()`` with the
         current sklearn defaults (what disentanglement_lib's code runs on today's sklearn);
         ``"liblinear_ovr"`` = one-vs-rest liblinear logistic regression, the sklearn default
@@ -98,6 +101,11 @@ def beta_vae_score(
     Returns:
       ``{"train_accuracy": float, "eval_accuracy": float}``. A sklearn
       ``ConvergenceWarning`` (lbfgs hits ``max_iter=100``) is passed through, not hidden.
+
+    Raises:
+      ValueError: a size out of range, an unknown ``classifier``, a bad
+        ``representation_fn`` output, or training points with a single factor label.
+      TypeError: ``rng`` is not a ``numpy.random.Generator``.
     """
     _check_rng(rng)
     _check_positive_int("batch_size", batch_size)

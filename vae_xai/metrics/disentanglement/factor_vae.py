@@ -33,6 +33,13 @@ def prune_dims(variances: np.ndarray, threshold: float = 0.05) -> np.ndarray:
     disentanglement_lib ``factor_vae._prune_dims`` (its signature default is 0, the metric
     config binds ``prune_dims.threshold = 0.05``, which is our default). Dimensions whose
     posterior means barely vary have collapsed to the prior and cannot vote.
+
+    Args:
+      variances: ``(D,)`` global variances of the representation dimensions.
+      threshold: minimum standard deviation of an active dimension.
+
+    Returns:
+      ``(D,)`` bool mask.
     """
     return np.sqrt(np.asarray(variances, dtype=np.float64)) >= threshold
 
@@ -57,7 +64,18 @@ def majority_vote_classifier(votes: np.ndarray) -> np.ndarray:
 def vote_accuracy(votes: np.ndarray, classifier: np.ndarray) -> float:
     """Fraction of votes that ``classifier`` (dim -> factor) gets right.
 
-    ``sum_d votes[d, classifier[d]] / sum(votes)``; 0.0 when there are no votes.
+    ``sum_d votes[d, classifier[d]] / sum(votes)``.
+
+    Args:
+      votes: ``(num_dims, num_factors)`` vote counts.
+      classifier: ``(num_dims,)`` predicted factor per dimension
+        (:func:`majority_vote_classifier`).
+
+    Returns:
+      The accuracy; 0.0 when there are no votes.
+
+    Raises:
+      ValueError: inconsistent shapes.
     """
     votes = np.asarray(votes)
     classifier = np.asarray(classifier)
@@ -138,7 +156,8 @@ def factor_vae_score(
       rng: seeded ``np.random.Generator``; the only source of randomness.
       batch_size: samples per vote (>= 2, the variance uses ``ddof=1``); also the batch
         size of the representation calls for the global-variance estimate.
-      num_train, num_eval: number of training / evaluation votes.
+      num_train: number of training votes.
+      num_eval: number of evaluation votes.
       num_variance_estimate: points for the global variance (>= 2).
       prune_threshold: minimum global standard deviation of an active dimension.
       progress: show tqdm progress bars.
@@ -147,6 +166,10 @@ def factor_vae_score(
       ``{"train_accuracy": float, "eval_accuracy": float, "num_active_dims": int}``. If no
       dimension is active both accuracies are 0.0 (as in disentanglement_lib) and a warning
       is logged.
+
+    Raises:
+      ValueError: a size out of range or a bad ``representation_fn`` output.
+      TypeError: ``rng`` is not a ``numpy.random.Generator``.
     """
     _check_rng(rng)
     _check_positive_int("batch_size", batch_size, 2)

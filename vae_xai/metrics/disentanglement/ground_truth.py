@@ -29,13 +29,29 @@ class GroundTruthData(Protocol):
     factor_sizes: Sequence[int]
 
     def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
-        """Returns ``(num, F)`` integer factor classes, factor ``j`` in ``[0, factor_sizes[j])``."""
+        """Sample random factor classes.
+
+        Args:
+          num: number of points.
+          rng: the random generator to draw from.
+
+        Returns:
+          ``(num, F)`` integers, factor ``j`` in ``[0, factor_sizes[j])``.
+        """
         ...
 
     def sample_observations_from_factors(
         self, factors: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
-        """Returns a batch of ``len(factors)`` observations rendered from ``(num, F)`` factors."""
+        """Render observations from factor classes.
+
+        Args:
+          factors: ``(num, F)`` factor classes.
+          rng: the random generator, for datasets whose rendering is random.
+
+        Returns:
+          A batch of ``num`` observations (leading axis ``num``).
+        """
         ...
 
 
@@ -127,9 +143,22 @@ def compute_representations(
     last batch is smaller when ``num`` is not a multiple of ``batch_size`` (a jitted
     ``representation_fn`` then compiles once more for that shape).
 
+    Args:
+      gt: the dataset.
+      representation_fn: ``observations -> (n, D)``.
+      num: number of points.
+      rng: source of all randomness.
+      batch_size: points per ``representation_fn`` call.
+      progress: show a tqdm progress bar.
+
     Returns:
       ``(representations, factors)`` with shapes ``(num, D)`` float64 and ``(num, F)``,
       sample-major (the transpose of disentanglement_lib's ``(D, num)``, ``(F, num)``).
+
+    Raises:
+      ValueError: ``num``/``batch_size`` not positive integers, or a ``sample_factors`` /
+        ``representation_fn`` output of the wrong shape, changing ``D`` or non-finite.
+      TypeError: ``rng`` is not a ``numpy.random.Generator``.
     """
     _check_positive_int("num", num)
     _check_positive_int("batch_size", batch_size)

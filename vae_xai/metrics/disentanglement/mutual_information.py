@@ -54,9 +54,17 @@ def histogram_discretize(values: np.ndarray, num_bins: int = 20) -> np.ndarray:
 def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """Empirical mutual information (nats) between every code and every factor.
 
-    disentanglement_lib ``utils.discrete_mutual_info`` (``sklearn.metrics.
-    mutual_info_score``). Args: ``codes (num, D)`` and ``factors (num, F)``, discrete
-    labels. Returns ``(D, F)``.
+    disentanglement_lib ``utils.discrete_mutual_info`` (``sklearn.metrics.mutual_info_score``).
+
+    Args:
+      codes: ``(num, D)`` discrete labels (e.g. from :func:`histogram_discretize`).
+      factors: ``(num, F)`` discrete factor classes.
+
+    Returns:
+      ``(D, F)``.
+
+    Raises:
+      ValueError: shapes other than ``(num, D)`` and ``(num, F)``.
     """
     codes = np.asarray(codes)
     factors = np.asarray(factors)
@@ -72,9 +80,18 @@ def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
 
 
 def discrete_entropy(factors: np.ndarray) -> np.ndarray:
-    """Empirical entropy (nats) of each factor column, ``(num, F) -> (F,)``.
+    """Empirical entropy (nats) of each factor column.
 
     As disentanglement_lib ``utils.discrete_entropy``: ``H(y) = I(y; y)``.
+
+    Args:
+      factors: ``(num, F)`` discrete factor classes.
+
+    Returns:
+      ``(F,)``.
+
+    Raises:
+      ValueError: ``factors`` is not 2-D.
     """
     factors = np.asarray(factors)
     if factors.ndim != 2:
@@ -85,15 +102,22 @@ def discrete_entropy(factors: np.ndarray) -> np.ndarray:
 
 
 def mig_from_mutual_info(mutual_info: np.ndarray, entropy: np.ndarray) -> tuple[float, np.ndarray]:
-    """MIG from a ``(D, F)`` mutual-information matrix and ``(F,)`` factor entropies.
+    """MIG from a mutual-information matrix and the factor entropies.
 
     Per factor: ``(largest MI - second largest MI) / H(factor)``; MIG is the mean over
-    factors. Factors with zero entropy are excluded (``nan`` in the per-factor output;
-    disentanglement_lib would return ``nan`` overall); if every factor has zero entropy MIG
-    is 0.0. With ``D == 1`` the second largest MI is 0.
+    factors. Factors with zero entropy are excluded (``nan`` in the per-factor output, with a
+    logged warning; disentanglement_lib would return ``nan`` overall); if every factor has zero
+    entropy MIG is 0.0. With ``D == 1`` the second largest MI is 0.
+
+    Args:
+      mutual_info: ``(D, F)`` mutual information (:func:`discrete_mutual_info`).
+      entropy: ``(F,)`` factor entropies (:func:`discrete_entropy`).
 
     Returns:
       ``(mig, per_factor)`` with ``per_factor`` of shape ``(F,)``.
+
+    Raises:
+      ValueError: inconsistent shapes.
     """
     m = np.asarray(mutual_info, dtype=np.float64)
     h = np.asarray(entropy, dtype=np.float64)
@@ -132,10 +156,24 @@ def mig(
     mutual information of each dimension with each factor and each factor's entropy, and
     average ``(top MI - second MI) / H(factor)`` over factors.
 
+    Args:
+      gt: the dataset (:class:`~.ground_truth.GroundTruthData`).
+      representation_fn: ``observations -> (n, D)``, e.g. the encoder means.
+      rng: source of all randomness.
+      num_train: number of points.
+      batch_size: points per ``representation_fn`` call.
+      num_bins: histogram bins per dimension.
+      progress: show a tqdm progress bar.
+
     Returns:
       ``{"discrete_mig": float, "mig_per_factor": list[float] (nan for constant factors),
       "mutual_info": list[list[float]] (D x F, nats), "factor_entropy": list[float]}``
       -- plain Python types so the dict serialises to JSON.
+
+    Raises:
+      ValueError: a size is not a positive integer, or a bad ``representation_fn`` output
+        (see :func:`~.ground_truth.compute_representations`).
+      TypeError: ``rng`` is not a ``numpy.random.Generator``.
     """
     _check_rng(rng)
     _check_positive_int("num_train", num_train)

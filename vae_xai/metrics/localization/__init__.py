@@ -22,7 +22,7 @@ docstring has the algorithm and the memory it needs.
 
 from vae_xai.metrics.localization.iou import best_iou
 
-# The option types and defaults are public attributes but, as before, not part of ``__all__``.
+# The option types and defaults are public attributes, but not part of ``__all__``.
 from vae_xai.metrics.localization.pooled import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
 from vae_xai.metrics.localization.pooled import DEFAULT_N_BINS as DEFAULT_N_BINS
 from vae_xai.metrics.localization.pooled import Backend as Backend

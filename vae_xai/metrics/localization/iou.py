@@ -38,8 +38,13 @@ def best_iou(
     images pooled. For ``method="histogram"`` only bin edges are tried, a lower bound.
 
     Args:
-      scores, masks, method, n_bins, backend, chunk_size: as in
+      scores: real anomaly scores, e.g. ``(N, H, W)``.
+      masks: same shape, ground truth in {0, 1}.
+      method: ``"exact"`` or ``"histogram"``, as in
         :func:`~vae_xai.metrics.localization.pixel_auroc`.
+      n_bins: histogram bins for ``method="histogram"``.
+      backend: where the exact sort runs (see :func:`~vae_xai.metrics.localization.pixel_auroc`).
+      chunk_size: pixels per streaming chunk (bounds temporary memory).
 
     Returns:
       The best IoU in [0, 1].

@@ -71,14 +71,22 @@ def pro_curve(
     with ``score >= t``.
 
     Args:
-      scores: (N, H, W) or (H, W) real scores; masks: same shape, {0, 1}.
+      scores: (N, H, W) or (H, W) real scores.
+      masks: same shape, {0, 1}.
       connectivity: 8 or 4, how mask pixels join into regions.
-      method, n_bins, backend, chunk_size: as in
+      method: ``"exact"`` or ``"histogram"``, as in
         :func:`~vae_xai.metrics.localization.pixel_auroc`.
+      n_bins: histogram bins for ``method="histogram"``.
+      backend: where the exact sort runs (see :func:`~vae_xai.metrics.localization.pixel_auroc`).
+      chunk_size: pixels per streaming chunk (bounds temporary memory).
 
     Returns:
       fpr, pro, thresholds: (D+1,) float64, one point per distinct score in decreasing
       threshold order, preceded by (0, 0, +inf); the last point is (1, 1).
+
+    Raises:
+      ValueError: as :func:`~vae_xai.metrics.localization.pixel_auroc`, a connectivity
+        other than 4 or 8, or maps that are not ``(N, H, W)`` / ``(H, W)``.
     """
     chunk = _check_chunk_size(chunk_size)
     _check_method(method, n_bins, backend)
@@ -116,12 +124,20 @@ def aupro(
     code's ``np.ones((3, 3))`` structure). The stream stops once FPR exceeds ``max_fpr``.
 
     Args:
-      scores: (N, H, W) or (H, W) real scores; masks: same shape, {0, 1}.
+      scores: (N, H, W) or (H, W) real scores.
+      masks: same shape, {0, 1}.
       max_fpr: integration limit in (0, 1].
-      connectivity, method, n_bins, backend, chunk_size: as in :func:`pro_curve`.
+      connectivity: 8 or 4, as in :func:`pro_curve`.
+      method: as in :func:`pro_curve`.
+      n_bins: as in :func:`pro_curve`.
+      backend: as in :func:`pro_curve`.
+      chunk_size: as in :func:`pro_curve`.
 
     Returns:
       AUPRO in [0, 1].
+
+    Raises:
+      ValueError: ``max_fpr`` outside (0, 1], or as :func:`pro_curve`.
     """
     if not 0.0 < max_fpr <= 1.0:
         raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")

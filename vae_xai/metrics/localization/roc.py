@@ -44,6 +44,7 @@ def pixel_auroc(
       masks: same shape, ground truth in {0, 1} (bool, int or float).
       method: "exact" (sort; equal to ``sklearn.metrics.roc_auc_score`` including ties) or
         "histogram" (``n_bins`` equal-width bins, error <= auroc_histogram_error_bound).
+      n_bins: number of histogram bins for ``method="histogram"``.
       backend: where the exact sort runs: "numpy", "jax" (``jax.lax.sort`` on the scores'
         device) or "auto" (jax for arrays on an accelerator, else numpy).
       chunk_size: pixels per streaming chunk (bounds temporary memory).
@@ -72,6 +73,10 @@ def image_auroc(image_scores: ArrayLike, labels: ArrayLike) -> float:
 
     Returns:
       AUROC (exact, ties count half; equal to ``sklearn.metrics.roc_auc_score``).
+
+    Raises:
+      ValueError: ``image_scores`` not 1-D, non-finite scores, non-binary labels, or
+        labels of a single class.
     """
     names = ("image_scores", "labels")
     if np.ndim(image_scores) != 1:
@@ -97,17 +102,24 @@ def roc_curve(
     """Pooled pixel ROC curve with the points of ``sklearn.metrics.roc_curve``.
 
     Args:
-      scores, masks: as in :func:`pixel_auroc`.
+      scores: as in :func:`pixel_auroc`.
+      masks: as in :func:`pixel_auroc`.
       drop_intermediate: False (default here) keeps one point per distinct score, i.e.
         sklearn's ``drop_intermediate=False``; True drops collinear points with
         sklearn's rule (its default).
-      method, n_bins, backend, chunk_size: as in :func:`pixel_auroc`.
+      method: as in :func:`pixel_auroc`.
+      n_bins: as in :func:`pixel_auroc`.
+      backend: as in :func:`pixel_auroc`.
+      chunk_size: as in :func:`pixel_auroc`.
 
     Returns:
       fpr, tpr: (D+1,) float64, starting at (0, 0); thresholds: (D+1,) float64, the
       distinct scores in decreasing order (``scores >= thresholds[i]`` gives point i),
       preceded by +inf. For ``method="histogram"`` the thresholds are the bin lower edges.
       Memory: O(D) for D distinct scores (up to n for continuous scores).
+
+    Raises:
+      ValueError: as :func:`pixel_auroc`.
     """
     _check_method(method, n_bins, backend)
     chunk = _check_chunk_size(chunk_size)
@@ -141,8 +153,10 @@ def auroc_histogram_error_bound(
     with exactly equal scores are counted although the histogram gets them right.
 
     Args:
-      scores, masks: as in :func:`pixel_auroc`.
-      n_bins, chunk_size: as in :func:`pixel_auroc` with ``method="histogram"``.
+      scores: as in :func:`pixel_auroc`.
+      masks: as in :func:`pixel_auroc`.
+      n_bins: as in :func:`pixel_auroc` with ``method="histogram"``.
+      chunk_size: as in :func:`pixel_auroc`.
 
     Returns:
       The bound, in [0, 0.5].
