@@ -54,12 +54,26 @@ def _check_batch(images: jax.Array, masks: jax.Array | None) -> None:
 
 
 def flip_horizontal(images: jax.Array) -> jax.Array:
-    """Mirror left-right. ``images``: ``(B, H, W, C)`` or ``(B, H, W)``; same shape out."""
+    """Mirror left-right.
+
+    Args:
+      images: ``(B, H, W, C)`` or ``(B, H, W)``.
+
+    Returns:
+      The mirrored batch, same shape.
+    """
     return jnp.flip(images, axis=2)
 
 
 def flip_vertical(images: jax.Array) -> jax.Array:
-    """Mirror top-bottom. ``images``: ``(B, H, W, C)`` or ``(B, H, W)``; same shape out."""
+    """Mirror top-bottom.
+
+    Args:
+      images: ``(B, H, W, C)`` or ``(B, H, W)``.
+
+    Returns:
+      The mirrored batch, same shape.
+    """
     return jnp.flip(images, axis=1)
 
 
@@ -180,7 +194,8 @@ def random_rotate(
       masks: optional ``(B, H, W)``, rotated with the same angle (nearest neighbour).
       max_rotation_deg: half-width of the uniform angle range in degrees (0 disables).
       right_angles: add a random multiple of 90 degrees.
-      fill_mode, fill_value: see :func:`rotate`.
+      fill_mode: see :func:`rotate`.
+      fill_value: see :func:`rotate`.
 
     Returns:
       ``images`` (and ``masks`` if given) with the same shapes and dtypes.
@@ -223,7 +238,8 @@ def augment_batch(
       max_rotation_deg: rotation angle ~ ``U(-max, +max)`` degrees; 0 with
         ``right_angles=False`` skips the resampling entirely.
       right_angles: add a random multiple of 90 degrees (square images only).
-      fill_mode, fill_value: see :func:`rotate`.
+      fill_mode: see :func:`rotate`.
+      fill_value: see :func:`rotate`.
 
     Returns:
       Augmented ``images`` ``(B, H, W, C)`` (and ``masks`` ``(B, H, W)`` if given).

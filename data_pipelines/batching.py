@@ -27,7 +27,14 @@ Data = TypeVar("Data", np.ndarray, Mapping[str, np.ndarray])
 def num_examples(data: np.ndarray | Mapping[str, Any]) -> int:
     """The shared leading dimension ``N`` of an array or a dict of arrays.
 
-    Raises ValueError for an empty dict or arrays of different leading dimensions.
+    Args:
+      data: an array, or a dict of arrays.
+
+    Returns:
+      ``N``.
+
+    Raises:
+      ValueError: an empty dict, or arrays of different leading dimensions.
     """
     if isinstance(data, Mapping):
         lengths = {k: len(v) for k, v in data.items()}
@@ -41,10 +48,19 @@ def num_examples(data: np.ndarray | Mapping[str, Any]) -> int:
 
 
 def steps_per_epoch(n: int, batch_size: int, *, drop_remainder: bool = True) -> int:
-    """Batches in one pass over ``n`` examples (the last, partial one counted only when kept).
+    """Batches in one pass over ``n`` examples.
 
-    Raises ValueError when ``n == 0`` or ``batch_size`` is not in ``1..n`` (any positive
-    size when ``drop_remainder=False``), naming the number of examples.
+    Args:
+      n: number of examples.
+      batch_size: examples per batch.
+      drop_remainder: whether the last, partial batch is dropped (else it is counted).
+
+    Returns:
+      The number of batches per epoch.
+
+    Raises:
+      ValueError: ``n == 0``, or ``batch_size`` not in ``1..n`` (any positive size when
+        ``drop_remainder=False``), naming the number of examples.
     """
     if n <= 0:
         raise ValueError("no examples to batch (N=0): the selected data is empty")
@@ -78,8 +94,8 @@ def epoch_batch_fn(
       shuffle: permute each epoch (else the stored order, every epoch).
       drop_remainder: drop the last incomplete batch of each epoch (every batch is ``B``).
       sort_within_batch: return a batch's examples in index order instead of permutation
-        order (the same examples; :mod:`vae_xai.localization` has always batched this way,
-        and :mod:`data_pipelines.mnist` without it, so both keep their exact batches).
+        order (the same examples; :mod:`vae_xai.localization` batches this way and
+        :mod:`data_pipelines.mnist` does not, which fixes each pipeline's exact batches).
 
     Returns:
       ``batch_fn(step)`` with the type of ``data``: an array ``(B, ...)`` or a dict of them.
@@ -124,8 +140,19 @@ def iterate_epochs(
     epochs: int | None = 1,
     drop_remainder: bool = True,
 ) -> Iterator[Data]:
-    """The batches of :func:`epoch_batch_fn` in step order, for ``epochs`` passes
-    (``None``: forever)."""
+    """The batches of :func:`epoch_batch_fn` in step order.
+
+    Args:
+      data: as for :func:`epoch_batch_fn`.
+      batch_size: as for :func:`epoch_batch_fn`.
+      seed: as for :func:`epoch_batch_fn`.
+      shuffle: as for :func:`epoch_batch_fn`.
+      epochs: number of passes over the data; ``None``: forever.
+      drop_remainder: as for :func:`epoch_batch_fn`.
+
+    Yields:
+      Batches, an array ``(B, ...)`` or a dict of them.
+    """
     batch_fn = epoch_batch_fn(
         data, batch_size, seed=seed, shuffle=shuffle, drop_remainder=drop_remainder
     )

@@ -57,8 +57,17 @@ class DSpritesGroundTruth:
         to_numpy: bool = False,
         images: np.ndarray | None = None,
     ) -> None:
-        """``images``: the official image array ``(737280, 64, 64)`` in release order (row =
-        :func:`data_pipelines.dsprites.flat_index` of the classes), or None to render."""
+        """Set up the ground truth, rendered or backed by the official images.
+
+        Args:
+          channel_axis: add a trailing channel axis to observations.
+          to_numpy: return NumPy instead of device arrays.
+          images: the official image array ``(737280, 64, 64)`` in release order (row =
+            :func:`data_pipelines.dsprites.flat_index` of the classes), or None to render.
+
+        Raises:
+          ValueError: ``images`` is not the full official array.
+        """
         if images is not None:
             shape = tuple(getattr(images, "shape", ()))
             if shape != (dsprites.NUM_IMAGES, 64, 64):
@@ -72,8 +81,15 @@ class DSpritesGroundTruth:
 
     @classmethod
     def from_official(cls, path: str, **kwargs) -> DSpritesGroundTruth:
-        """Ground truth backed by the official release at ``path`` (``.npz``/``.hdf5`` or
-        its folder), validated to hold all 737,280 rows in release order."""
+        """Ground truth backed by the official release, validated to hold all 737,280 rows in order.
+
+        Args:
+          path: the official ``.npz``/``.hdf5`` file or its folder.
+          **kwargs: ``channel_axis``/``to_numpy`` of the constructor.
+
+        Returns:
+          The ground truth, with ``source == "official"``.
+        """
         data = dsprites.load_official(path, load_images=True, check_full=True)
         return cls(images=data.imgs, **kwargs)
 
@@ -87,7 +103,19 @@ class DSpritesGroundTruth:
         return len(self.factor_sizes)
 
     def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
-        """``(num, 5)`` int64 factor classes, each factor uniform in ``[0, size)``."""
+        """Sample factor classes, each factor uniform in ``[0, size)``.
+
+        Args:
+          num: number of rows (>= 0).
+          rng: the random generator.
+
+        Returns:
+          ``(num, 5)`` int64.
+
+        Raises:
+          TypeError: ``rng`` is not a ``numpy.random.Generator``.
+          ValueError: ``num`` is not a non-negative integer.
+        """
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy Generator; got {type(rng).__name__}")
         if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 0:
@@ -97,9 +125,18 @@ class DSpritesGroundTruth:
     def sample_observations_from_factors(
         self, factors: np.ndarray, rng: np.random.Generator | None = None
     ) -> jax.Array | np.ndarray:
-        """Render ``(num, 5)`` factor classes; ``rng`` is unused (rendering is deterministic).
+        """Render (or look up) the images of factor classes.
 
-        Returns ``(num, 64, 64, 1)`` (or ``(num, 64, 64)`` without ``channel_axis``) float32.
+        Args:
+          factors: ``(num, 5)`` integer factor classes.
+          rng: unused (rendering is deterministic); accepted for the protocol.
+
+        Returns:
+          ``(num, 64, 64, 1)`` (or ``(num, 64, 64)`` without ``channel_axis``) float32 in {0, 1}.
+
+        Raises:
+          ValueError: wrong shape or classes out of range.
+          TypeError: non-integer classes.
         """
         del rng
         f = np.asarray(factors)
@@ -129,12 +166,21 @@ class DSpritesGroundTruth:
 def make_batch_fn(
     seed: int, batch_size: int, *, keys: Sequence[str] = ("image",)
 ) -> Callable[[int], dict[str, jax.Array]]:
-    """``batch_fn(step) -> {key: (batch_size, 64, 64, 1) float32}`` rendered on device.
+    """Training batches of dSprites rendered on device, deterministic in ``(seed, step)``.
 
-    Each key gets its own independent uniform draw (e.g. ``("image", "image_disc")`` for
-    FactorVAE's two half-batches). Deterministic in ``(seed, step)``.
-    ``batch_fn(step, rows=slice)`` renders only those rows of each key (the same images as
-    ``batch_fn(step)[key][rows]``); ``batch_fn.global_batch_size == batch_size``.
+    Args:
+      seed: seeds the per-step draws (``fold_in(key(seed), step)``).
+      batch_size: images per key and batch.
+      keys: the batch keys; each gets its own independent uniform draw (e.g.
+        ``("image", "image_disc")`` for FactorVAE's two half-batches).
+
+    Returns:
+      ``batch_fn(step) -> {key: (batch_size, 64, 64, 1) float32}``. ``batch_fn(step,
+      rows=slice)`` renders only those rows of each key (the same images as
+      ``batch_fn(step)[key][rows]``); ``batch_fn.global_batch_size == batch_size``.
+
+    Raises:
+      ValueError: ``batch_size < 1`` or empty/duplicated ``keys``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")

@@ -82,7 +82,17 @@ def _convert_channels(im: Image.Image, channels: int, path: pathlib.Path) -> Ima
 def resize_image(
     im: Image.Image, size_hw: tuple[int, int], resample: str = "bilinear"
 ) -> np.ndarray:
-    """Resize a PIL image to ``size_hw = (H, W)``; returns uint8 ``(H, W)`` or ``(H, W, C)``."""
+    """Resize a PIL image to ``(H, W)`` and return its pixels.
+
+    Args:
+      im: the image.
+      size_hw: target ``(H, W)``.
+      resample: Pillow filter name: ``"bilinear"``, ``"bicubic"``, ``"lanczos"``, ``"box"``
+        or ``"nearest"``.
+
+    Returns:
+      uint8 ``(H, W)`` or ``(H, W, C)``.
+    """
     h, w = size_hw
     if im.size != (w, h):
         im = im.resize((w, h), resample=_RESAMPLE[resample])
@@ -98,9 +108,21 @@ def run_indexed(
     desc: str,
     unit: str,
 ) -> None:
-    """Call ``work(i)`` for ``i < n`` on a thread pool (default ``min(8, cpus)`` threads),
-    with an optional tqdm bar. Pillow releases the GIL while decoding and resizing, so
-    threads scale; the first exception is re-raised."""
+    """Call ``work(i)`` for every ``i < n`` on a thread pool.
+
+    Pillow releases the GIL while decoding and resizing, so threads scale.
+
+    Args:
+      work: the per-item function; its return value is ignored.
+      n: number of items.
+      num_workers: threads; ``None``: ``min(8, cpus)``; ``<= 1`` runs in this thread.
+      progress: show a tqdm bar.
+      desc: the bar's description.
+      unit: the bar's unit.
+
+    Raises:
+      Exception: the first exception raised by ``work``, re-raised.
+    """
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
     bar = None
     if progress:

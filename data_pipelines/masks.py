@@ -26,12 +26,19 @@ def _format_values(values: np.ndarray) -> str:
 
 
 def mask_foreground(im: Image.Image, path: str | os.PathLike[str] | None = None) -> np.ndarray:
-    """Defect pixels of a binary mask in any encoding, bool ``(H, W)`` at full resolution.
+    """Defect pixels of a binary mask in any encoding, at full resolution.
 
     A binary mask has at most two gray levels, 0 (background) and one non-zero value
     (defect): 0/255 (MVTec-AD, UCSD), 0/1, bool (mode ``"1"``), a two-colour palette whose
     background is black, or 16-bit. Colour and palette masks are judged on their gray level
     (Pillow's ``convert("L")``); 16-bit and float masks on their raw values.
+
+    Args:
+      im: the mask image.
+      path: the file it came from, named in errors.
+
+    Returns:
+      bool ``(H, W)``.
 
     Raises:
       ValueError: the mask has two or more distinct non-zero values (e.g. a JPEG-compressed
@@ -53,11 +60,18 @@ def mask_foreground(im: Image.Image, path: str | os.PathLike[str] | None = None)
 
 
 def resize_binary_mask(binary: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize a bool/0-1 mask ``(h, w)`` to ``(H, W)``; uint8 in {0, 1}.
+    """Resize a binary mask by covered fraction.
 
     The mask is resized as a float image with Pillow's bilinear filter (antialiased, so each
     output value is roughly the covered fraction of the output pixel) and thresholded at
     ``>= 0.5``.
+
+    Args:
+      binary: bool or 0/1 ``(h, w)``.
+      size_hw: target ``(H, W)``.
+
+    Returns:
+      uint8 ``(H, W)`` in {0, 1}.
     """
     h, w = size_hw
     binary = np.asarray(binary, dtype=bool)
@@ -71,5 +85,17 @@ def resize_binary_mask(binary: np.ndarray, size_hw: tuple[int, int]) -> np.ndarr
 def binarize_and_resize_mask(
     im: Image.Image, size_hw: tuple[int, int], *, path: str | os.PathLike[str] | None = None
 ) -> np.ndarray:
-    """:func:`mask_foreground` then :func:`resize_binary_mask`: uint8 ``(H, W)`` in {0, 1}."""
+    """:func:`mask_foreground` then :func:`resize_binary_mask`.
+
+    Args:
+      im: the mask image.
+      size_hw: target ``(H, W)``.
+      path: the file it came from, named in errors.
+
+    Returns:
+      uint8 ``(H, W)`` in {0, 1}.
+
+    Raises:
+      ValueError: the mask is not binary (see :func:`mask_foreground`).
+    """
     return resize_binary_mask(mask_foreground(im, path), size_hw)

@@ -40,7 +40,17 @@ class MNISTFormatError(ValueError):
 
 
 def read_idx(path: str | pathlib.Path) -> np.ndarray:
-    """Read one IDX file (``.gz`` or raw) into a NumPy array, checking its header."""
+    """Read one IDX file (``.gz`` or raw) into a NumPy array, checking its header.
+
+    Args:
+      path: the file.
+
+    Returns:
+      The array, with the shape and dtype of the header, in native byte order.
+
+    Raises:
+      MNISTFormatError: the file cannot be read, is not IDX, or is truncated.
+    """
     path = pathlib.Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -97,6 +107,15 @@ def load(
       split: ``"train"`` (60000) or ``"test"`` (10000).
       source: ``"idx"`` (default) or ``"tfds"`` (needs TFDS's prepared ``mnist``; never
         downloads, so an offline machine fails fast).
+
+    Returns:
+      ``(images, labels)``.
+
+    Raises:
+      ValueError: unknown ``split``/``source``, or no ``data_dir`` for ``source="idx"``.
+      FileNotFoundError: ``data_dir`` or one of its IDX files is missing.
+      MNISTFormatError: a file is not a valid IDX file of the expected shape.
+      ImportError: ``source="tfds"`` without ``tensorflow_datasets``.
     """
     if split not in FILES:
         raise ValueError(f"split must be one of {sorted(FILES)}; got {split!r}")
@@ -132,7 +151,20 @@ def load_one_class(
     *,
     source: str = "idx",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of ``split`` restricted to ``digits`` (one-class training data)."""
+    """Images and labels of ``split`` restricted to ``digits`` (one-class training data).
+
+    Args:
+      data_dir: as for :func:`load`.
+      split: as for :func:`load`.
+      digits: one digit or several, each in 0..9.
+      source: as for :func:`load`.
+
+    Returns:
+      ``(images (n, 28, 28, 1) float32, labels (n,) int32)``.
+
+    Raises:
+      ValueError: a digit outside 0..9, or as :func:`load`.
+    """
     wanted = [digits] if isinstance(digits, int) else list(digits)
     if not wanted or any(not 0 <= int(d) <= 9 for d in wanted):
         raise ValueError(f"digits must be in 0..9; got {digits!r}")
@@ -147,5 +179,14 @@ def batch_at(images: np.ndarray, batch_size: int, step: int, *, seed: int = 0) -
     Each epoch is a permutation seeded by ``(seed, epoch)``; partial batches are dropped.
     A thin wrapper of :func:`data_pipelines.batching.epoch_batch_fn` (build that once for a
     training loop instead of calling this per step).
+
+    Args:
+      images: ``(N, ...)``.
+      batch_size: examples per batch.
+      step: the training step.
+      seed: seeds the per-epoch permutations.
+
+    Returns:
+      ``(batch_size, ...)``.
     """
     return batching.epoch_batch_fn(images, batch_size, seed=seed)(step)

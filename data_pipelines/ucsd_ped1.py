@@ -159,7 +159,19 @@ def parse_frame_gt(text: str, *, source: str = "<string>") -> dict[int, np.ndarr
 
 
 def parse_frame_gt_file(path: str | os.PathLike[str]) -> dict[int, np.ndarray]:
-    """Read and parse a ``UCSDped1.m`` file (see :func:`parse_frame_gt`)."""
+    """Read and parse a ``UCSDped1.m`` file (see :func:`parse_frame_gt`).
+
+    Args:
+      path: the file.
+
+    Returns:
+      ``{clip number: sorted 1-based anomalous frame numbers}``, as :func:`parse_frame_gt`.
+
+    Raises:
+      FileNotFoundError: the file is missing.
+      CorruptFileError: the file cannot be read.
+      ValueError: the contents cannot be parsed.
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing frame-level ground truth file {path}; {_LAYOUT}")
@@ -171,7 +183,15 @@ def parse_frame_gt_file(path: str | os.PathLike[str]) -> dict[int, np.ndarray]:
 
 
 def frame_labels(anomalous_frames: np.ndarray, frame_numbers: Sequence[int]) -> np.ndarray:
-    """int32 labels (1 anomalous) for 1-based ``frame_numbers`` given anomalous frames."""
+    """Frame labels from the anomalous frames of a clip.
+
+    Args:
+      anomalous_frames: 1-based anomalous frame numbers.
+      frame_numbers: 1-based numbers of the frames to label.
+
+    Returns:
+      int32 ``(len(frame_numbers),)``, 1 for anomalous.
+    """
     return np.isin(np.asarray(frame_numbers), anomalous_frames).astype(np.int32)
 
 
@@ -179,7 +199,18 @@ def frame_labels(anomalous_frames: np.ndarray, frame_numbers: Sequence[int]) -> 
 
 
 def resolve_ped1_dir(root: str | os.PathLike[str]) -> pathlib.Path:
-    """The ``UCSDped1`` folder (holding ``Train/`` and ``Test/``) under ``root``."""
+    """Find the ``UCSDped1`` folder (holding ``Train/`` and ``Test/``) under ``root``.
+
+    Args:
+      root: the folder itself, or a folder above it (``UCSDped1``,
+        ``UCSD_Anomaly_Dataset.v1p2/UCSDped1``, ``ucsd_ped1[/UCSDped1]`` are tried).
+
+    Returns:
+      The ``UCSDped1`` folder.
+
+    Raises:
+      FileNotFoundError: ``root`` is missing or holds no such folder.
+    """
     root = pathlib.Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"UCSD Ped1 root folder {root} does not exist; {_LAYOUT}")
@@ -257,14 +288,20 @@ def _scan_split(
 def data_files(
     root: str | os.PathLike[str], *, pixel_gt_only: bool = True
 ) -> dict[str, list[pathlib.Path]]:
-    """Exactly the files :func:`load_train` and :func:`load_test` (same ``pixel_gt_only``)
-    read, for a data identity (:func:`vae_xai.workdir.fingerprint_files`): stray files,
-    notes, another ``.m`` file or, with ``pixel_gt_only``, the clips without masks are not
-    part of it.
+    """Exactly the files :func:`load_train` and :func:`load_test` read, for a data identity.
+
+    Used by :func:`vae_xai.workdir.fingerprint_files`: stray files, notes, another ``.m`` file
+    or, with ``pixel_gt_only``, the clips without masks are not part of it.
+
+    Args:
+      root: as for :func:`resolve_ped1_dir`.
+      pixel_gt_only: as for the loaders: only the test clips with pixel masks.
 
     Returns:
-      ``{"Train": frames, "Test": [UCSDped1.m (when present), frames, masks]}``, each
-      sorted; raises as the loaders do for a layout they refuse.
+      ``{"Train": frames, "Test": [UCSDped1.m (when present), frames, masks]}``, each sorted.
+
+    Raises:
+      FileNotFoundError, ValueError: as the loaders do for a layout they refuse.
     """
     ped1 = resolve_ped1_dir(root)
     train = [

@@ -2,8 +2,7 @@
 every map the paper shows for a batch (reconstruction error, per-latent and overall attention,
 anomaly attention) in one jitted call.
 
-These are what the MNIST and quickstart experiments call, kept here so a notebook can call
-them too.
+The MNIST and quickstart experiments call these, and so can a notebook.
 """
 
 from __future__ import annotations
@@ -39,13 +38,27 @@ def train_conv_vae(
     log_every: int = 50,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume training) ``model`` with the Bernoulli ELBO; returns its variables.
+    """Train (or resume training) ``model`` with the Bernoulli ELBO and return its variables.
 
     A notebook's one call: Adam, :func:`vae_xai.train.init_state` (with the threefry key
     ``jax.random.key(seed)``), :func:`vae_xai.train.vae_update_fn` and
     :func:`vae_xai.train.train` (which also returns a :class:`~vae_xai.train.TrainInfo`;
-    call it directly for that). ``batch_fn(step)`` returns ``{"image": (B, H, W, C)}`` in
-    [0, 1], deterministic in step.
+    call it directly for that).
+
+    Args:
+      model: the VAE.
+      batch_fn: ``step -> {"image": (B, H, W, C)}`` in [0, 1], deterministic in ``step``.
+      workdir: the run folder (checkpoints, metrics); an existing run resumes.
+      num_steps: total number of steps of the run.
+      learning_rate: Adam learning rate.
+      beta: KL weight.
+      seed: seeds the initialization and the per-step keys.
+      checkpoint_every: save period in steps.
+      log_every: metrics period in steps.
+      progress: show a progress bar.
+
+    Returns:
+      ``{"params": ...}``, the trained variables.
     """
     optimizer = optax.adam(learning_rate)
     shape = np.shape(batch_fn(0)["image"])[1:]
@@ -70,6 +83,15 @@ def encode_statistics(
     """Empirical reference statistics ``(mu_x, sigma_x^2)`` of ``images`` (normal data).
 
     See :func:`vae_xai.attention.reference_statistics`.
+
+    Args:
+      model: the VAE.
+      variables: its variables.
+      images: normal images ``(N, H, W, C)``.
+      batch_size: images per encoder call.
+
+    Returns:
+      ``(mu_x, sigma_x^2)``, each ``(D,)``.
     """
     mu, logvar = encoder_statistics(model, variables, images, batch_size=batch_size)
     return att.reference_statistics(mu, logvar)
@@ -85,13 +107,26 @@ def explain_batch(
     ref_mu: jax.Array | float = 0.0,
     ref_var: jax.Array | float = 1.0,
 ) -> dict[str, jax.Array]:
-    """All maps for a batch ``images (B, H, W, C)``, each upsampled to ``(H, W)``.
+    """Compute all maps for a batch of images, each upsampled to the image size.
 
-    Returns ``recon`` ``(B, H, W, C)`` (Bernoulli mean at ``z = mu``), ``recon_error``
-    ``(B, H, W)`` (squared error summed over channels), ``latent_maps`` ``(B, D, H, W)``
-    (per-latent attention of the sampled ``z``, paper Sec. 3.2), ``attention`` ``(B, H, W)``
-    (their mean, Eq. 4), ``anomaly_latent_maps`` and ``anomaly_attention`` (normal difference
-    sampling against ``(ref_mu, ref_var)``, Eq. 5). Jit it with ``layer`` static.
+    Jit it with ``layer`` static.
+
+    Args:
+      model: the VAE.
+      variables: its variables.
+      images: ``(B, H, W, C)`` in [0, 1].
+      key: PRNG key for the sampled attention scores.
+      layer: the encoder layer the attention is computed at (e.g. ``"conv2"``); at the last
+        conv layer the fast ``dense_after="fc1"`` path is used.
+      ref_mu: reference means of the normal data (see :func:`encode_statistics`).
+      ref_var: reference variances of the normal data.
+
+    Returns:
+      A dict: ``recon`` ``(B, H, W, C)`` (Bernoulli mean at ``z = mu``), ``recon_error``
+      ``(B, H, W)`` (squared error summed over channels), ``latent_maps`` ``(B, D, H, W)``
+      (per-latent attention of the sampled ``z``, paper Sec. 3.2), ``attention`` ``(B, H, W)``
+      (their mean, Eq. 4), ``anomaly_latent_maps`` and ``anomaly_attention`` (normal difference
+      sampling against ``(ref_mu, ref_var)``, Eq. 5), and ``mu`` ``(B, D)``.
     """
     size = images.shape[1:3]
     out = model.apply(variables, images)

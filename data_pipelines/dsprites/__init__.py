@@ -41,7 +41,7 @@ from data_pipelines.dsprites.factors import (
     sample_factor_classes,
 )
 
-# The fitted shape constants are public attributes but, as before, not part of ``__all__``.
+# The fitted shape constants are public attributes, but not part of ``__all__``.
 from data_pipelines.dsprites.geometry import ELLIPSE_SEMI_AXES as ELLIPSE_SEMI_AXES
 from data_pipelines.dsprites.geometry import HEART_VERTICES as HEART_VERTICES
 from data_pipelines.dsprites.geometry import HEART_X_AMPLITUDE as HEART_X_AMPLITUDE

@@ -41,9 +41,18 @@ for _v in LATENT_VALUES:
 
 
 def factor_classes_to_latent_classes(classes: ArrayLike) -> np.ndarray:
-    """(..., 5) factor classes (shape, scale, orientation, posX, posY) -> (..., 6) latents.
+    """Convert factor classes (shape, scale, orientation, posX, posY) to the 6 official latents.
 
-    Prepends the constant color class 0; (..., 6) input is validated and returned as int64.
+    Prepends the constant color class 0; 6-column input is validated and returned as is.
+
+    Args:
+      classes: integer ``(..., 5)`` factor classes or ``(..., 6)`` latent classes.
+
+    Returns:
+      int64 ``(..., 6)`` latent classes.
+
+    Raises:
+      ValueError: a last axis other than 5 or 6, non-integer values or classes out of range.
     """
     c = _as_int_classes(classes, "classes")
     if c.shape[-1] == 5:
@@ -108,7 +117,17 @@ def flat_index(latents_classes: ArrayLike) -> np.ndarray:
 
 
 def classes_from_flat_index(idx: ArrayLike) -> np.ndarray:
-    """Inverse of :func:`flat_index`: int (...,) rows -> int64 (..., 6) latent classes."""
+    """Inverse of :func:`flat_index`: official row numbers to latent classes.
+
+    Args:
+      idx: integer ``(...,)`` rows in ``[0, 737280)`` (integral floats are accepted).
+
+    Returns:
+      int64 ``(..., 6)`` latent classes (color first, always 0).
+
+    Raises:
+      ValueError: non-integer or out-of-range rows.
+    """
     i = np.asarray(idx)
     if i.dtype.kind not in "iu":
         if i.dtype.kind != "f" or not np.all(np.isfinite(i)) or not np.all(i == np.round(i)):

@@ -121,10 +121,20 @@ _SHAPE_AREAS = (
 
 
 def shape_area(shape: int, scale: float = 1.0) -> float:
-    """Continuous area in px^2 of shape 1/2/3 at ``scale`` (rendered areas differ by sampling).
+    """Continuous area in px^2 of a shape at ``scale`` (rendered areas differ by sampling).
 
     Useful to narrow a search by observed pixel count: square 368.6, ellipse 289.4, heart
     224.6 at scale 1, all proportional to ``scale**2``.
+
+    Args:
+      shape: 1 (square), 2 (ellipse) or 3 (heart).
+      scale: the sprite scale.
+
+    Returns:
+      The area in square pixels.
+
+    Raises:
+      ValueError: ``shape`` not 1, 2 or 3.
     """
     if shape not in (1, 2, 3):
         raise ValueError(f"shape must be 1 (square), 2 (ellipse) or 3 (heart), got {shape!r}")
@@ -145,11 +155,22 @@ _HEART_CENTROID_Y = _heart_centroid_y()
 def shape_centroid_offset(
     shape: int, scale: float = 1.0, orientation: float = 0.0
 ) -> tuple[float, float]:
-    """Screen offset (d_col, d_row) in px of the shape's continuous centroid from its centre.
+    """Screen offset of the shape's continuous centroid from its centre, in pixels.
 
     Zero for the square and ellipse; the heart's centroid sits about 1.9*scale px above its
     centre at orientation 0 and turns with it. Subtracting it from an image's pixel centroid
     estimates the sprite centre (and so posX/posY) to a fraction of a pixel.
+
+    Args:
+      shape: 1 (square), 2 (ellipse) or 3 (heart).
+      scale: the sprite scale.
+      orientation: radians, counter-clockwise on screen.
+
+    Returns:
+      ``(d_col, d_row)`` in pixels (rows pointing down).
+
+    Raises:
+      ValueError: ``shape`` not 1, 2 or 3.
     """
     if shape not in (1, 2, 3):
         raise ValueError(f"shape must be 1 (square), 2 (ellipse) or 3 (heart), got {shape!r}")

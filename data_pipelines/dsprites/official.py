@@ -202,7 +202,19 @@ def load_tfds(
 
     TFDS stores the image as (64, 64, 1) and shape/scale/... classes and values as separate
     features; they are re-packed into ``latents_classes`` / ``latents_values`` with the
-    constant color column prepended. ``split`` is any TFDS split string (only "train" exists).
+    constant color column prepended.
+
+    Args:
+      split: any TFDS split string (only ``"train"`` exists).
+      data_dir: the TFDS data folder (default: TFDS's own).
+      max_examples: load at most this many examples.
+
+    Returns:
+      A validated :class:`DSpritesData`.
+
+    Raises:
+      ImportError: ``tensorflow_datasets`` is not installed.
+      ValueError: the loaded data fails validation.
     """
     try:
         import tensorflow_datasets as tfds

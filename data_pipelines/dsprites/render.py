@@ -98,8 +98,8 @@ def render(
       scale: in [0.5, 1] (official values linspace(0.5, 1, 6); any value in range works).
       orientation: radians; periodic (reduced mod 2*pi, so 0 and 2*pi render identically).
         Positive angles turn the sprite counter-clockwise on screen.
-      pos_x, pos_y: in [0, 1]; sprite centre at pixel coordinates 16 + 32*pos, pos_x the
-        column, pos_y the row (downwards).
+      pos_x: in [0, 1]; the sprite centre's column is 16 + 32*pos_x pixels.
+      pos_y: in [0, 1]; the sprite centre's row (downwards) is 16 + 32*pos_y pixels.
 
       All five must have the same shape ``B`` (typically ``(N,)``; ``()`` for one sprite,
       e.g. inside ``jax.vmap``).
@@ -129,11 +129,23 @@ def render_shape(
     pos_x: ArrayLike,
     pos_y: ArrayLike,
 ) -> jax.Array:
-    """Like :func:`render` for one shape type given as a Python int (1, 2 or 3).
+    """Like :func:`render`, for one shape type given as a Python int.
 
-    Evaluates only that shape's inside-test (about 3x cheaper than :func:`render`, which
-    evaluates all three and selects), e.g. for brute-force searches over many candidates.
-    Same argument conventions, checks and output as :func:`render`.
+    Evaluates only that shape's inside-test (cheaper than :func:`render`, which evaluates all
+    three and selects), e.g. for brute-force searches over many candidates.
+
+    Args:
+      shape: 1 (square), 2 (ellipse) or 3 (heart).
+      scale: as for :func:`render`.
+      orientation: as for :func:`render`.
+      pos_x: as for :func:`render`.
+      pos_y: as for :func:`render`.
+
+    Returns:
+      float32 ``B + (64, 64)`` in {0., 1.}, as :func:`render`.
+
+    Raises:
+      ValueError: ``shape`` not 1, 2 or 3, or as :func:`render`.
     """
     if shape not in (1, 2, 3):
         raise ValueError(f"shape must be 1 (square), 2 (ellipse) or 3 (heart), got {shape!r}")
@@ -218,13 +230,19 @@ for _i, _vals in enumerate(LATENT_VALUES[1:]):
 
 
 def render_from_classes(classes: ArrayLike) -> jax.Array:
-    """Render from class indices: int (..., 5) factor classes or (..., 6) latent classes.
+    """Render from class indices.
 
     Pure JAX (works under jit, e.g. on :func:`sample_factor_classes` output). Concrete inputs
     are range-checked; traced ones are clipped to valid classes.
 
+    Args:
+      classes: integer ``(..., 5)`` factor classes or ``(..., 6)`` latent classes.
+
     Returns:
       float32 ``(..., 64, 64)`` in {0., 1.}.
+
+    Raises:
+      ValueError: a last axis other than 5 or 6, or (concrete inputs) classes out of range.
     """
     if not _is_traced(classes):
         c = _as_int_classes(classes, "classes")

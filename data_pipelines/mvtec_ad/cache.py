@@ -50,7 +50,18 @@ def cache_file_name(
     channels: int = 3,
     resample: str = "bilinear",
 ) -> str:
-    """File name of the preprocessed arrays, e.g. ``mvtec_bottle_train_256x256_c3_bilinear.npz``."""
+    """File name of the preprocessed arrays, e.g. ``mvtec_bottle_train_256x256_c3_bilinear.npz``.
+
+    Args:
+      category: the category.
+      split: ``"train"`` or ``"test"``.
+      image_size: ``S`` or ``(H, W)``.
+      channels: 1 or 3.
+      resample: the resize filter name.
+
+    Returns:
+      The file name (no folder).
+    """
     h, w = _size_hw(image_size)
     return f"mvtec_{category}_{split}_{h}x{w}_c{channels}_{resample}.npz"
 

@@ -27,7 +27,14 @@ from data_pipelines.mvtec_ad.load import load_split
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Preprocess categories/splits to ``--out`` (see the module docstring)."""
+    """Preprocess categories/splits to ``--out`` (see the module docstring).
+
+    Args:
+      argv: the command-line arguments; ``None``: ``sys.argv[1:]``.
+
+    Returns:
+      The process exit status.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m data_pipelines.mvtec_ad",
         description="Preprocess MVTec-AD categories to .npz arrays (uint8 images and masks).",

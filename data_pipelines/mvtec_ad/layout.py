@@ -72,6 +72,13 @@ def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
 def resolve_category_dir(root: str | os.PathLike[str], category: str) -> pathlib.Path:
     """Folder of ``category`` under ``root`` (or under ``root/mvtec_ad``).
 
+    Args:
+      root: the dataset root.
+      category: a category folder name, e.g. ``"bottle"``.
+
+    Returns:
+      The category folder.
+
     Raises:
       FileNotFoundError: ``root`` or the category folder is missing; the message lists the
         categories that are present.
@@ -102,6 +109,14 @@ def list_split(
 
     Order: ``train`` -- ``train/good`` sorted by file name; ``test`` -- defect folders in
     sorted order (``good`` included), files sorted by name within each.
+
+    Args:
+      root: the dataset root.
+      category: the category folder name.
+      split: ``"train"`` or ``"test"``.
+
+    Returns:
+      One :class:`Example` per image.
 
     Raises:
       FileNotFoundError: missing category/split/defect folder, missing ``ground_truth``

@@ -146,9 +146,19 @@ def load_preprocessed(
     Args:
       path: an ``.npz`` file, or the folder it is in (then ``category``, ``split`` and
         ``image_size`` pick the file name, see :func:`cache_file_name`).
+      category: the category, for a folder ``path``.
+      split: ``"train"`` or ``"test"``, for a folder ``path``.
+      image_size: ``S`` or ``(H, W)``, for a folder ``path``.
+      channels: 1 or 3, for a folder ``path``.
+      resample: the resize filter name, for a folder ``path``.
 
     Returns:
       The same dict as :func:`load_split`.
+
+    Raises:
+      ValueError: a folder ``path`` without ``category``, ``split`` and ``image_size``.
+      FileNotFoundError: the file does not exist.
+      CorruptFileError: the file cannot be read.
     """
     p = pathlib.Path(path)
     if p.is_dir():
