@@ -57,8 +57,10 @@ DEFAULT_TIMEOUT_S = 120
 
 
 class DistributedConfigError(ValueError):
-    """A bad combination of the ``--coordinator_address`` / ``--num_processes`` /
-    ``--process_id`` flags, or a batch that cannot be split over the processes."""
+    """A bad combination of the distributed flags, or a batch that cannot be split over processes.
+
+    The flags are ``--coordinator_address`` / ``--num_processes`` / ``--process_id``.
+    """
 
 
 def initialize(
@@ -74,13 +76,20 @@ def initialize(
     Args:
       coordinator_address: ``host:port`` of process 0. Given: ``num_processes`` and
         ``process_id`` must be too (checked here, before anything connects).
-      num_processes, process_id: this launch's size and this process's index.
+      num_processes: this launch's number of processes.
+      process_id: this process's index, in ``0..num_processes - 1``.
       auto: no address given: let JAX detect the cluster (Cloud TPU pods, SLURM, ...).
       timeout_s: how long to wait for the other processes before failing (JAX's default is
         minutes; a mistyped address should fail sooner).
 
     With neither an address nor ``auto`` this does nothing (one process). Calling it again
     after a successful start is a no-op.
+
+    Returns:
+      Whether more than one process runs.
+
+    Raises:
+      DistributedConfigError: an incomplete or inconsistent combination of the arguments.
     """
     explicit = (coordinator_address, num_processes, process_id)
     if coordinator_address is None and not auto:
@@ -127,7 +136,11 @@ def is_primary() -> bool:
 
 
 def sync(name: str) -> None:
-    """A barrier across processes (no-op with one process)."""
+    """A barrier across processes (no-op with one process).
+
+    Args:
+      name: the barrier's name; every process must pass the same one.
+    """
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
 
@@ -135,11 +148,22 @@ def sync(name: str) -> None:
 def process_rows(
     global_size: int, *, process_index: int | None = None, process_count: int | None = None
 ) -> slice:
-    """The rows of a global batch of ``global_size`` that this process reads and feeds.
+    """The rows of a global batch that this process reads and feeds.
 
     Contiguous blocks in process order, matching how ``make_array_from_process_local_data``
     lays out the ``"data"`` axis when every process's devices are consecutive in the mesh
     (as in :func:`vae_xai.sharding.make_mesh` over ``jax.devices()``).
+
+    Args:
+      global_size: rows of the global batch.
+      process_index: this process's index; ``None``: ``jax.process_index()``.
+      process_count: the number of processes; ``None``: ``jax.process_count()``.
+
+    Returns:
+      This process's ``slice`` of rows.
+
+    Raises:
+      DistributedConfigError: ``global_size`` is not a multiple of the number of processes.
     """
     p = jax.process_index() if process_index is None else int(process_index)
     n = jax.process_count() if process_count is None else int(process_count)
@@ -153,8 +177,16 @@ def process_rows(
 
 
 def global_batch(local: Mapping[str, Any] | Any, mesh: Mesh, global_size: int) -> Any:
-    """This process's rows (a pytree of arrays with ``global_size / P`` leading rows) as
-    global arrays of ``global_size`` rows, split over the mesh's ``"data"`` axis."""
+    """Assemble global arrays from this process's rows of a batch.
+
+    Args:
+      local: a pytree of arrays with ``global_size / P`` leading rows (this process's rows).
+      mesh: the mesh.
+      global_size: rows of the global batch.
+
+    Returns:
+      The pytree of global arrays of ``global_size`` rows, split over the ``"data"`` axis.
+    """
     sharding = batch_sharding(mesh)
 
     def put(x: Any) -> jax.Array:
@@ -165,13 +197,21 @@ def global_batch(local: Mapping[str, Any] | Any, mesh: Mesh, global_size: int) -
 
 
 def local_copy(tree: Any) -> Any:
-    """``tree`` with every replicated global array replaced by this process's copy of it.
+    """Replace every replicated global array in ``tree`` by this process's copy of it.
 
     After multi-process training the parameters are global arrays over the devices of every
     process (replicated). Evaluation code that mixes them with arrays of this process (images,
     keys) needs them as local arrays; this is a no-op for arrays this process holds entirely
-    (one process, however many local devices). A global array that is not replicated cannot be
-    copied locally (ValueError naming its shape and sharding).
+    (one process, however many local devices).
+
+    Args:
+      tree: a pytree.
+
+    Returns:
+      The pytree with local arrays.
+
+    Raises:
+      ValueError: a global array that is not replicated (naming its shape and sharding).
     """
 
     def one(x: Any) -> Any:
@@ -193,10 +233,20 @@ def map_batches(fn: Callable[[int], Any], num_batches: int) -> list[Any]:
     Sharded evaluation: with ``P`` processes, process ``p`` computes batches ``p, p + P, ...``
     on its own devices, and the outputs are exchanged
     (``multihost_utils.process_allgather``) so that every process returns all of them, in
-    order. ``fn(b)`` must return a pytree of arrays of the same structure and shapes for every
-    ``b`` (a padded batch). Each batch is computed exactly as one process would compute it,
-    so the result does not depend on the number of processes. With one process this is the
-    list comprehension (outputs converted to NumPy).
+    order. Each batch is computed exactly as one process would compute it, so the result does
+    not depend on the number of processes. With one process this is the list comprehension
+    (outputs converted to NumPy).
+
+    Args:
+      fn: ``b -> pytree of arrays`` of the same structure and shapes for every ``b`` (a
+        padded batch).
+      num_batches: number of batches (>= 0).
+
+    Returns:
+      The ``num_batches`` outputs, in order, on every process.
+
+    Raises:
+      ValueError: ``num_batches < 0``.
     """
     if num_batches < 0:
         raise ValueError(f"num_batches must be >= 0; got {num_batches}")

@@ -9,9 +9,11 @@ what a separate run of seed ``seeds[i]`` sees: its own initial state, its own ba
 :func:`vae_xai.train.jit_step`), so it equals that run to float tolerance
 (``tests/test_ensemble.py``).
 
-This pays on accelerators, where one small conv VAE uses a fraction of the chip. On a 2-core
-CPU the step is compute-bound already: a vmapped 4-seed step measured about 4.7x one seed's
-(no gain; ``benchmarks/ensemble_throughput.py``), so sequential seeds stay the default there.
+This pays on accelerators, where one small conv VAE uses a fraction of the chip. On a CPU the
+step is compute-bound already, and vmapping a conv over stacked kernels makes it a grouped
+convolution that XLA CPU runs slowly, so an ensemble step costs more per seed than sequential
+seeds (measured in RESULTS.md, section "Seed ensembles and several steps per dispatch on
+CPU"); sequential seeds stay the default there.
 
 Checkpoints, resume and the finiteness checks are :func:`vae_xai.train.fit`'s, on the stacked
 state in the ensemble's workdir; metrics are logged per member (``loss/seed3``). After
@@ -48,7 +50,17 @@ _STATE_AXES = TrainState(step=None, params=0, opt_state=0, model_state=0)
 
 
 def stack(states: Sequence[TrainState]) -> TrainState:
-    """``S`` states at the same step -> one state whose arrays have a leading axis ``S``."""
+    """Stack ``S`` member states into one state whose arrays have a leading axis ``S``.
+
+    Args:
+      states: the members' states, all at the same step and of the same structure.
+
+    Returns:
+      The stacked state (``step`` shared, not stacked).
+
+    Raises:
+      ValueError: no states, different steps, or different structures.
+    """
     if not states:
         raise ValueError("an ensemble needs at least one member state")
     steps = {int(s.step) for s in states}
@@ -67,7 +79,15 @@ def stack(states: Sequence[TrainState]) -> TrainState:
 
 
 def member(state: TrainState, i: int) -> TrainState:
-    """Member ``i`` of a stacked state, as an ordinary state."""
+    """Member ``i`` of a stacked state, as an ordinary state.
+
+    Args:
+      state: a stacked state (:func:`stack`).
+      i: the member index.
+
+    Returns:
+      The member's state.
+    """
     return TrainState(
         step=state.step,
         params=jax.tree.map(lambda x: x[i], state.params),
@@ -77,10 +97,21 @@ def member(state: TrainState, i: int) -> TrainState:
 
 
 def ensemble_update_fn(update_fn: UpdateFn, seeds: Sequence[int]) -> UpdateFn:
-    """``update_fn`` over stacked states and batches ``(B, S, ...)``; metrics per member.
+    """Vmap ``update_fn`` over stacked states and batches; metrics per member.
 
     The step key :func:`vae_xai.train.jit_step` passes in is ignored: member ``i`` gets
     ``fold_in(key(seeds[i]), step)``, the key its separate run would get.
+
+    Args:
+      update_fn: the ordinary, single-member update function.
+      seeds: the members' seeds, distinct.
+
+    Returns:
+      An update function over a stacked state and batches ``(B, S, ...)``; its metrics are
+      named ``"<name>/seed<seed>"`` (see :func:`per_member`).
+
+    Raises:
+      ValueError: repeated seeds.
     """
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
@@ -104,10 +135,18 @@ def ensemble_update_fn(update_fn: UpdateFn, seeds: Sequence[int]) -> UpdateFn:
 
 
 def ensemble_batch_fn(batch_fns: Sequence[Callable[[int], Any]]) -> Callable[[int], Any]:
-    """Per-member ``step -> batch`` functions -> one whose leaves are ``(B, S, ...)`` (the
-    batch axis first, so it is what the mesh shards). When every member's function reads
-    rows on request (a ``global_batch_size`` attribute, see :func:`vae_xai.train.fit`), so
-    does this one."""
+    """Combine per-member ``step -> batch`` functions into one for the stacked state.
+
+    The batch axis comes first, so it is what the mesh shards. When every member's function
+    reads rows on request (a ``global_batch_size`` attribute, see :func:`vae_xai.train.fit`),
+    so does this one.
+
+    Args:
+      batch_fns: one ``step -> batch`` function per member.
+
+    Returns:
+      ``batch_fn(step)`` whose leaves are ``(B, S, ...)``.
+    """
     fns = list(batch_fns)
     sizes = {getattr(fn, "global_batch_size", None) for fn in fns}
 
@@ -135,13 +174,32 @@ def fit_ensemble(
     mesh: Any = None,
     steps_per_dispatch: int | None = None,
 ) -> list[TrainState]:
-    """Train ``len(seeds)`` members as one vmapped step; returns the members' final states.
+    """Train ``len(seeds)`` members as one vmapped step and return the members' final states.
 
     ``states[i]``, ``batch_fns[i]`` and ``seeds[i]`` are what a separate run of that seed
-    would get (:func:`vae_xai.train.fit`'s ``state``, ``batch_fn`` and ``seed``). The
-    stacked state is checkpointed and resumed in ``workdir``; with ``member_workdirs``, each
-    member is also saved (at every checkpoint and at the end) as an ordinary checkpoint of a
-    separate run there.
+    would get (:func:`vae_xai.train.fit`'s ``state``, ``batch_fn`` and ``seed``).
+
+    Args:
+      states: the members' initial states.
+      update_fn: the ordinary, single-member update function.
+      batch_fns: the members' ``step -> batch`` functions.
+      seeds: the members' seeds, distinct.
+      workdir: where the stacked state is checkpointed and resumed.
+      num_steps: total number of steps of the run.
+      member_workdirs: if given, each member is also saved (at every checkpoint and at the
+        end) as an ordinary checkpoint of a separate run in ``member_workdirs[i]``.
+      checkpoint_every: save period in steps.
+      log_every: metrics period in steps.
+      progress: show a progress bar.
+      mesh: device mesh (default: all devices on ``"data"``).
+      steps_per_dispatch: as for :func:`vae_xai.train.fit`.
+
+    Returns:
+      The members' final states (with several processes, this process's copies).
+
+    Raises:
+      ValueError: inconsistent numbers of states, batch functions, seeds and member folders;
+        or as :func:`vae_xai.train.fit`.
     """
     if not len(states) == len(batch_fns) == len(seeds):
         raise ValueError(
@@ -184,7 +242,15 @@ def fit_ensemble(
 
 
 def per_member(metrics: Mapping[str, float], seeds: Sequence[int]) -> dict[int, dict[str, float]]:
-    """``{"loss/seed3": v, ...}`` -> ``{3: {"loss": v}, ...}``."""
+    """Split per-member metrics by seed: ``{"loss/seed3": v, ...}`` -> ``{3: {"loss": v}, ...}``.
+
+    Args:
+      metrics: metrics named ``"<name>/seed<seed>"``.
+      seeds: the members' seeds.
+
+    Returns:
+      ``{seed: {name: value}}``; names of unknown seeds are dropped.
+    """
     out: dict[int, dict[str, float]] = {int(s): {} for s in seeds}
     for key, value in metrics.items():
         name, _, tag = key.rpartition("/seed")

@@ -19,7 +19,17 @@ __all__ = ["DATA_AXIS", "batch_sharding", "make_mesh", "replicated", "shard_batc
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices (all by default), axis ``"data"``."""
+    """A 1-D mesh over the first ``num_devices`` devices, axis ``"data"``.
+
+    Args:
+      num_devices: how many devices; ``None``: all.
+
+    Returns:
+      The mesh.
+
+    Raises:
+      ValueError: ``num_devices`` not in ``1..len(jax.devices())``.
+    """
     devices = jax.devices()
     n = len(devices) if num_devices is None else int(num_devices)
     if not 1 <= n <= len(devices):
@@ -28,17 +38,42 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """Sharding that keeps a full copy on every device (parameters, optimizer state)."""
+    """Sharding that keeps a full copy on every device (parameters, optimizer state).
+
+    Args:
+      mesh: the mesh.
+
+    Returns:
+      The sharding.
+    """
     return NamedSharding(mesh, PartitionSpec())
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Sharding that splits the leading (batch) axis over the ``"data"`` axis."""
+    """Sharding that splits the leading (batch) axis over the ``"data"`` axis.
+
+    Args:
+      mesh: the mesh.
+
+    Returns:
+      The sharding.
+    """
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
-    """Put a pytree of arrays with a leading batch axis on the mesh, split over ``"data"``."""
+    """Put a pytree of arrays with a leading batch axis on the mesh, split over ``"data"``.
+
+    Args:
+      batch: the pytree; every leaf's batch size must be a multiple of the number of devices.
+      mesh: the mesh.
+
+    Returns:
+      The pytree of sharded ``jax.Array``.
+
+    Raises:
+      ValueError: a leaf that is a scalar or whose batch size does not divide evenly.
+    """
     n = mesh.shape[DATA_AXIS]
 
     def put(x: Any) -> jax.Array:
