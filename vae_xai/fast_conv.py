@@ -1,11 +1,12 @@
 """Strided and transposed convolutions with fast gradients on XLA CPU, exact everywhere.
 
 On XLA's CPU backend a convolution whose *input* is dilated is the slow path: the kernel gradient
-of every ``lax.conv_transpose`` (every decoder upsampling) runs up to 40x slower than the
-forward pass, and the input gradient of a strided convolution (itself a transposed convolution)
-and some transposed-conv forwards 3-6x slower than the same arithmetic written as stride-1
-convolutions (measured per layer of our models in ``benchmarks/conv_layers.py``). XLA's strided
-forward and its kernel-dilated kernel-gradient convolutions are fast. This module keeps every
+of every ``lax.conv_transpose`` (every decoder upsampling), the input gradient of a strided
+convolution (itself a transposed convolution) and some transposed-conv forwards run several
+times slower than the same arithmetic written as stride-1 convolutions (per layer of our models:
+``benchmarks/conv_layers.py``; whole training steps: RESULTS.md, section "Training-step
+throughput on CPU: ours vs the same model in PyTorch"). XLA's strided forward and its
+kernel-dilated kernel-gradient convolutions are fast. This module keeps every
 pass on a fast formulation with two mutually recursive ``jax.custom_vjp`` rules:
 
 * :func:`fast_strided_conv` (``lax.conv_general_dilated`` with strides): forward is XLA's; the
@@ -71,7 +72,17 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 
 def resolve_impl(impl: Impl) -> Literal["xla", "fast"]:
-    """``"auto"`` -> ``"fast"`` on the CPU backend, ``"xla"`` on GPU/TPU."""
+    """Resolve ``"auto"`` to ``"fast"`` on the CPU backend and ``"xla"`` on GPU/TPU.
+
+    Args:
+      impl: ``"auto"``, ``"xla"`` or ``"fast"``.
+
+    Returns:
+      ``"xla"`` or ``"fast"``.
+
+    Raises:
+      ValueError: any other ``impl``.
+    """
     if impl == "auto":
         return "fast" if jax.default_backend() == "cpu" else "xla"
     if impl not in ("xla", "fast"):
@@ -94,7 +105,16 @@ def _pairs(padding: Padding, n: int, what: str) -> list[tuple[int, int]] | str:
 
 
 def conv_transpose_padding(k: int, s: int, padding: str | tuple[int, int]) -> tuple[int, int]:
-    """Padding of the dilated input that ``lax.conv_transpose`` uses for one spatial dim."""
+    """Padding of the dilated input that ``lax.conv_transpose`` uses for one spatial dim.
+
+    Args:
+      k: kernel size.
+      s: stride.
+      padding: ``"SAME"``, ``"VALID"`` or an explicit ``(lo, hi)`` (applied as given).
+
+    Returns:
+      ``(lo, hi)``.
+    """
     if padding == "SAME":
         pad_len = k + s - 2
         pad_a = k - 1 if s > k - 1 else int(math.ceil(pad_len / 2))
@@ -156,9 +176,14 @@ def conv_transpose(
       kernel: ``(kh, kw, C_in, C_out)`` (Flax ``ConvTranspose`` layout, not flipped).
       strides: ``(s_h, s_w)``.
       padding: ``"SAME"``, ``"VALID"`` or ``((lo, hi), (lo, hi))`` as for ``lax.conv_transpose``.
+      precision: ``lax`` precision of the stride-1 conv.
 
     Returns:
       ``(B, H_out, W_out, C_out)``, equal to ``lax.conv_transpose`` up to float rounding.
+
+    Raises:
+      ValueError: non-4-D operands, mismatched channels, bad padding, or a padding that
+        leaves no output.
     """
     x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     _check_4d(x, kernel, "conv_transpose")
@@ -224,8 +249,8 @@ def _xla_strided(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads
 
 
 # Output planes at least this large (pixels) run the transposed conv in the sub-pixel form; below
-# it XLA's own lhs-dilated convolution is as fast or faster (measured on the 2-core CPU for every
-# layer of our models: ``benchmarks/conv_layers.py``).
+# it XLA's own lhs-dilated convolution is as fast or faster (the threshold comes from timing every
+# layer of our models on CPU: ``benchmarks/conv_layers.py``).
 SUBPIXEL_MIN_PIXELS = 1024
 
 
@@ -298,7 +323,7 @@ def _fast_transposed_bwd(strides, pads, precision, res, dy):
     dx = _fast_strided(dy, _flip_swap(kernel), strides, adj, precision)
     # Kernel gradient by duality: <T(x, w), dy> = <x, S(dy, flip_swap(w))>, so dL/dw is the
     # kernel gradient of that strided conv S at cotangent x -- XLA's fast kernel-dilated conv,
-    # where differentiating T directly gives an input-dilated one (up to 40x slower on CPU).
+    # where differentiating T directly gives an input-dilated one (the slow path on CPU).
     _, vjp = jax.vjp(lambda k: _xla_strided(dy, _flip_swap(k), strides, adj, precision), kernel)
     return dx, vjp(x)[0]
 
@@ -319,6 +344,19 @@ def fast_strided_conv(
     The forward pass is XLA's; the input gradient (a transposed convolution) runs through
     :func:`fast_conv_transpose` and the kernel gradient through XLA's kernel-dilated conv.
     Reverse mode only (``custom_vjp``): use ``lax`` directly for ``jvp``/``jacfwd``.
+
+    Args:
+      x: ``(B, H, W, C_in)``.
+      kernel: ``(kh, kw, C_in, C_out)``.
+      strides: ``(s_h, s_w)``.
+      padding: ``"SAME"``, ``"VALID"`` or ``((lo, hi), (lo, hi))``.
+      precision: ``lax`` precision.
+
+    Returns:
+      ``(B, H_out, W_out, C_out)``.
+
+    Raises:
+      ValueError: non-4-D operands, mismatched channels or bad padding.
     """
     x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     _check_4d(x, kernel, "fast_strided_conv")
@@ -347,6 +385,19 @@ def fast_conv_transpose(
     ``SUBPIXEL_MIN_PIXELS`` pixels, XLA's input-dilated conv below. Input gradient: a strided
     conv (:func:`fast_strided_conv`). Kernel gradient: by duality, the kernel gradient of that
     strided conv. Reverse mode only (``custom_vjp``).
+
+    Args:
+      x: ``(B, H, W, C_in)``.
+      kernel: ``(kh, kw, C_in, C_out)`` (Flax ``ConvTranspose`` layout, not flipped).
+      strides: ``(s_h, s_w)``.
+      padding: ``"SAME"``, ``"VALID"`` or ``((lo, hi), (lo, hi))`` as for ``lax.conv_transpose``.
+      precision: ``lax`` precision.
+
+    Returns:
+      ``(B, H_out, W_out, C_out)``, equal to ``lax.conv_transpose`` up to float rounding.
+
+    Raises:
+      ValueError: non-4-D operands, mismatched channels or bad padding.
     """
     x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     _check_4d(x, kernel, "fast_conv_transpose")
@@ -408,13 +459,11 @@ def _conv_general_dilated(impl: Impl):
 
 
 # A stride-1 conv to fewer output channels than this (e.g. a decoder's last conv to 3 RGB or 1
-# grey channels) runs off XLA CPU's fast convolution path: forward and both gradients of the
-# ResNet decoder's 3x3 8->3 output conv at 128 px take 1.6x as long as the same conv padded to 8
-# output channels (zero kernel columns, sliced off after). Not applied to the sub-pixel conv of
-# a transposed conv to 1 channel (4 phase channels): measured 7% slower padded. (One-off
-# timings on the 2-core development CPU, jax 0.10.2, 2026-12-02.) Padding the
-# kernel is exact: the sliced-off outputs never reach the loss, so their kernel columns get no
-# gradient.
+# grey channels) runs off XLA CPU's fast convolution path, and is slower than the same conv
+# padded to this many output channels (zero kernel columns, sliced off after). Not applied to the
+# sub-pixel conv of a transposed conv to 1 channel (4 phase channels), where padding does not pay.
+# Padding the kernel is exact: the sliced-off outputs never reach the loss, so their kernel
+# columns get no gradient.
 MIN_OUT_CHANNELS = 8
 
 
@@ -473,6 +522,17 @@ def Conv(*args: Any, impl: Impl = "auto", **kwargs: Any) -> nn.Conv:  # noqa: N8
     it *is* an ``nn.Conv`` (with its ``conv_general_dilated`` hook set), so everything
     ``nn.Conv`` accepts works, and any configuration the fast path does not cover (dilation,
     feature groups, 1-D/3-D) uses ``lax.conv_general_dilated`` unchanged.
+
+    Args:
+      *args: positional arguments of ``nn.Conv`` (``features``, ``kernel_size``, ...).
+      impl: ``"auto"``, ``"xla"`` or ``"fast"`` (see :func:`resolve_impl`).
+      **kwargs: keyword arguments of ``nn.Conv``.
+
+    Returns:
+      The ``nn.Conv`` module.
+
+    Raises:
+      ValueError: an unknown ``impl``.
     """
     resolve_impl(impl)  # validate early
     return nn.Conv(*args, conv_general_dilated=_conv_fn(impl), **kwargs)
@@ -485,6 +545,10 @@ class ConvTranspose(nn.ConvTranspose):
     ``nn.ConvTranspose``. The fast path covers 2-D inputs with ``SAME``/``VALID``/explicit
     padding and no kernel dilation, mask or ``transpose_kernel``; anything else (and
     ``impl="xla"``) defers to ``nn.ConvTranspose`` itself.
+
+    Attributes:
+      impl: ``"auto"``, ``"xla"`` or ``"fast"`` (see :func:`resolve_impl`); the other
+        attributes are ``nn.ConvTranspose``'s.
     """
 
     impl: Impl = "auto"
