@@ -113,8 +113,20 @@ class ConvVAE(nn.Module):
         )
 
     def encode(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-        # ``train`` is accepted (and unused: no BatchNorm or dropout) so that code written for
-        # the BatchNorm models (``vae_xai.localization``) can call every model the same way.
+        """Encode images to the posterior and the named feature maps.
+
+        Args:
+          x: ``(B, *input_shape)``.
+          train: accepted and unused (no BatchNorm or dropout), so that code written for the
+            BatchNorm models (:mod:`vae_xai.localization`) calls every model the same way.
+
+        Returns:
+          ``{"conv1", ..., "mu", "logvar"}``: the post-ReLU feature maps and ``(B, D)`` posterior
+          parameters.
+
+        Raises:
+          ValueError: ``x`` is not ``(B, *input_shape)``.
+        """
         del train
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(
@@ -123,6 +135,14 @@ class ConvVAE(nn.Module):
         return self.encoder(x)
 
     def decode(self, z: jax.Array) -> jax.Array:
+        """Decode latents to Bernoulli logits.
+
+        Args:
+          z: ``(B, D)``.
+
+        Returns:
+          Logits ``(B, *input_shape)``.
+        """
         return self.decoder(z)
 
     def __call__(
@@ -138,7 +158,15 @@ class ConvVAE(nn.Module):
 
 
 def mnist_vae(latent_dim: int = 32, conv_impl: Impl = "auto") -> ConvVAE:
-    """The paper's one-class MNIST VAE (28x28x1; conv 64, conv 128, dense 1024, latent 32)."""
+    """The paper's one-class MNIST VAE (28x28x1; conv 64, conv 128, dense 1024, latent 32).
+
+    Args:
+      latent_dim: latent size ``D``.
+      conv_impl: convolution implementation (see :func:`vae_xai.fast_conv.resolve_impl`).
+
+    Returns:
+      The (uninitialized) module.
+    """
     return ConvVAE(
         input_shape=(28, 28, 1),
         channels=(64, 128),
@@ -149,7 +177,15 @@ def mnist_vae(latent_dim: int = 32, conv_impl: Impl = "auto") -> ConvVAE:
 
 
 def dsprites_vae(latent_dim: int = 10, conv_impl: Impl = "auto") -> ConvVAE:
-    """Kim & Mnih's FactorVAE architecture for 64x64 dSprites (conv 32-32-64-64, dense 128)."""
+    """Kim & Mnih's FactorVAE architecture for 64x64 dSprites (conv 32-32-64-64, dense 128).
+
+    Args:
+      latent_dim: latent size ``D``.
+      conv_impl: convolution implementation (see :func:`vae_xai.fast_conv.resolve_impl`).
+
+    Returns:
+      The (uninitialized) module.
+    """
     return ConvVAE(
         input_shape=(64, 64, 1),
         channels=(32, 32, 64, 64),

@@ -64,6 +64,9 @@ def init_factor_vae(
       disc: the discriminator (e.g. :class:`FactorDiscriminator`).
       input_shape: ``(H, W, C)`` of one image.
       latent_dim: ``D``, the VAE's latent size (the discriminator's input size).
+
+    Returns:
+      ``{"vae": vae params, "disc": discriminator params}``.
     """
     k_vae, k_disc = jax.random.split(key)
     x = jnp.zeros((1, *input_shape), jnp.float32)

@@ -290,7 +290,18 @@ class ResNetVAE(nn.Module):
         return (self.image_size, self.image_size, self.in_channels)
 
     def encode(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-        """``x (B, S, S, C) -> {"stem", "stage1".."stage4", "mu", "logvar"}``."""
+        """Encode images to the posterior and the named feature maps.
+
+        Args:
+          x: ``(B, S, S, C)``.
+          train: BatchNorm in training mode (batch statistics) rather than inference mode.
+
+        Returns:
+          ``{"stem", "stage1".."stage4", "mu", "logvar"}``.
+
+        Raises:
+          ValueError: ``x`` is not ``(B, S, S, C)``.
+        """
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"expected input (B, {', '.join(map(str, self.input_shape))}); got {x.shape}"
@@ -298,7 +309,15 @@ class ResNetVAE(nn.Module):
         return self.encoder(x, train)
 
     def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
-        """``z (B, D) -> logits (B, S, S, C)``."""
+        """Decode latents to logits.
+
+        Args:
+          z: ``(B, D)``.
+          train: BatchNorm in training mode rather than inference mode.
+
+        Returns:
+          Logits ``(B, S, S, C)``.
+        """
         return self.decoder(z, train)
 
     def __call__(
@@ -312,5 +331,13 @@ class ResNetVAE(nn.Module):
 
 
 def dense_after(layer: str, head: str = "flatten") -> str | None:
-    """The Dense that consumes ``flatten(layer)`` (for the fast attention path), or None."""
+    """The Dense that consumes ``flatten(layer)`` (for the fast attention path), or None.
+
+    Args:
+      layer: an attention layer name.
+      head: the encoder head (``"flatten"`` or another head of :class:`ResNetVAE`).
+
+    Returns:
+      ``"fc_latent"`` for ``"stage4"`` with the ``"flatten"`` head, else None.
+    """
     return "fc_latent" if layer == "stage4" and head == "flatten" else None

@@ -39,7 +39,14 @@ CONV_NAMES: tuple[str, ...] = ("conv1", "conv2", "conv3")
 
 
 def dense_after(layer: str) -> str | None:
-    """The Dense that consumes ``flatten(layer)`` (fast attention path), or None."""
+    """The Dense that consumes ``flatten(layer)`` (for the fast attention path), or None.
+
+    Args:
+      layer: an attention layer name (:data:`CONV_NAMES`).
+
+    Returns:
+      ``"fc1"`` for ``"conv3"``, else None.
+    """
     return "fc1" if layer == "conv3" else None
 
 
@@ -113,7 +120,18 @@ class UCSDVAE(nn.Module):
         return (self.input_size, self.input_size, self.in_channels)
 
     def encode(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-        """``x (B, S, S, 1) -> {"conv1", "conv2", "conv3", "mu", "logvar"}``."""
+        """Encode frames to the posterior and the named feature maps.
+
+        Args:
+          x: ``(B, S, S, 1)``.
+          train: accepted and ignored (no BatchNorm).
+
+        Returns:
+          ``{"conv1", "conv2", "conv3", "mu", "logvar"}``.
+
+        Raises:
+          ValueError: ``x`` is not ``(B, S, S, 1)``.
+        """
         del train
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
@@ -128,7 +146,15 @@ class UCSDVAE(nn.Module):
         return out
 
     def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
-        """``z (B, D) -> logits (B, S, S, 1)``."""
+        """Decode latents to logits.
+
+        Args:
+          z: ``(B, D)``.
+          train: accepted and ignored (no BatchNorm).
+
+        Returns:
+          Logits ``(B, S, S, 1)``.
+        """
         del train
         s3 = _conv3_size(self.input_size)
         h = nn.relu(self.dec_fc1(z))
