@@ -52,8 +52,17 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def flatten_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
-    """Every finite int/float leaf of a nested dict/list as ``{"a/b/0": value}`` (bools and
-    strings skipped)."""
+    """Flatten the finite int/float leaves of a nested dict/list to ``/``-joined tags.
+
+    Bools and strings are skipped.
+
+    Args:
+      tree: nested dicts and lists.
+      prefix: prepended to every tag.
+
+    Returns:
+      ``{"a/b/0": value}``.
+    """
     out: dict[str, float] = {}
     if isinstance(tree, Mapping):
         items = tree.items()
@@ -115,6 +124,12 @@ class MetricWriter:
         self._events.write(event.SerializeToString())
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        """Write scalars at ``step``: one JSON line (if ``jsonl``) and one event.
+
+        Args:
+          step: the step.
+          scalars: ``{tag: number}`` (scalars or 0-d arrays), tags kept verbatim.
+        """
         values = {k: float(np.asarray(v)) for k, v in scalars.items()}
         if self._jsonl is not None:
             self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
@@ -122,19 +137,28 @@ class MetricWriter:
         self._add(Event(step=int(step), summary=summary))
 
     def write_images(self, step: int, images: Mapping[str, bytes | os.PathLike[str]]) -> None:
-        """``images``: tag -> PNG bytes or the path of a PNG file (written as they are, not
-        decoded and re-encoded)."""
+        """Write images at ``step``, as they are (not decoded and re-encoded).
+
+        Args:
+          step: the step.
+          images: ``{tag: PNG bytes or the path of a PNG file}``.
+
+        Raises:
+          ValueError: an image that is not a PNG.
+        """
         for tag, image in images.items():
             png = image if isinstance(image, bytes) else pathlib.Path(image).read_bytes()
             summary = Summary(value=[Summary.Value(tag=tag, image=_png_image(png))])
             self._add(Event(step=int(step), summary=summary))
 
     def flush(self) -> None:
+        """Flush the event file and the JSON lines to disk."""
         self._events.flush()
         if self._jsonl is not None:
             self._jsonl.flush()
 
     def close(self) -> None:
+        """Flush and close both files."""
         self.flush()
         self._events.close()
         if self._jsonl is not None:

@@ -34,6 +34,13 @@ def save_figure(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
     With several processes (:mod:`vae_xai.distributed`) only process 0 writes; the others
     close the figure and return the path unwritten, as :func:`vae_xai.workdir.write_json_atomic`
     does for JSON.
+
+    Args:
+      fig: the figure.
+      path: the PNG to write.
+
+    Returns:
+      ``path``.
     """
     path = pathlib.Path(path)
     if jax.process_index() == 0:
@@ -56,7 +63,17 @@ def _normalize(m: np.ndarray, vmax: float | None = None) -> np.ndarray:
 
 
 def overlay(image: ArrayLike, heat: ArrayLike, *, alpha: float = 0.5, vmax: float | None = None):
-    """RGB ``(H, W, 3)`` of a heat map (jet) blended over a grayscale or RGB image."""
+    """Blend a heat map (jet colormap) over a grayscale or RGB image.
+
+    Args:
+      image: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` in [0, 1].
+      heat: ``(H, W)`` non-negative map.
+      alpha: the heat map's weight.
+      vmax: the value shown as the top of the colormap; ``None``: the map's maximum.
+
+    Returns:
+      RGB ``(H, W, 3)``.
+    """
     img = _image(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
@@ -73,7 +90,19 @@ def save_image_rows(
     cmap: str = "gray",
     cell: float = 1.4,
 ) -> pathlib.Path:
-    """A grid with one labelled row per entry of ``rows``; each cell an image or RGB array."""
+    """Save a grid with one labelled row per entry of ``rows``; each cell an image or RGB array.
+
+    Args:
+      path: the PNG to write (its folder is created).
+      rows: ``{row label: [image, ...]}``; rows may have different lengths.
+      col_titles: titles of the columns of the first row.
+      title: the figure's title.
+      cmap: colormap of single-channel cells.
+      cell: size of one cell in inches.
+
+    Returns:
+      ``path``.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(rows)
@@ -114,12 +143,26 @@ def save_latent_grid(
     title: str | None = None,
     alpha: float = 0.55,
 ) -> pathlib.Path:
-    """Per-latent attention for several samples (paper Fig. 1).
+    """Save per-latent attention for several samples (paper Fig. 1).
 
-    ``images`` ``(N, H, W[, C])``; ``maps`` ``(N, D, H, W)`` upsampled to the image size.
-    Row 0 shows the inputs, then one row per latent dim (``latent_ids``, default all) with
-    each map overlaid on its input, labelled ``latent_labels`` (default ``z<i>``). A latent's
-    maps share one colour scale across samples so that consistency across samples is visible.
+    Row 0 shows the inputs, then one row per latent dim with each map overlaid on its input.
+    A latent's maps share one colour scale across samples so that consistency across samples
+    is visible.
+
+    Args:
+      path: the PNG to write.
+      images: ``(N, H, W[, C])``.
+      maps: ``(N, D, H, W)``, upsampled to the image size.
+      latent_ids: the latent dims to show; default all.
+      latent_labels: the rows' labels; default ``z<i>``.
+      title: the figure's title.
+      alpha: the maps' weight in the overlay.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      ValueError: ``maps`` is not ``(N, D, H, W)`` for the ``N`` images.
     """
     images = np.asarray(images)
     maps = np.asarray(maps)
@@ -145,7 +188,17 @@ def save_roc_curves(
     title: str | None = None,
     max_points: int = 2000,
 ) -> pathlib.Path:
-    """ROC curves ``{label: (fpr, tpr, auc)}`` on one axes (subsampled for plotting only)."""
+    """Save ROC curves on one axes (subsampled for plotting only).
+
+    Args:
+      path: the PNG to write.
+      curves: ``{label: (fpr, tpr, auc)}``.
+      title: the figure's title.
+      max_points: at most this many points per curve are drawn.
+
+    Returns:
+      ``path``.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4.2, 4.0))

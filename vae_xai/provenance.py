@@ -30,9 +30,15 @@ def now() -> str:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
     """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``.
 
-    A reader (or a crash) sees the old file or the new one, never half of one. Values JSON
-    cannot hold are written with ``str``. With several processes (:mod:`vae_xai.distributed`)
-    only process 0 writes; the others return the path unwritten.
+    A reader (or a crash) sees the old file or the new one, never half of one. With several
+    processes (:mod:`vae_xai.distributed`) only process 0 writes.
+
+    Args:
+      path: the file; its folder is created if missing.
+      obj: the value; what JSON cannot hold is written with ``str``.
+
+    Returns:
+      ``path`` (unwritten on processes other than 0).
     """
     path = pathlib.Path(path)
     if jax.process_count() > 1 and jax.process_index() != 0:
@@ -93,6 +99,12 @@ def device() -> dict[str, Any]:
 
 
 def provenance() -> dict[str, Any]:
-    """``{"time", "git", "versions", "device"}``: what an output file should say about how it
-    was made (for tools that write one file rather than a run)."""
+    """What an output file should say about how it was made.
+
+    For tools that write one file rather than a run.
+
+    Returns:
+      ``{"time", "git", "versions", "device"}`` (see :func:`now`, :func:`git_commit`,
+      :func:`versions`, :func:`device`).
+    """
     return {"time": now(), "git": git_commit(), "versions": versions(), "device": device()}

@@ -16,7 +16,7 @@ for several seeds), so every file has the same top-level fields:
 ``seeds``, ``per_seed``
     the seeds, and each seed's numbers keyed by ``str(seed)``: the experiment's own result
     keys (``metrics``, ``latent_detection``, ``kl_per_latent``, ``digits``, ``factor_vae``,
-    ...), exactly as each launcher wrote them before this schema.
+    ...), as each launcher defines them.
 ``mean_std``
     for every numeric leaf of the per-seed entries (dotted path; a list of mappings is
     descended by position, ``digits.0.x``; other lists and booleans are not leaves),
@@ -76,9 +76,19 @@ def _plain(obj: Any) -> Any:
 
 
 def numeric_leaves(tree: Any, prefix: str = "") -> dict[str, float]:
-    """``{"a.b": 1.0, ...}``: the int/float leaves of nested mappings (not bools, ``None`` or
-    lists of numbers such as curves), finite or not; a list of mappings (``digits``: one
-    entry per trained digit) is descended by position (``digits.0.auroc``)."""
+    """Flatten the numeric leaves of nested mappings to dotted paths: ``{"a.b": 1.0, ...}``.
+
+    Int/float leaves count (finite or not); bools, ``None`` and lists of numbers (curves) do
+    not. A list of mappings (``digits``: one entry per trained digit) is descended by position
+    (``digits.0.auroc``).
+
+    Args:
+      tree: nested mappings.
+      prefix: prepended to every path (with its trailing dot).
+
+    Returns:
+      ``{path: float}``.
+    """
     out: dict[str, float] = {}
     if isinstance(tree, Mapping):
         for key, value in tree.items():
@@ -96,6 +106,12 @@ def mean_std(per_seed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
     A leaf missing from some seeds is summarized over the seeds that have it (``n`` says how
     many); a non-finite value makes the mean and std non-finite (written as JSON ``NaN``).
+
+    Args:
+      per_seed: ``{seed: entry}``.
+
+    Returns:
+      ``{path: {"mean", "std", "n", "values"}}`` (see :func:`numeric_leaves` for the paths).
     """
     leaves = {seed: numeric_leaves(entry) for seed, entry in per_seed.items()}
     keys: dict[str, None] = {}
@@ -120,7 +136,22 @@ def document(
     extra: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The schema's document (see the module doc); ``provenance`` defaults to now's."""
+    """Build the schema's document (see the module docstring).
+
+    Args:
+      experiment: the launcher's name.
+      config: the resolved config.
+      data: the data identity, or ``None``.
+      per_seed: ``{seed: that seed's result entry}``.
+      extra: further top-level fields, placed after the schema's.
+      provenance: a :func:`vae_xai.provenance.provenance` dict; default: now's.
+
+    Returns:
+      The JSON-ready document.
+
+    Raises:
+      ValueError: ``per_seed`` is empty, or ``extra`` would replace a schema field.
+    """
     if not per_seed:
         raise ValueError("results need at least one seed's entry (per_seed is empty)")
     per_seed = {str(k): _plain(v) for k, v in per_seed.items()}
@@ -148,8 +179,15 @@ def document(
 
 
 def write(path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
-    """Build :func:`document` (keyword arguments as there) and write it to ``path``
-    atomically; returns what was written, with ``results_path``."""
+    """Build :func:`document` and write it to ``path`` atomically.
+
+    Args:
+      path: the ``results.json`` to write.
+      **kwargs: the keyword arguments of :func:`document`.
+
+    Returns:
+      What was written, with ``results_path`` added.
+    """
     path = pathlib.Path(path)
     doc = {**document(**kwargs), "results_path": str(path)}
     provenance_lib.write_json_atomic(path, doc)
@@ -157,7 +195,19 @@ def write(path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
 
 
 def per_seed_entry(doc: Mapping[str, Any], seed: int | str | None = None) -> dict[str, Any]:
-    """One seed's entry of a results document (the only one when ``seed`` is ``None``)."""
+    """One seed's entry of a results document.
+
+    Args:
+      doc: a results document.
+      seed: the seed; ``None``: the only one.
+
+    Returns:
+      The entry.
+
+    Raises:
+      ValueError: ``seed`` is ``None`` and the document holds several seeds.
+      KeyError: no entry for ``seed``.
+    """
     entries = doc["per_seed"]
     if seed is None:
         if len(entries) != 1:
@@ -167,7 +217,15 @@ def per_seed_entry(doc: Mapping[str, Any], seed: int | str | None = None) -> dic
 
 
 def check(doc: Mapping[str, Any], seeds: Sequence[int] | None = None) -> None:
-    """Raise ``ValueError`` naming the first missing schema field (or a seed mismatch)."""
+    """Check a results document against the schema.
+
+    Args:
+      doc: a results document.
+      seeds: if given, the seeds it must hold, in order.
+
+    Raises:
+      ValueError: naming the first missing schema field, a wrong ``schema`` or a seed mismatch.
+    """
     for field in REQUIRED:
         if field not in doc:
             raise ValueError(f"results lack the schema field {field!r}")

@@ -37,7 +37,18 @@ class ConfigError(ValueError):
 
 
 def get(config: Any, field: str) -> Any:
-    """``config.a.b`` for ``field="a.b"`` (ConfigDict or nested mappings)."""
+    """Read a dotted field: ``config.a.b`` for ``field="a.b"`` (ConfigDict or nested mappings).
+
+    Args:
+      config: the config.
+      field: the dotted field name.
+
+    Returns:
+      The value.
+
+    Raises:
+      ConfigError: the field is missing.
+    """
     value = config
     for part in field.split("."):
         try:
@@ -55,7 +66,15 @@ def _int(config: Any, field: str) -> int:
 
 
 def positive(config: Any, *fields: str) -> None:
-    """Each field is a number > 0 (periods, sizes, learning rates)."""
+    """Check that each field is a number > 0 (periods, sizes, learning rates).
+
+    Args:
+      config: the config.
+      *fields: dotted field names.
+
+    Raises:
+      ConfigError: a field is missing, not a number, or not > 0.
+    """
     for field in fields:
         value = get(config, field)
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -63,14 +82,31 @@ def positive(config: Any, *fields: str) -> None:
 
 
 def at_least(config: Any, field: str, minimum: int) -> None:
-    """An integer field is ``>= minimum``."""
+    """Check that an integer field is ``>= minimum``.
+
+    Args:
+      config: the config.
+      field: the dotted field name.
+      minimum: the smallest allowed value.
+
+    Raises:
+      ConfigError: the field is missing, not an integer, or too small.
+    """
     value = _int(config, field)
     if value < minimum:
         raise ConfigError(field, f"must be an integer >= {minimum}; got {value}")
 
 
 def non_empty(config: Any, *fields: str) -> None:
-    """Each field is a non-empty sequence (or string)."""
+    """Check that each field is a non-empty sequence (or string).
+
+    Args:
+      config: the config.
+      *fields: dotted field names.
+
+    Raises:
+      ConfigError: a field is missing, ``None`` or empty.
+    """
     for field in fields:
         value = get(config, field)
         if value is None or len(value) == 0:
@@ -78,15 +114,34 @@ def non_empty(config: Any, *fields: str) -> None:
 
 
 def one_of(config: Any, field: str, choices: Collection[Any]) -> None:
-    """The field's value is one of ``choices``."""
+    """Check that the field's value is one of ``choices``.
+
+    Args:
+      config: the config.
+      field: the dotted field name.
+      choices: the allowed values.
+
+    Raises:
+      ConfigError: the field is missing or not one of ``choices``.
+    """
     value = get(config, field)
     if value not in choices:
         raise ConfigError(field, f"must be one of {sorted(choices)}; got {value!r}")
 
 
 def subset(config: Any, field: str, choices: Collection[Any], *, allow_empty: bool = False) -> None:
-    """Every entry of a sequence field is one of ``choices`` (and, unless ``allow_empty``,
-    there is at least one)."""
+    """Check that every entry of a sequence field is one of ``choices``.
+
+    Args:
+      config: the config.
+      field: the dotted field name.
+      choices: the allowed entries.
+      allow_empty: accept an empty sequence (else at least one entry is required).
+
+    Raises:
+      ConfigError: the field is missing, a string, empty (unless allowed), or has unknown
+        entries.
+    """
     value = get(config, field)
     if isinstance(value, str):
         raise ConfigError(field, f"must be a sequence of names, not the string {value!r}")
@@ -98,7 +153,15 @@ def subset(config: Any, field: str, choices: Collection[Any], *, allow_empty: bo
 
 
 def digits(config: Any, field: str) -> None:
-    """A digit or a non-empty sequence of digits, each an integer in 0..9."""
+    """Check that a field is a digit or a non-empty sequence of digits, each an integer in 0..9.
+
+    Args:
+      config: the config.
+      field: the dotted field name.
+
+    Raises:
+      ConfigError: the field is missing, empty, or holds something other than 0..9.
+    """
     value = get(config, field)
     values = [value] if isinstance(value, int | str) else list(value)
     if not values:
@@ -111,10 +174,19 @@ def digits(config: Any, field: str) -> None:
 def existing_path(
     path: str | os.PathLike[str] | None, field: str, *, kind: str = "dir"
 ) -> pathlib.Path:
-    """``path`` exists (``kind`` ``"dir"``, ``"file"`` or ``"any"``); returns it.
+    """Check that ``path`` exists and return it.
 
-    A missing path is a ``FileNotFoundError`` whose message starts with ``field``; no path at
-    all is a :class:`ConfigError`.
+    Args:
+      path: the path (``None`` or ``""``: not given).
+      field: the field name the messages start with.
+      kind: ``"dir"``, ``"file"`` or ``"any"``.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+
+    Raises:
+      ConfigError: no path given.
+      FileNotFoundError: the path does not exist as ``kind`` (the message starts with ``field``).
     """
     if path is None or str(path) == "":
         raise ConfigError(field, "is required")
@@ -134,6 +206,15 @@ def layers_of(
     A shape-only trace (:func:`jax.eval_shape` of ``model.init``): no parameters are
     materialized and nothing is compiled. Paths are ``/``-joined, as
     :func:`vae_xai.encoder_split.split_encoder` accepts them.
+
+    Args:
+      model: a Flax Linen module.
+      input_shape: the shape of one input, without the batch axis.
+      method: the method to trace.
+      **kwargs: extra keyword arguments for ``model.init``.
+
+    Returns:
+      The output shape of each submodule's first ``__call__``, ``()`` for non-arrays.
     """
     import flax.linen as nn
     import jax
@@ -167,9 +248,23 @@ def model_layers(
     feature_map: bool = True,
     **kwargs: Any,
 ) -> None:
-    """Every name in ``layers`` is a submodule of ``model.<method>`` (its name or full
-    ``/``-path, as :func:`vae_xai.encoder_split.split_encoder` matches them) whose output is a
-    ``(B, h, w, c)`` feature map when ``feature_map``."""
+    """Check that every name in ``layers`` is a (feature-map) layer of ``model.<method>``.
+
+    A name matches a submodule's name or its full ``/``-path, as
+    :func:`vae_xai.encoder_split.split_encoder` matches them.
+
+    Args:
+      model: a Flax Linen module.
+      input_shape: the shape of one input, without the batch axis.
+      layers: one layer name or several.
+      field: the config field the layers come from, named in errors.
+      method: the method to trace.
+      feature_map: also require a ``(B, h, w, c)`` output.
+      **kwargs: extra keyword arguments for ``model.init``.
+
+    Raises:
+      ConfigError: a layer is unknown, ambiguous, or (with ``feature_map``) not 4-D.
+    """
     available = layers_of(model, input_shape, method=method, **kwargs)
     by_name: Mapping[str, list[str]] = {}
     for path in available:
