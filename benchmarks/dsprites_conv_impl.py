@@ -4,7 +4,7 @@ Separates ``vae_xai.fast_conv``'s float rounding from other code changes when a 
 disentanglement score moves (RESULTS.md, regenerated headline numbers):
 
     python benchmarks/dsprites_conv_impl.py --impl=xla --workdir=/tmp/fvae_xla \
-        --config=factorvae,small --seeds=0
+        --config=factorvae,cpu --seeds=0
 
 Prints the run's summary (FactorVAE / beta-VAE score, MIG, attention overlap) as JSON.
 """
@@ -23,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", choices=("xla", "fast", "auto"), default="xla")
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--config", default="factorvae,small", help="dSprites config argument")
+    parser.add_argument("--config", default="factorvae,cpu", help="dSprites config argument")
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args()
     dd.dsprites_vae = lambda latent_dim: dsprites_vae(latent_dim, conv_impl=args.impl)

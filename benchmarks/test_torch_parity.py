@@ -161,15 +161,17 @@ def _vae_case(name):
     if name == "quickstart":
         c = quickstart.get_config()
         batch = {"image": _dsprites_batch()["image"]}
-        return dsprites_vae(c.latent_dim), batch, dict(beta=c.beta), c.learning_rate
+        t = c.train
+        return dsprites_vae(c.model.latent_dim), batch, dict(beta=t.beta), t.learning_rate
     if name == "mnist_vae":
         c = mnist_attention.get_config()
         batch = {"image": rng.random((BATCH, 28, 28, 1), np.float32)}
-        return mnist_vae(c.latent_dim), batch, dict(beta=c.beta), c.learning_rate
+        t = c.train
+        return mnist_vae(c.model.latent_dim), batch, dict(beta=t.beta), t.learning_rate
     if name == "resnet_small":
         from vae_xai.models.resnet_vae import ResNetVAE
 
-        c = mvtec_localization.get_config("small")
+        c = mvtec_localization.get_config("cpu")
         m = c.model
         model = ResNetVAE(
             image_size=c.image_size,
@@ -185,7 +187,7 @@ def _vae_case(name):
     elif name == "ucsd":
         from vae_xai.models.ucsd_vae import UCSDVAE
 
-        c = ucsd_cfg.get_config("small")
+        c = ucsd_cfg.get_config("cpu")
         m = c.model
         model = UCSDVAE(
             input_size=c.image_size,

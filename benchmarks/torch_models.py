@@ -16,9 +16,9 @@ Models (:data:`MODELS`) and the steps they mirror:
   with the independent half-batch ``image_disc``, ``factor_vae_optimizer()``.
 * ``"ad_factorvae"``: the same with ``ad_weight=1`` (Grad-CAM maps at conv4 through the fast
   ``dense_after="fc1"`` shift path, top-2 attention pair, sampled score, second order).
-* ``"resnet_small"``: ``ResNetVAE`` of ``mvtec_localization.py:small`` (128x128 RGB, width 16,
+* ``"resnet_small"``: ``ResNetVAE`` of ``mvtec_localization.py:cpu`` (128x128 RGB, width 16,
   reflect padding, BatchNorm in train mode), Gaussian likelihood (variance 0.05), Adam 1e-3.
-* ``"ucsd"``: ``UCSDVAE()`` of ``ucsd_localization.py:small``, Gaussian likelihood (variance
+* ``"ucsd"``: ``UCSDVAE()`` of ``ucsd_localization.py:cpu``, Gaussian likelihood (variance
   0.5), Adam 1e-3.
 
 Usage::
@@ -1036,7 +1036,7 @@ def build(
             seed=seed,
             dtype=dtype,
         )
-    if name == "resnet_small":  # experiments/configs/mvtec_localization.py:small
+    if name == "resnet_small":  # experiments/configs/mvtec_localization.py:cpu
         model = ResNetVAE(128, 3, 16, (2, 2, 2, 2), 32, 0.9, "reflect")
         zero = [
             f"encoder/stage{i + 1}/block{j + 1}/bn2/scale"
@@ -1057,7 +1057,7 @@ def build(
             zero_scale=zero,
             dtype=dtype,
         )
-    if name == "ucsd":  # experiments/configs/ucsd_localization.py:small
+    if name == "ucsd":  # experiments/configs/ucsd_localization.py:cpu
         model = UCSDVAE(100, 1, (32, 64, 128), 512, 32)
         return VAEStep(
             name,

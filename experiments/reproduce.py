@@ -29,7 +29,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("estimate_steps", 5, "Steps timed per job after the first.")
     flags.DEFINE_string("estimate_out", None, "Also write the estimate as JSON here.")
     flags.DEFINE_multi_string(
-        "override", [], "FIELD=VALUE applied to every job's config (e.g. num_steps=100)."
+        "override", [], "FIELD=VALUE applied to every job's config (e.g. train.num_steps=100)."
     )
     launch.define_distributed_flags()
 

@@ -23,7 +23,7 @@ def test_resolves_relative_paths_from_another_directory(tmp_path, monkeypatch):
     assert pathlib.Path(packaged).is_file()
     for spec in ("experiments/configs/quickstart.py", "configs/quickstart.py", "quickstart.py"):
         assert resolve_config_path(spec) == packaged
-        assert resolve_config_path(spec + ":small") == packaged + ":small"
+        assert resolve_config_path(spec + ":smoke") == packaged + ":smoke"
     # unknown names and absolute paths are left for ml_collections to report
     assert resolve_config_path("experiments/configs/nope.py") == "experiments/configs/nope.py"
     assert resolve_config_path("/no/such/quickstart.py") == "/no/such/quickstart.py"
@@ -52,11 +52,11 @@ def test_existing_path_wins(tmp_path, monkeypatch):
 
 def test_config_flag_loads_packaged_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["prog", "--config=experiments/configs/quickstart.py:small", "--config.num_steps=3"]
+    argv = ["prog", "--config=experiments/configs/quickstart.py:smoke", "--config.train.num_steps=3"]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
     values(argv)
-    assert values.config.variant == "smoke" and values.config.num_steps == 3  # small = smoke
+    assert values.config.variant == "smoke" and values.config.train.num_steps == 3
 
 
 def test_missing_config_still_fails(tmp_path, monkeypatch):
@@ -65,4 +65,4 @@ def test_missing_config_still_fails(tmp_path, monkeypatch):
     config_flags.DEFINE_config_file("config", flag_values=values)
     values(["prog", "--config=experiments/configs/nope.py"])
     with pytest.raises(IOError, match="nope"):
-        _ = values.config.num_steps
+        _ = values.config.train.num_steps

@@ -231,11 +231,12 @@ def test_launcher_on_two_processes_equals_one_process(tmp_path):
     from vae_xai.experiments import quickstart
 
     cfg = get_config("smoke")
-    cfg.update(num_steps=4, checkpoint_every=2, log_every=2)
+    cfg.train.update(num_steps=4, checkpoint_every=2, log_every=2)
     quickstart.train_and_evaluate(cfg, tmp_path / "one", progress=False)
     common = [
-        "--config=experiments/configs/quickstart.py:smoke", "--config.num_steps=4",
-        "--config.checkpoint_every=2", "--config.log_every=2", "--steps_per_dispatch=2",
+        "--config=experiments/configs/quickstart.py:smoke", "--config.train.num_steps=4",
+        "--config.train.checkpoint_every=2", "--config.train.log_every=2",
+        "--steps_per_dispatch=2",
     ]  # fmt: skip
     two = _launch([f"--workdir={tmp_path / 'two'}", *common], processes=2, devices=1)
     _assert_ok(two)

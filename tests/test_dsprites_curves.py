@@ -18,10 +18,10 @@ from vae_xai.experiments.dsprites_disentanglement import validate
 
 def smoke(num_steps: int, **overrides):
     c = get_config("factorvae,smoke")
-    c.num_steps, c.checkpoint_every = num_steps, 1
+    c.train.num_steps, c.train.checkpoint_every = num_steps, 1
     c.eval.metrics = ("factor_vae", "mig")
     for k, v in overrides.items():
-        c[k] = v
+        c.train[k] = v
     return c
 
 
@@ -43,8 +43,9 @@ def test_curve_scores_equal_a_run_stopped_at_that_step_and_are_never_recomputed(
     assert at2["mig"] == ref["mig"]["discrete_mig"]
     final = curve["curve"][1]["per_seed"]["0"]
     assert final["factor_vae_score"] == out["per_seed"]["0"]["factor_vae"]["eval_accuracy"]
-    # the step-2 evaluation has its own results.json, not linked from the workdir
-    assert json.loads((long / "results.json").read_text())["evaluation"]["step"] == 4
+    # the step-2 evaluation has its own results.json, not linked from the seed's run
+    own = json.loads((long / "seed_0" / "results.json").read_text())
+    assert own["evaluation"]["step"] == 4 and own["per_seed"]["0"]["curve"]["2"] == at2
 
     def no_scoring(*args, **kwargs):
         raise AssertionError("a scored step was scored again")
@@ -57,7 +58,7 @@ def test_curve_scores_equal_a_run_stopped_at_that_step_and_are_never_recomputed(
 def test_curve_every_must_be_a_multiple_of_the_kept_steps():
     with pytest.raises(validation.ConfigError, match="curve_every.*keep_every=0"):
         ds.curve_steps(smoke(4), 2)
-    with pytest.raises(validation.ConfigError, match="multiple of config.keep_every"):
+    with pytest.raises(validation.ConfigError, match="multiple of config.train.keep_every"):
         ds.curve_steps(smoke(10, keep_every=2), 3)
     with pytest.raises(validation.ConfigError, match="positive integer"):
         ds.curve_steps(smoke(10, keep_every=2), 2.0)

@@ -112,14 +112,14 @@ def test_dsprites_launcher_ensemble_equals_separate_seeds(tmp_path):
     from vae_xai.experiments import dsprites_disentanglement as dd
 
     config = get_config("ad_factorvae,smoke")
-    config.checkpoint_every = 1
+    config.train.checkpoint_every = 1
     dd.train_and_evaluate(config, tmp_path / "ens", seeds=[0, 1], skip_eval=True, ensemble=True)
     dd.train_and_evaluate(config, tmp_path / "sep", seeds=[0, 1], skip_eval=True)
     for seed in (0, 1):
         _, template, _, _ = dd.build(config, seed)
         a = train.restore_params(tmp_path / "ens" / f"seed_{seed}", template)
         b = train.restore_params(tmp_path / "sep" / f"seed_{seed}", template)
-        assert int(a.step) == int(b.step) == config.num_steps
+        assert int(a.step) == int(b.step) == config.train.num_steps
         # vmapped convs round differently; Adam turns that into differences of ~1e-5 in a
         # handful of weights whose gradient is near zero (2 of 131,072 seen)
         _close(a.params, b.params, atol=5e-5)

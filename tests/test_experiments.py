@@ -34,15 +34,15 @@ def run(module: str, *args: str) -> subprocess.CompletedProcess:
 def test_quickstart_writes_figures_and_resumes(tmp_path):
     args = (
         f"--workdir={tmp_path}",
-        f"--config={REPO}/experiments/configs/quickstart.py:small",
-        "--config.num_steps=4",
-        "--config.checkpoint_every=2",
-        "--config.log_every=2",
+        f"--config={REPO}/experiments/configs/quickstart.py:smoke",
+        "--config.train.num_steps=4",
+        "--config.train.checkpoint_every=2",
+        "--config.train.log_every=2",
     )
     first = run("experiments.quickstart", *args)
     assert first.returncode == 0, first.stderr[-3000:]
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["seeds"] == [0] and doc["config"]["variant"] == "smoke"  # :small is smoke
+    assert doc["seeds"] == [0] and doc["config"]["variant"] == "smoke"
     results = doc["per_seed"]["0"]
     assert len(results["kl_per_latent"]) == 10
     assert (tmp_path / "latent_attention.png").stat().st_size > 1000
@@ -53,9 +53,9 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     second = run(
         "experiments.quickstart",
         *args[:-3],
-        "--config.num_steps=6",
-        "--config.checkpoint_every=2",
-        "--config.log_every=2",
+        "--config.train.num_steps=6",
+        "--config.train.checkpoint_every=2",
+        "--config.train.log_every=2",
     )
     assert second.returncode == 0, second.stderr[-3000:]
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -63,7 +63,7 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     record = json.loads((tmp_path / "run.json").read_text())
     assert [s["num_steps"] for s in record["starts"]] == [4, 6]
     assert record["starts"][1]["continues_from_step"] == 4
-    assert record["starts"][1]["changed"] == {"num_steps": [4, 6]}
+    assert record["starts"][1]["changed"] == {"train.num_steps": [4, 6]}
     assert len(record["evaluations"]) == 2  # one per trained model, each in its own folder
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["per_seed"]["0"]["steps"] == 6
@@ -76,11 +76,12 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     # are refused in seconds with the field named, and nothing in the workdir changes
     # (the launcher once, the library it calls for the rest: the same check, no 6-s start-up)
     before = snapshot(tmp_path)
-    base = (f"--workdir={tmp_path}", f"--config={REPO}/experiments/configs/quickstart.py:small")
+    base = (f"--workdir={tmp_path}", f"--config={REPO}/experiments/configs/quickstart.py:smoke")
     refused = run(
-        "experiments.quickstart", *base, "--config.num_steps=6", "--config.learning_rate=0.001"
+        "experiments.quickstart", *base, "--config.train.num_steps=6",
+        "--config.train.learning_rate=0.001",
     )
-    message = "learning_rate: 0.0005 -> 0.001"
+    message = "train.learning_rate: 0.0005 -> 0.001"
     assert refused.returncode != 0 and message in refused.stderr, refused.stderr[-3000:]
     assert str(tmp_path) in refused.stderr
     assert snapshot(tmp_path) == before
@@ -89,18 +90,20 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     from vae_xai.experiments import quickstart
 
     def config(**fields):
-        cfg = get_config("small")
-        cfg.update(fields)
+        cfg = get_config("smoke")
+        for key, value in fields.items():
+            section, name = key.split("__")
+            cfg[section][name] = value
         return cfg
 
     t0 = time.perf_counter()
-    with pytest.raises(WorkdirError, match="trained to step 6; num_steps=5 is smaller") as err:
-        quickstart.train_and_evaluate(config(num_steps=5), tmp_path)
+    with pytest.raises(WorkdirError, match="trained to step 6; train.num_steps=5 is smaller") as err:
+        quickstart.train_and_evaluate(config(train__num_steps=5), tmp_path)
     assert str(tmp_path) in str(err.value) and snapshot(tmp_path) == before
     fresh = tmp_path / "fresh"
     for fields, message in [
-        (dict(checkpoint_every=0), "checkpoint_every: must be an integer >= 1; got 0"),
-        (dict(layer="conv9"), "layer: ConvVAE.encode has no layer 'conv9'"),
+        (dict(train__checkpoint_every=0), "train.checkpoint_every: must be an integer >= 1; got 0"),
+        (dict(eval__layer="conv9"), "eval.layer: ConvVAE.encode has no layer 'conv9'"),
     ]:
         with pytest.raises(ConfigError, match=message):
             quickstart.train_and_evaluate(config(**fields), fresh)
@@ -141,11 +144,11 @@ def test_mnist_attention_end_to_end(tmp_path, data_dir):
         "experiments.mnist_attention",
         f"--workdir={tmp_path}",
         f"--data_dir={data_dir / 'mnist'}",
-        f"--config={REPO}/experiments/configs/mnist_attention.py:small",
-        "--config.num_steps=3",
-        "--config.checkpoint_every=3",
-        "--config.max_eval_images=300",
-        "--config.eval_batch_size=100",
+        f"--config={REPO}/experiments/configs/mnist_attention.py:smoke",
+        "--config.train.num_steps=3",
+        "--config.train.checkpoint_every=3",
+        "--config.eval.max_images=300",
+        "--config.eval.batch_size=100",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -167,7 +170,7 @@ def _tiny_dsprites_config(method: str):
     from experiments.configs.dsprites_disentanglement import get_config
 
     c = get_config(f"{method},smoke")
-    c.checkpoint_every = 1
+    c.train.checkpoint_every = 1
     return c
 
 
@@ -193,13 +196,15 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     assert (
         out["mean_std"]["factor_vae.eval_accuracy"]["mean"] == seed["factor_vae"]["eval_accuracy"]
     )
-    seed_dir = pathlib.Path(out["evaluation"]["dir"]) / "seed_0"
-    assert seed_dir.parent.parent == tmp_path / "ad" / "evaluations"
-    for name in ("eval.json", "traversal.png", "attention_pairs.png", "attention_pairs_vs_fv.png"):
+    own = json.loads((tmp_path / "ad" / "seed_0" / "results.json").read_text())
+    assert own["per_seed"]["0"] == seed and own["config"]["seed"] == 0
+    seed_dir = pathlib.Path(own["evaluation"]["dir"])  # the seed's own evaluation folder
+    assert seed_dir.parent == tmp_path / "ad" / "seed_0" / "evaluations"
+    for name in ("results.json", "traversal.png", "attention_pairs.png", "attention_pairs_vs_fv.png"):
         assert (seed_dir / name).stat().st_size > 0, name
     on_disk = json.loads((tmp_path / "ad" / "results.json").read_text())
     assert on_disk == out
-    assert on_disk["run"]["data"]["renderer"] == "data_pipelines.dsprites.render_from_classes"
+    assert on_disk["data"]["renderer"] == "data_pipelines.dsprites.render_from_classes"
 
     # a second call resumes: no training, and the evaluation at this step is reused
     log = (tmp_path / "ad" / "seed_0" / "metrics.jsonl").read_text()
@@ -221,10 +226,10 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     before = snapshot(tmp_path / "ad")
     for change, match in [
         (dict(method="factorvae"), 'method: "ad_factorvae" -> "factorvae"'),
-        (dict(latent_dim=5), "latent_dim: 10 -> 5"),
+        (dict(latent_dim=5), "model.latent_dim: 10 -> 5"),
     ]:
         cfg = _tiny_dsprites_config(change.get("method", "ad_factorvae"))
-        cfg.latent_dim = change.get("latent_dim", cfg.latent_dim)
+        cfg.model.latent_dim = change.get("latent_dim", cfg.model.latent_dim)
         t0 = time.perf_counter()
         with pytest.raises(WorkdirError, match=match) as err:
             dd.train_and_evaluate(cfg, tmp_path / "ad", seeds=[0])
@@ -236,7 +241,7 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
         dd.train_and_evaluate(
             _tiny_dsprites_config("factorvae"), tmp_path / "y", seeds=[0], compare_workdir=tmp_path
         )
-    with pytest.raises(ValueError, match="seed 1 of .* is trained to step None"):
+    with pytest.raises(FileNotFoundError, match="seed_1/run.json not found"):
         dd.train_and_evaluate(
             _tiny_dsprites_config("factorvae"), tmp_path / "y", seeds=[1], compare_workdir=fv_dir
         )
@@ -251,11 +256,11 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
-        ("checkpoint_every", 0, "checkpoint_every: must be an integer >= 1; got 0"),
-        ("log_every", 0, "log_every: must be an integer >= 1; got 0"),
-        ("num_steps", -5, "num_steps: must be an integer >= 1; got -5"),
+        ("train.checkpoint_every", 0, "train.checkpoint_every: must be an integer >= 1; got 0"),
+        ("train.log_every", 0, "train.log_every: must be an integer >= 1; got 0"),
+        ("train.num_steps", -5, "train.num_steps: must be an integer >= 1; got -5"),
         ("ad.layer", "conv9", "ad.layer: .*has no layer 'conv9'"),
-        ("latent_dim", 1, "latent_dim: must be an integer >= 2; got 1"),
+        ("model.latent_dim", 1, "model.latent_dim: must be an integer >= 2; got 1"),
     ],
 )
 def test_dsprites_bad_config_fails_before_any_work(tmp_path, field, value, match):
@@ -283,8 +288,8 @@ def test_quickstart_seeds_one_run_each_and_the_aggregate(tmp_path):
 
     out = run(
         "experiments.quickstart", f"--workdir={tmp_path}", "--seeds=0,1",
-        f"--config={REPO}/experiments/configs/quickstart.py:smoke", "--config.num_steps=2",
-        "--config.checkpoint_every=2", "--config.log_every=2",
+        f"--config={REPO}/experiments/configs/quickstart.py:smoke", "--config.train.num_steps=2",
+        "--config.train.checkpoint_every=2", "--config.train.log_every=2",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads((tmp_path / "results.json").read_text())
@@ -303,7 +308,7 @@ def test_quickstart_seeds_one_run_each_and_the_aggregate(tmp_path):
     assert stats["std"] == pytest.approx(np.std(elbo), rel=1e-12)
     # the parent is no single run, and a bad --seeds is a usage error before any work
     cfg = get_config("smoke")
-    cfg.num_steps = 2
+    cfg.train.num_steps = 2
     with pytest.raises(WorkdirError, match="holds one run per seed"):
         quickstart.train_and_evaluate(cfg, tmp_path)
     bad = run("experiments.quickstart", f"--workdir={tmp_path / 'b'}", "--seeds=0,x")

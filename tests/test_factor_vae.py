@@ -419,21 +419,20 @@ def test_experiment_configs():
     from experiments.configs.dsprites_disentanglement import get_config
 
     full = get_config("ad_factorvae")
-    assert (full.num_steps, full.batch_size, full.gamma) == (300_000, 64, 40.0)
+    assert (full.train.num_steps, full.train.batch_size, full.train.gamma) == (300_000, 64, 40.0)
     assert full.ad.weight > 0 and full.ad.layer == "conv4" and full.ad.pair == "attention"
     assert full.eval.factor_vae.num_train == 10_000 and full.eval.factor_vae.num_eval == 5_000
     assert (full.optim.disc_b1, full.optim.disc_b2, full.optim.vae_lr) == (0.5, 0.9, 1e-4)
     assert get_config("factorvae").ad.weight == 0.0
-    assert get_config("beta_vae").beta == 4.0
-    small = get_config("factorvae,small")
-    assert small.num_steps < 1000 and small.eval.factor_vae.num_train < 10_000
+    assert get_config("beta_vae").train.beta == 4.0
+    cpu = get_config("factorvae,cpu")
+    assert cpu.train.num_steps < 1000 and cpu.eval.factor_vae.num_train < 10_000
     with pytest.raises(ValueError, match="unknown option 'vae'"):
         get_config("vae")
-    assert small.variant == "cpu"  # the old name of the 30-minute CPU variant
     cpu = get_config("ad_factorvae,cpu_long")
-    assert (cpu.variant, cpu.num_steps, cpu.batch_size) == ("cpu_long", 5_000, 64)
+    assert (cpu.variant, cpu.train.num_steps, cpu.train.batch_size) == ("cpu_long", 5_000, 64)
     assert cpu.eval.factor_vae.num_train == 10_000  # standard metric sizes
     with pytest.raises(ValueError, match="valid variants are 'smoke', 'cpu', 'cpu_long', 'full'"):
         get_config("factorvae,tiny")
     with pytest.raises(ValueError, match="choose one variant"):
-        get_config("factorvae,small,cpu")
+        get_config("factorvae,cpu,smoke")

@@ -186,7 +186,7 @@ def test_validation_errors():
 
 def test_config_variants_match_library_signatures():
     cpu = mnist_loc_cfg.get_config(None)
-    assert cpu.variant == "cpu" and cpu.normal_digit == 3 and cpu.latent_dim == 32
+    assert cpu.variant == "cpu" and cpu.normal_digit == 3 and cpu.model.latent_dim == 32
     assert (cpu.train.num_steps, cpu.train.batch_size, cpu.train.learning_rate) == (1000, 64, 1e-3)
     full = mnist_loc_cfg.get_config("full")
     assert (full.train.num_steps, full.train.batch_size) == (6000, 128)
@@ -221,7 +221,7 @@ def test_synthetic_test_set_uses_disjoint_chunks():
     clean = np.linspace(0.1, 0.9, 9, dtype=np.float32)[:, None, None, None] * np.ones(
         (9, 8, 8, 1), np.float32
     )
-    anomaly = mnist_loc_cfg.get_config("tiny").anomaly
+    anomaly = mnist_loc_cfg.get_config("smoke").anomaly
     anomaly.size, anomaly.margin = 3, 1
     test, stats = mnist_localization.synthetic_test_set(clean, anomaly, seed=0)
     # chunks 0..4 -> square, 5..8 -> erase; every clean image appears exactly once, in order
@@ -270,7 +270,7 @@ def write_fake_mnist(root: pathlib.Path) -> pathlib.Path:
 def test_end_to_end_and_resume(tmp_path):
     data = write_fake_mnist(tmp_path / "mnist")
     workdir = tmp_path / "run"
-    config = mnist_loc_cfg.get_config("tiny")
+    config = mnist_loc_cfg.get_config("smoke")
     doc = mnist_localization.train_and_evaluate(config, workdir, data_dir=data, progress=False)
     written = json.loads((workdir / "results.json").read_text())
     assert written == doc and doc["seeds"] == [0]
@@ -314,7 +314,7 @@ def test_end_to_end_and_resume(tmp_path):
 
 
 def test_missing_data_dir_fails_fast(tmp_path):
-    config = mnist_loc_cfg.get_config("tiny")
+    config = mnist_loc_cfg.get_config("smoke")
     with pytest.raises(FileNotFoundError, match="nope"):
         mnist_localization.train_and_evaluate(
             config, data_dir=tmp_path / "nope", workdir=tmp_path / "run"

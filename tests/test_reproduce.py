@@ -65,7 +65,7 @@ def test_estimate_projects_and_skips_missing_data(tmp_path):
         get_config=get_config,
         data_dir=tmp_path,
         steps=2,
-        overrides={"num_steps": 50},
+        overrides={"train.num_steps": 50},
         log=lines.append,
     )
     q = est["jobs"]["fig1_quickstart"]
@@ -97,4 +97,4 @@ def test_run_writes_tables_and_resumes(tmp_path):
         [QUICK], tmp_path / "repro", get_config=get_config, data_dir=None, log=lambda s: None
     )
     wall = json.loads((tmp_path / "repro" / "fig1_quickstart" / "train_wall.json").read_text())
-    assert wall["step"] == QUICK.config(get_config).num_steps
+    assert wall["step"] == QUICK.config(get_config).train.num_steps

@@ -32,21 +32,19 @@ CONFIGS = (
 # ----------------------------------------------------------------------------- variants
 
 
-def test_parse_variant_aliases_options_and_errors():
-    kw = dict(variants=("smoke", "cpu", "full"), default="full", aliases={"small": "cpu"})
+def test_parse_variant_options_and_errors():
+    kw = dict(variants=("smoke", "cpu", "full"), default="full")
     assert parse_variant(None, **kw).name == "full"
-    assert parse_variant("", **kw).given is None
-    v = parse_variant(" small ", **kw)
-    assert (v.name, v.given, v.alias) == ("cpu", "small", True)
-    assert not parse_variant("cpu", **kw).alias
-    with pytest.raises(ValueError, match=r"unknown variant 'huge'; valid variants are 'smoke', "
-                       r"'cpu', 'full' \(old names: 'small' = 'cpu'\)"):  # fmt: skip
-        parse_variant("huge", **kw)
+    assert parse_variant("", **kw) == parse_variant("full", **kw)
+    assert parse_variant(" cpu ", **kw).name == "cpu"
+    with pytest.raises(ValueError, match=r"unknown variant 'small'; valid variants are 'smoke', "
+                       r"'cpu', 'full'$"):  # fmt: skip
+        parse_variant("small", **kw)  # old names are gone
     with pytest.raises(ValueError, match="choose one variant"):
         parse_variant("cpu,smoke", **kw)
     opt = dict(kw, options=("a", "b"), default_option="a", config="toy")
     assert parse_variant(None, **opt) == parse_variant("a", **opt)
-    assert (parse_variant("b,small", **opt).option, parse_variant("small", **opt).option) == (
+    assert (parse_variant("b,cpu", **opt).option, parse_variant("cpu", **opt).option) == (
         "b",
         "a",
     )
@@ -67,53 +65,101 @@ def test_every_config_names_only_known_variants():
             c = mod.get_config(arg)
             assert c.variant == variant
             assert variant in CANONICAL or variant == "cpu_long", (name, variant)
-        # an old name is stored under its canonical name
-        for old, new in mod.ALIASES.items():
-            assert mod.get_config(old).variant == new
+            # one schema: seed and variant at the top; model, train and eval sections
+            assert {"seed", "variant", "model", "train", "eval"} <= set(c), (name, variant)
+            assert {"num_steps", "batch_size", "checkpoint_every", "log_every"} <= set(c.train)
         with pytest.raises(ValueError, match="valid variants are"):
             mod.get_config("huge" if name != "dsprites_disentanglement" else "factorvae,huge")
 
 
-def test_old_variant_names_give_the_configs_they_gave_before_the_rename():
-    """Reference: every config as the config modules of f91e2c6 (before the shared parser)
-    built it, stored in tests/configs_before_variants.json. Only ``variant`` (now the
-    canonical name) may differ, except dSprites' old ``,cpu``, which is ``,cpu_long`` now."""
+# The variants' old names (the reference file's arguments) and where the sectioned schema
+# moved each flat field (new dotted path -> old one).
+OLD_NAMES = {
+    "quickstart": {"small": "smoke", "full": "cpu"},
+    "mnist_attention": {"small": "smoke"},
+    "mnist_localization": {"tiny": "smoke"},
+    "mvtec_localization": {"small": "cpu", "tiny": "smoke"},
+    "ucsd_localization": {"small": "cpu", "tiny": "smoke"},
+    "dsprites_disentanglement": {"small": "cpu", "cpu": "cpu_long"},
+}
+_SCHEDULE = ("num_steps", "batch_size", "checkpoint_every", "log_every")
+MOVED = {
+    "quickstart": {
+        "model.latent_dim": "latent_dim",
+        **{f"train.{k}": k for k in (*_SCHEDULE, "learning_rate", "beta")},
+        **{f"eval.{k}": k for k in ("layer", "num_samples", "max_latents_shown")},
+    },
+    "mnist_attention": {
+        "model.latent_dim": "latent_dim",
+        **{f"train.{k}": k for k in (*_SCHEDULE, "learning_rate", "beta")},
+        "eval.layer": "layer",
+        "eval.figure_digits": "figure_digits",
+        "eval.examples_per_digit": "examples_per_digit",
+        "eval.batch_size": "eval_batch_size",
+        "eval.max_images": "max_eval_images",
+    },
+    "mnist_localization": {"model.latent_dim": "latent_dim"},
+    "dsprites_disentanglement": {
+        "model.latent_dim": "latent_dim",
+        **{f"train.{k}": k for k in (*_SCHEDULE, "beta", "gamma", "disc_batch")},
+    },
+}
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "figure_digits":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_config_gives_the_values_it_gave_before_the_renames():
+    """Reference: every config as the config modules of f91e2c6 built it (flat fields, old
+    variant names), stored in tests/configs_before_variants.json. Each old name's variant,
+    with the sectioned fields moved back to their flat names, gives the same values; only
+    ``variant`` and what was added later (dSprites' ``seed`` and ``train.keep_every``, the
+    localization configs' VAE maps) differ."""
     before = json.loads((HERE / "configs_before_variants.json").read_text())
-    renamed = {
-        f"{m},cpu": f"{m},cpu_long" for m in ("beta_vae", "factorvae", "ad_factorvae")
-    }  # the one variant whose old name could not stay an alias
     checked = 0
     for name, cases in before.items():
-        get = _get(name)
+        get, moved, names = _get(name), MOVED.get(name, {}), OLD_NAMES[name]
         for arg, old in cases.items():
+            parts = arg.split(",") if arg else []
+            if parts and parts[-1] in names:
+                parts[-1] = names[parts[-1]]
+            new = _flat(json.loads(json.dumps(get(",".join(parts) or None).to_dict())))
+            new = {moved.get(k, k): v for k, v in new.items()}
+            for key in ("variant", "train.keep_every"):
+                new.pop(key, None)
             if name == "dsprites_disentanglement":
-                arg = renamed.get(arg, arg)
-            new = get(arg or None).to_dict()
-            new = json.loads(json.dumps(new))
-            if "eval" in new and name.endswith("_localization"):  # maps added later (issue 19)
-                for key in ("maps", "grad", "combi", "projection", "attention_x_recon"):
-                    new["eval"].pop(key, None)
-            if name == "dsprites_disentanglement":  # added later (issue 20), 0 = off
-                assert new.pop("keep_every") == 0
-            assert {k: v for k, v in new.items() if k != "variant"} == {
-                k: v for k, v in old.items() if k != "variant"
-            }, (name, arg)
+                assert new.pop("seed") == 0
+            if name.endswith("_localization"):  # maps added later (issue 19)
+                for key in [k for k in new if k.split(".")[:2][-1] in _MAPS_KEYS]:
+                    new.pop(key)
+            old = {k: v for k, v in _flat(old).items() if k != "variant"}
+            assert new == old, (name, arg)
             checked += 1
     assert checked == 28
 
 
+_MAPS_KEYS = ("maps", "grad", "combi", "projection", "attention_x_recon")
+
+
 def test_smoke_variants_are_short():
-    assert _get("quickstart")("smoke").num_steps <= 30
-    assert _get("mnist_localization")("smoke").train.num_steps <= 3
-    assert _get("mvtec_localization")("smoke").train.num_steps <= 2
-    assert _get("ucsd_localization")("smoke").train.num_steps <= 2
+    for name in CONFIGS:
+        arg = "smoke" if name != "dsprites_disentanglement" else "ad_factorvae,smoke"
+        limit = 150 if name == "mnist_attention" else 30  # (one digit's model, about a minute)
+        assert _get(name)(arg).train.num_steps <= limit, name
     d = _get("dsprites_disentanglement")("ad_factorvae,smoke")
-    assert d.num_steps <= 2 and d.eval.factor_vae.num_train <= 20
+    assert d.train.num_steps <= 2 and d.eval.factor_vae.num_train <= 20
 
 
-def test_a_renamed_variant_continues_its_workdir(tmp_path):
-    """A workdir recorded under an old variant name continues under the canonical one
-    (``variant`` is a label: the fields it stands for are compared, and they are equal)."""
+def test_a_changed_variant_label_continues_its_workdir(tmp_path):
+    """``variant`` is a label: the fields it stands for are compared, and when they are
+    equal a workdir recorded under another label continues."""
     fields = wd.Fields(num_steps="num_steps", eval=(), schedule=())
     old = ml_collections.ConfigDict(dict(variant="small", seed=0, num_steps=4, lr=1e-3))
     first = wd.start(tmp_path, old, experiment="x", fields=fields, data={})

@@ -10,10 +10,8 @@ as ``workdir/results.json``: the per-seed numbers are the seeds' own entries, ``
 their mean +- std. A set of seeds evaluated again with another evaluation config gets a new
 folder; no aggregate overwrites another.
 
-Without ``--seeds`` a launcher runs ``config.seed`` in ``workdir`` itself (the layout of
-every workdir made before ``--seeds``; the README's ``workdirs/quickstart/latent_attention.png``).
-dSprites (whose seeds have always shared one run record, ``workdir/seed_N`` holding only each
-seed's training) keeps its layout; see :mod:`vae_xai.experiments.dsprites_disentanglement`.
+Without ``--seeds`` a launcher runs ``config.seed`` in ``workdir`` itself (the README's
+``workdirs/quickstart/latent_attention.png``).
 """
 
 from __future__ import annotations
@@ -168,13 +166,30 @@ def run_seeds(
     *,
     experiment: str,
     fields: workdir_lib.Fields,
-) -> dict[str, Any]:
+    before: Callable[[Mapping[int, Any]], None] | None = None,
+    aggregate: Callable[[Mapping[int, Mapping[str, Any]], pathlib.Path], Mapping[str, Any]]
+    | None = None,
+) -> dict[str, Any] | None:
     """Run ``run_one(config with seed N, workdir/seed_N)`` for each seed, then aggregate.
 
     ``run_one`` is the experiment's single-run function; it returns the results document it
     wrote (:meth:`vae_xai.workdir.Evaluation.save_results`). Before any seed trains, every
     seed that already has a run record is checked against its config
     (:func:`vae_xai.workdir.check`), so a refused change fails in seconds for all seeds.
+
+    Args:
+      workdir: the folder of one run per seed.
+      config: the config shared by the seeds (``seed`` is set per seed).
+      seeds: the seeds.
+      run_one: ``(config, workdir/seed_N) -> results document`` (``None``: trained only;
+        then nothing is aggregated and ``None`` is returned).
+      experiment: the experiment's name (a workdir of another experiment is refused).
+      fields: which config fields may change between starts (:class:`~vae_xai.workdir.Fields`).
+      before: called once with ``{seed: config}`` after the checks, before any seed runs
+        (e.g. to train all seeds together).
+      aggregate: ``(documents by seed, aggregate folder) -> extra entries`` of the aggregate
+        ``results.json``; it may write files into the folder, which are linked from the
+        workdir with ``results.json``.
 
     Returns:
       The aggregate results document (schema :mod:`vae_xai.results`), with ``runs``: each
@@ -215,7 +230,11 @@ def run_seeds(
     workdir.mkdir(parents=True, exist_ok=True)
     workdir_lib.write_json_atomic(path, record)
 
+    if before is not None:
+        before(configs)
     docs = {seed: run_one(cfg, workdir / f"seed_{seed}") for seed, cfg in configs.items()}
+    if any(doc is None for doc in docs.values()):  # trained only: nothing to aggregate
+        return None
 
     first = docs[seeds[0]]
     shared = {k: v for k, v in first.items() if k not in results_lib.REQUIRED}
@@ -236,6 +255,9 @@ def run_seeds(
     name = f"seeds{'-'.join(map(str, seeds))}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     target = workdir / workdir_lib.EVALUATIONS / name / "results.json"
     copies = workdir_lib.copied_outputs(workdir)  # (cp -rL) before the aggregate is rewritten
+    if aggregate is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        extra = {**extra, **aggregate(docs, target.parent)}
     written = results_lib.write(
         target,
         experiment=experiment,
@@ -244,5 +266,7 @@ def run_seeds(
         per_seed={s: results_lib.per_seed_entry(d) for s, d in docs.items()},
         extra={**extra, "runs": runs},
     )
-    _link(workdir, target, copies)
+    for path in sorted(target.parent.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            _link(workdir, path, copies)
     return written

@@ -12,33 +12,17 @@ A config may add variants of its own (dSprites' ``cpu_long``: hours on a CPU) an
 default. ``option`` is a leading choice some configs need (dSprites' method:
 ``ad_factorvae,cpu``).
 
-Old names are aliases, so every command written before this convention gives the config it
-gave then; the run record (``run.json``) stores the canonical name (``config.variant``). The
-renames (``ALIASES`` in each config module; see the README's experiments section):
-
-===========================  ==========================  ==================================
-config                       old name                    canonical
-===========================  ==========================  ==================================
-quickstart                   ``small``                   ``smoke``
-quickstart                   ``full`` (its old default)  ``cpu`` (no paper-scale Fig. 1)
-mnist_attention              ``small``                   ``smoke``
-mnist_localization           ``tiny``                    ``smoke``
-mvtec_localization           ``small`` (~12-19 min)      ``cpu``
-mvtec_localization           ``tiny``                    ``smoke``
-ucsd_localization            ``small``                   ``cpu``
-ucsd_localization            ``tiny``                    ``smoke``
-dsprites_disentanglement     ``<method>,small``          ``<method>,cpu``
-===========================  ==========================  ==================================
-
-dSprites' old ``<method>,cpu`` (5,000 steps with the standard metric sizes: hours on a
-CPU) is ``<method>,cpu_long``: its old name is now the 30-minute variant, so it cannot be an
-alias.
+Every config has one schema: ``seed``, ``variant`` and what selects the data (``image_size``,
+``normal_digit``, ...) at the top; ``model``, ``train`` (the schedule ``num_steps``,
+``batch_size``, ``checkpoint_every``, ``log_every`` and the loss and optimizer settings) and
+``eval`` as sections; an experiment's own sections besides (``anomaly``, ``augment``, ``ad``,
+``disc``, ``optim``, ``figure``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 __all__ = ["CANONICAL", "Variant", "parse_variant"]
 
@@ -55,19 +39,12 @@ class Variant:
     """A parsed config argument.
 
     Attributes:
-      name: the canonical variant (``smoke``, ``cpu``, ``full`` or one the config adds).
-      given: the variant as spelled (an alias, or ``name``; ``None`` when the default was used).
+      name: the variant (``smoke``, ``cpu``, ``full`` or one the config adds).
       option: the leading option (dSprites' method), or ``None`` for configs without one.
     """
 
     name: str
-    given: str | None
     option: str | None = None
-
-    @property
-    def alias(self) -> bool:
-        """Whether the variant was spelled with an old name."""
-        return self.given is not None and self.given != self.name
 
 
 def parse_variant(
@@ -75,7 +52,6 @@ def parse_variant(
     *,
     variants: Sequence[str],
     default: str,
-    aliases: Mapping[str, str] | None = None,
     options: Sequence[str] | None = None,
     default_option: str | None = None,
     config: str = "config",
@@ -86,26 +62,21 @@ def parse_variant(
       arg: what follows ``:`` in ``--config=PATH:arg`` (``None`` or ``""``: the defaults).
       variants: the canonical variants this config has (normally ``smoke``, ``cpu``, ``full``).
       default: the variant when none is given.
-      aliases: old name -> canonical name.
       options: the valid leading options (e.g. methods); ``None`` when the config has none.
       default_option: the option when ``arg`` is empty.
       config: the config's name, for error messages.
 
     Raises:
-      ValueError: an unknown option or variant (the message lists the valid ones and the
-        aliases), or more than one variant.
+      ValueError: an unknown option or variant (the message lists the valid ones), or more
+        than one variant.
     """
-    aliases = dict(aliases or {})
     if default not in variants:
         raise ValueError(f"{config}: default variant {default!r} is not one of {list(variants)}")
-    for old, new in aliases.items():
-        if new not in variants:
-            raise ValueError(f"{config}: alias {old!r} -> {new!r} names no variant")
     parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
     option = None
     if options is not None:
         option = default_option
-        if parts and parts[0] not in variants and parts[0] not in aliases:
+        if parts and parts[0] not in variants:
             option = parts.pop(0)
         if option not in options:
             raise ValueError(
@@ -115,15 +86,11 @@ def parse_variant(
     if len(parts) > 1:
         raise ValueError(f"{config}: choose one variant; got {parts} in {arg!r}")
     given = parts[0] if parts else None
-    name = default if given is None else aliases.get(given, given)
+    name = default if given is None else given
     if name not in variants:
         valid = ", ".join(repr(v) for v in variants)
-        old = ", ".join(f"{a!r} = {b!r}" for a, b in aliases.items())
-        raise ValueError(
-            f"{config}: unknown variant {given!r}; valid variants are {valid}"
-            + (f" (old names: {old})" if old else "")
-        )
-    return Variant(name=name, given=given, option=option)
+        raise ValueError(f"{config}: unknown variant {given!r}; valid variants are {valid}")
+    return Variant(name=name, option=option)
 
 
 def vae_maps_eval() -> dict:

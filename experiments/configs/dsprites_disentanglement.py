@@ -9,12 +9,12 @@
 betas (0.5, 0.9); beta = 4 for beta-VAE and gamma = 40 for (AD-)FactorVAE as in the paper's
 Table 3; the metrics at disentanglement_lib's standard sizes.
 
-``cpu`` (old name ``small``): 300 steps at batch 32 with a 10x larger VAE learning rate (so
+``cpu``: 300 steps at batch 32 with a 10x larger VAE learning rate (so
 that something is learnt in so few steps); metrics on 1/10 (FactorVAE) and 1/20 (beta-VAE)
 of the standard votes, MIG at its standard 10,000 points. Minutes per seed on a 2-core CPU.
 Its numbers say that the pipeline runs, not what the methods achieve.
 
-``cpu_long`` (the old ``cpu``; that name now means the 30-minute variant above): the longest
+``cpu_long``: the longest
 schedule we afford on a 2-core CPU -- 5,000 steps at batch 64 (320k images, ~1.7% of the
 paper's 3e5 x 64; hours), VAE lr 1e-3 as in ``cpu``, scored with the *standard* metric sizes
 (as ``full``), so its numbers are comparable with the metric's literature even though the
@@ -37,7 +37,6 @@ from experiments.configs.common import parse_variant
 # nothing from vae_xai, and tests/test_architecture.py checks that the two agree)
 METHODS = ("beta_vae", "factorvae", "ad_factorvae")
 VARIANTS = ("smoke", "cpu", "cpu_long", "full")
-ALIASES = {"small": "cpu"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -46,7 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         arg,
         variants=VARIANTS,
         default="full",
-        aliases=ALIASES,
         options=METHODS,
         default_option="ad_factorvae",
         config="dsprites_disentanglement",
@@ -56,13 +54,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = method
     c.variant = variant
-    c.latent_dim = 10
-    c.num_steps = 300_000
-    c.batch_size = 64
-    c.beta = 4.0  # beta-VAE only
-    c.gamma = 40.0  # FactorVAE / AD-FactorVAE TC weight (paper Table 3)
-    # "independent": permuted samples from a second half-batch (Kim & Mnih Alg. 1); "same".
-    c.disc_batch = "independent"
+    c.seed = 0
+    c.model = ml_collections.ConfigDict(dict(latent_dim=10))
+    c.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=300_000,
+            batch_size=64,
+            beta=4.0,  # beta-VAE only
+            gamma=40.0,  # FactorVAE / AD-FactorVAE TC weight (paper Table 3)
+            # "independent": permuted samples from a second half-batch (Kim & Mnih Alg. 1);
+            # "same": the training batch itself
+            disc_batch="independent",
+            checkpoint_every=10_000,
+            # checkpoints kept besides the latest (0: none), each scored by --curve_every
+            # (scores along training); a multiple of checkpoint_every
+            keep_every=0,
+            log_every=500,
+        )
+    )
     c.optim = ml_collections.ConfigDict(
         dict(vae_lr=1e-4, vae_b1=0.9, vae_b2=0.999, disc_lr=1e-4, disc_b1=0.5, disc_b2=0.9)
     )
@@ -78,11 +87,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             eps=1e-8,
         )
     )
-    c.checkpoint_every = 10_000
-    # checkpoints kept besides the latest (0: none), each scored by --curve (scores along
-    # training); a multiple of checkpoint_every
-    c.keep_every = 0
-    c.log_every = 500
 
     c.eval = ml_collections.ConfigDict()
     c.eval.metrics = ("factor_vae", "beta_vae", "mig")
@@ -100,12 +104,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(num_inputs=6, input_seed=0, traversal_limit=2.5, traversal_steps=9)
     )
 
+    t = c.train
     if variant in ("cpu", "smoke"):
-        c.num_steps = 300
-        c.batch_size = 32
+        t.num_steps = 300
+        t.batch_size = 32
         c.optim.vae_lr = 1e-3
-        c.checkpoint_every = 100
-        c.log_every = 20
+        t.checkpoint_every = 100
+        t.log_every = 20
         # encoding is cheap next to training: ~1/10 of the standard votes, batch sizes kept
         c.eval.factor_vae = ml_collections.ConfigDict(
             dict(batch_size=64, num_train=1_000, num_eval=500, num_variance_estimate=5_000)
@@ -116,12 +121,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.mig = ml_collections.ConfigDict(dict(num_train=10_000, batch_size=64))
         c.eval.overlap_batch = 128
     elif variant == "cpu_long":
-        c.num_steps = 5_000
+        t.num_steps = 5_000
         c.optim.vae_lr = 1e-3
-        c.checkpoint_every = 500
-        c.log_every = 100
+        t.checkpoint_every = 500
+        t.log_every = 100
     if variant == "smoke":  # the cpu settings, shrunk to seconds
-        c.num_steps, c.batch_size, c.checkpoint_every, c.log_every = 2, 8, 2, 1
+        t.num_steps, t.batch_size, t.checkpoint_every, t.log_every = 2, 8, 2, 1
         c.disc.hidden, c.disc.num_layers = 16, 2
         c.eval.factor_vae = ml_collections.ConfigDict(
             dict(batch_size=8, num_train=20, num_eval=10, num_variance_estimate=64)

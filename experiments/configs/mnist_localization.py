@@ -11,7 +11,7 @@ reconstruction error and anomaly-attention maps are scored with the MVTec-AD met
   training images), Adam 1e-3: minutes on a laptop CPU.
 * ``"full"`` -- 6,000 steps of batch 128 (~120 epochs), the schedule of
   ``experiments/configs/mnist_attention.py``; for an accelerator.
-* ``"smoke"`` (old name ``"tiny"``) -- seconds-long test config (3 steps of batch 8,
+* ``"smoke"`` -- seconds-long test config (3 steps of batch 8,
   latent 4, 16 test images).
 
 ``normal_digit`` is 3, an ink-heavy digit (so an ``"erase"`` square often removes ink); an
@@ -34,19 +34,16 @@ import ml_collections
 from experiments.configs.common import parse_variant, vae_maps_eval
 
 VARIANTS = ("smoke", "cpu", "full")
-ALIASES = {"tiny": "smoke"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = parse_variant(
-        arg, variants=VARIANTS, default="cpu", aliases=ALIASES, config="mnist_localization"
-    ).name
+    variant = parse_variant(arg, variants=VARIANTS, default="cpu", config="mnist_localization").name
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0
     c.normal_digit = 3
-    c.latent_dim = 32
-    # exactly the keyword arguments of vae_xai.localization.train_one_class
+    c.model = ml_collections.ConfigDict(dict(latent_dim=32))
+    # the ELBO and schedule of vae_xai.localization.train_on_normal
     c.train = ml_collections.ConfigDict(
         dict(
             num_steps=1_000,
@@ -90,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 1_000
         c.train.log_every = 100
     elif variant == "smoke":
-        c.latent_dim = 4
+        c.model.latent_dim = 4
         c.train.num_steps = 3
         c.train.batch_size = 8
         c.train.checkpoint_every = 3  # only the final step (each orbax save costs ~1 s)

@@ -8,7 +8,7 @@
   Adam 3e-4, batch 32, 10,000 steps (~1,500 epochs of a category's ~200-400 training
   images), random mirror + rotation (+-15 degrees). The step count and learning rate are our
   choices; the paper does not give them.
-* ``"cpu"`` (old name ``"small"``) -- the CPU budget run (~12 min on 2 shared cores): 128x128
+* ``"cpu"`` -- the CPU budget run (~12 min on 2 shared cores): 128x128
   (masks at 128 too), width 16, batch 16, 1,200 steps, reflect padding and ``variance=0.05``.
   Same method, smaller and shorter; its numbers are a reduced-compute reproduction, not the
   paper's setting. The last two were chosen by measurement on ``bottle`` (RESULTS.md): zero
@@ -20,7 +20,7 @@
   as ``"cpu"``. Width 32 at 128 px was chosen by measurement over width 16 / 32 / 48
   (``benchmarks/mvtec_config_cost.py``; the seconds per step are in RESULTS.md): twice the
   width and 8x the steps of ``"cpu"`` fit the budget, 48 would allow only ~7,000 steps.
-* ``"smoke"`` (old name ``"tiny"``) -- seconds-long test config (32x32, width 4, a few steps).
+* ``"smoke"`` -- seconds-long test config (32x32, width 4, a few steps).
 
 Evaluation (all variants): reconstruction error ("vanilla VAE") and anomaly attention at
 ``eval.layers`` with both the N(0, 1) prior and the empirical statistics of the training
@@ -43,12 +43,11 @@ import ml_collections
 from experiments.configs.common import parse_variant, vae_maps_eval
 
 VARIANTS = ("smoke", "cpu", "cpu_long", "full")
-ALIASES = {"small": "cpu", "tiny": "smoke"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = parse_variant(
-        arg, variants=VARIANTS, default="full", aliases=ALIASES, config="mvtec_localization"
+        arg, variants=VARIANTS, default="full", config="mvtec_localization"
     ).name
     c = ml_collections.ConfigDict()
     c.variant = variant

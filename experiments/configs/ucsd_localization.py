@@ -7,8 +7,8 @@ conv1/conv2/conv3 of a three-conv VAE on 100x100 grayscale frames.
   Gaussian likelihood (``variance=0.5``: loss = SSE + KL), Adam 3e-4, batch 64, 20,000 steps
   (~190 epochs of the 6,800 training frames). No augmentation (fixed camera). The paper does
   not give the step count, widths or learning rate: these are our choices.
-* ``"cpu"`` (old name ``"small"``) -- a CPU run: 3,000 steps at batch 32.
-* ``"smoke"`` (old name ``"tiny"``) -- seconds-long test config (28x28 frames, a few
+* ``"cpu"`` -- a CPU run: 3,000 steps at batch 32.
+* ``"smoke"`` -- seconds-long test config (28x28 frames, a few
   channels, 2 steps).
 """
 
@@ -19,13 +19,10 @@ import ml_collections
 from experiments.configs.common import parse_variant
 
 VARIANTS = ("smoke", "cpu", "full")
-ALIASES = {"small": "cpu", "tiny": "smoke"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = parse_variant(
-        arg, variants=VARIANTS, default="full", aliases=ALIASES, config="ucsd_localization"
-    ).name
+    variant = parse_variant(arg, variants=VARIANTS, default="full", config="ucsd_localization").name
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0

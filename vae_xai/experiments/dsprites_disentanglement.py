@@ -33,9 +33,10 @@ from data_pipelines.dsprites_gt import DSpritesGroundTruth, make_batch_fn
 from vae_xai import disentangle as dis
 from vae_xai import ensemble as ensemble_lib
 from vae_xai import losses, plots, train, validation
+from vae_xai import results as results_lib
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments import paper
+from vae_xai.experiments import paper, template
 from vae_xai.experiments.dsprites_renderer import renderer_identity
 from vae_xai.metrics import disentanglement as metrics_lib
 from vae_xai.models.conv_vae import dsprites_vae
@@ -47,29 +48,31 @@ METHODS = ("beta_vae", "factorvae", "ad_factorvae")
 
 # What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
 # metric and figure settings and the checkpoint/log periods may differ; anything else is
-# another run. (The seeds are not config fields: each trains in its own workdir/seed_N.)
+# another run.
 FIELDS = Fields(
-    num_steps="num_steps",
+    num_steps="train.num_steps",
     eval=("eval", "figure"),
-    schedule=("checkpoint_every", "keep_every", "log_every"),
+    schedule=("train.checkpoint_every", "train.keep_every", "train.log_every"),
 )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every field that could fail later, checked before any work (names the field)."""
     validation.one_of(config, "method", METHODS)
-    validation.at_least(config, "latent_dim", 2)  # L_AD and the figure need two latent dims
+    # L_AD and the figure need two latent dims
+    validation.at_least(config, "model.latent_dim", 2)
+    t = config.train
     for field in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
-        validation.at_least(config, field, 1)
-    validation.at_least(config, "keep_every", 0)
-    if config.keep_every % config.checkpoint_every:
+        validation.at_least(config, f"train.{field}", 1)
+    validation.at_least(config, "train.keep_every", 0)
+    if t.keep_every % t.checkpoint_every:
         raise validation.ConfigError(
-            "keep_every",
-            f"must be a multiple of checkpoint_every={config.checkpoint_every} (a kept step "
-            f"must be a saved step); got {config.keep_every}",
+            "train.keep_every",
+            f"must be a multiple of train.checkpoint_every={t.checkpoint_every} (a kept step "
+            f"must be a saved step); got {t.keep_every}",
         )
     validation.positive(config, "optim.vae_lr", "optim.disc_lr")
-    validation.one_of(config, "disc_batch", ("independent", "same"))
+    validation.one_of(config, "train.disc_batch", ("independent", "same"))
     if config.method == "factorvae" and config.ad.weight > 0:
         raise validation.ConfigError(
             "ad.weight", "> 0 with method 'factorvae' is AD-FactorVAE: use the ad_factorvae config"
@@ -80,7 +83,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     validation.one_of(config, "ad.pair", ("attention", "kl", "abs_mu", "random", "all"))
     validation.one_of(config, "ad.score", ("sample", "mean"))
-    model = dsprites_vae(config.latent_dim)
+    model = dsprites_vae(config.model.latent_dim)
     validation.model_layers(model, (64, 64, 1), [config.ad.layer], "ad.layer")
     if config.ad.dense_after:
         validation.model_layers(
@@ -106,13 +109,13 @@ def build(config: ml_collections.ConfigDict, seed: int):
     """
     if config.method not in METHODS:
         raise ValueError(f"config.method must be one of {METHODS}; got {config.method!r}")
-    model = dsprites_vae(config.latent_dim)
+    model = dsprites_vae(config.model.latent_dim)
     key = jax.random.key(seed)
     o = config.optim
     if config.method == "beta_vae":
         params = jax.jit(model.init)(key, jnp.zeros((1, 64, 64, 1)))["params"]
         optimizer = optax.adam(o.vae_lr, b1=o.vae_b1, b2=o.vae_b2)
-        update = vae_update_fn(model, optimizer, beta=config.beta)
+        update = vae_update_fn(model, optimizer, beta=config.train.beta)
         return model, create_state(params, optimizer), update, ("image",)
 
     if config.method == "factorvae" and config.ad.weight > 0:
@@ -121,8 +124,10 @@ def build(config: ml_collections.ConfigDict, seed: int):
         )
     if config.method == "ad_factorvae" and config.ad.weight <= 0:
         raise ValueError("method 'ad_factorvae' needs ad.weight > 0 (lambda of Eq. 7)")
-    if config.disc_batch not in ("independent", "same"):
-        raise ValueError(f'disc_batch must be "independent" or "same"; got {config.disc_batch!r}')
+    if config.train.disc_batch not in ("independent", "same"):
+        raise ValueError(
+            f'train.disc_batch must be "independent" or "same"; got {config.train.disc_batch!r}'
+        )
     disc = FactorDiscriminator(
         hidden=config.disc.hidden,
         num_layers=config.disc.num_layers,
@@ -130,7 +135,7 @@ def build(config: ml_collections.ConfigDict, seed: int):
     )
     params = jax.jit(
         lambda k: init_factor_vae(
-            k, model, disc, input_shape=(64, 64, 1), latent_dim=config.latent_dim
+            k, model, disc, input_shape=(64, 64, 1), latent_dim=config.model.latent_dim
         )
     )(key)
     optimizer = dis.factor_vae_optimizer(
@@ -141,12 +146,12 @@ def build(config: ml_collections.ConfigDict, seed: int):
         disc_b1=o.disc_b1,
         disc_b2=o.disc_b2,
     )
-    independent = config.disc_batch == "independent"
+    independent = config.train.disc_batch == "independent"
     update = dis.factor_vae_update_fn(
         model,
         disc,
         optimizer,
-        gamma=config.gamma,
+        gamma=config.train.gamma,
         ad_weight=config.ad.weight,
         ad_layer=config.ad.layer,
         ad_dense_after=config.ad.dense_after or None,
@@ -169,23 +174,26 @@ def vae_params_of(state: TrainState) -> Any:
 def train_seed(
     config: ml_collections.ConfigDict, workdir: pathlib.Path, seed: int
 ) -> tuple[Any, TrainState, float]:
-    """Train (or resume) one seed; returns ``(model, state, total training wall seconds)``.
+    """Train (or resume) one seed in ``workdir``.
 
-    :func:`vae_xai.train.train` accumulates the wall time (compilation included) over
-    resumed calls in ``workdir/train_wall.json``.
+    Returns:
+      ``(model, state, total training wall seconds)``; :func:`vae_xai.train.train`
+      accumulates the wall time (compilation included) over resumed calls in
+      ``workdir/train_wall.json``.
     """
+    t = config.train
     model, state, update, keys = build(config, seed)
-    batch_fn = make_batch_fn(DATA_SEED_OFFSET + seed, config.batch_size, keys=keys)
+    batch_fn = make_batch_fn(DATA_SEED_OFFSET + seed, t.batch_size, keys=keys)
     state, info = train.train(
         state,
         update,
         batch_fn,
         workdir=workdir,
-        num_steps=config.num_steps,
+        num_steps=t.num_steps,
         seed=seed,
-        checkpoint_every=config.checkpoint_every,
-        keep_every=config.get("keep_every") or None,
-        log_every=config.log_every,
+        checkpoint_every=t.checkpoint_every,
+        keep_every=t.keep_every or None,
+        log_every=t.log_every,
     )
     return model, state, info["total_wall_s"]
 
@@ -197,7 +205,12 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: pathlib.Path, see
     """Train (or resume) all ``seeds`` as one vmapped step (:mod:`vae_xai.ensemble`) in
     ``workdir/ensemble``; each member is exported as the ordinary checkpoint of
     ``workdir/seed_N``, so :func:`train_seed` then finds it trained. Member ``i`` equals
-    the separate run of its seed to float tolerance (``tests/test_ensemble.py``)."""
+    the separate run of its seed to float tolerance (``tests/test_ensemble.py``).
+
+    Raises:
+      WorkdirError: a seed was trained separately and there is no ensemble checkpoint.
+    """
+    t = config.train
     ens_dir = workdir / ENSEMBLE_DIR
     if workdir_lib.trained_step(ens_dir) is None:
         started = [s for s in seeds if workdir_lib.trained_step(workdir / f"seed_{s}") is not None]
@@ -210,9 +223,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: pathlib.Path, see
     built = [build(config, seed) for seed in seeds]
     states = [b[1] for b in built]
     update, keys = built[0][2], built[0][3]
-    batch_fns = [
-        make_batch_fn(DATA_SEED_OFFSET + seed, config.batch_size, keys=keys) for seed in seeds
-    ]
+    batch_fns = [make_batch_fn(DATA_SEED_OFFSET + seed, t.batch_size, keys=keys) for seed in seeds]
     t0 = time.time()
     ensemble_lib.fit_ensemble(
         states,
@@ -221,44 +232,55 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: pathlib.Path, see
         seeds=list(seeds),
         workdir=ens_dir,
         member_workdirs=[workdir / f"seed_{s}" for s in seeds],
-        num_steps=config.num_steps,
-        checkpoint_every=config.checkpoint_every,
-        log_every=config.log_every,
+        num_steps=t.num_steps,
+        checkpoint_every=t.checkpoint_every,
+        log_every=t.log_every,
     )
     logging.info("ensemble of seeds %s trained in %.0f s", list(seeds), time.time() - t0)
 
 
-def check_compare_run(workdir: pathlib.Path, seeds: Sequence[int]) -> ml_collections.ConfigDict:
-    """The recorded config of another finished run, checked before any work: it must be a
-    ``dsprites_disentanglement`` run (``run.json``) whose every seed in ``seeds`` is trained
-    to its ``num_steps``."""
-    path = workdir / workdir_lib.RUN_FILE
+def check_compare_run(workdir: pathlib.Path, seeds: Sequence[int]) -> None:
+    """Another finished run, checked before any work: ``workdir/seed_N`` must be a trained
+    ``dsprites_disentanglement`` run for every seed in ``seeds``.
+
+    Raises:
+      FileNotFoundError: a seed's ``run.json`` is missing.
+      ValueError: a seed is another experiment's run or not trained to its ``num_steps``.
+    """
+    for seed in seeds:
+        load_config(workdir, seed)
+
+
+def load_config(workdir: pathlib.Path, seed: int) -> ml_collections.ConfigDict:
+    """The recorded config of seed ``seed`` of another finished run (``seed_N/run.json``)."""
+    seed_dir = pathlib.Path(workdir) / f"seed_{seed}"
+    path = seed_dir / workdir_lib.RUN_FILE
     if not path.exists():
         raise FileNotFoundError(
-            f"--compare_workdir: {path} not found: is {workdir} a dsprites_disentanglement run?"
+            f"--compare_workdir: {path} not found: is {workdir} a dsprites_disentanglement run "
+            f"of seed {seed} (--seeds)?"
         )
     record = json.loads(path.read_text())
-    if record.get("experiment") != "dsprites_disentanglement":
+    if record.get("experiment") != NAME:
         raise ValueError(
-            f"--compare_workdir: {workdir} holds a {record.get('experiment')!r} run, not a "
-            "dsprites_disentanglement run"
+            f"--compare_workdir: {seed_dir} holds a {record.get('experiment')!r} run, not a "
+            f"{NAME} run"
         )
     config = ml_collections.ConfigDict(record.get("last_config", record["config"]))
-    for seed in seeds:
-        step = workdir_lib.trained_step(workdir / f"seed_{seed}")
-        if step != config.num_steps:
-            raise ValueError(
-                f"--compare_workdir: seed {seed} of {workdir} is trained to step {step}, not "
-                f"to its num_steps={config.num_steps}; finish it first"
-            )
+    step = workdir_lib.trained_step(seed_dir)
+    if step != config.train.num_steps:
+        raise ValueError(
+            f"--compare_workdir: seed {seed} of {workdir} is trained to step {step}, not "
+            f"to its train.num_steps={config.train.num_steps}; finish it first"
+        )
     return config
 
 
 def load_run(workdir: pathlib.Path, seed: int) -> tuple[Any, Any, ml_collections.ConfigDict]:
-    """``(model, vae_params, config)`` of a finished seed of another run (its ``run.json``)."""
-    config = check_compare_run(workdir, [seed])
+    """``(model, vae_params, config)`` of a finished seed of another run."""
+    config = load_config(workdir, seed)
     model, state, _, _ = build(config, seed)
-    state = restore_params(workdir / f"seed_{seed}", state)
+    state = restore_params(pathlib.Path(workdir) / f"seed_{seed}", state)
     return model, vae_params_of(state), config
 
 
@@ -428,41 +450,49 @@ HEADLINE = {  # results name -> (metric, key) of one seed's eval.json
 
 
 def curve_steps(config: ml_collections.ConfigDict, every: int) -> list[int]:
-    """The steps scored along training: the multiples of ``every`` up to ``num_steps``, and
-    ``num_steps``. ``every`` must be a multiple of ``config.keep_every`` (only kept
-    checkpoints can be scored after training moved on)."""
+    """The steps scored along training: the multiples of ``every`` up to ``train.num_steps``,
+    and ``train.num_steps``. ``every`` must be a multiple of ``config.train.keep_every``
+    (only kept checkpoints can be scored after training moved on).
+
+    Raises:
+      ConfigError (``curve_every``): ``every`` is not a positive multiple of ``keep_every``.
+    """
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise validation.ConfigError("curve_every", f"must be a positive integer; got {every!r}")
-    keep = int(config.get("keep_every") or 0)
+    keep = int(config.train.keep_every or 0)
     if keep < 1 or every % keep:
         raise validation.ConfigError(
             "curve_every",
-            f"must be a multiple of config.keep_every (the kept checkpoints); got {every} with "
-            f"keep_every={keep}" + (" (set --config.keep_every)" if keep < 1 else ""),
+            f"must be a multiple of config.train.keep_every (the kept checkpoints); got {every} "
+            f"with keep_every={keep}" + (" (set --config.train.keep_every)" if keep < 1 else ""),
         )
-    return sorted({*range(every, config.num_steps + 1, every), int(config.num_steps)})
+    n = int(config.train.num_steps)
+    return sorted({*range(every, n + 1, every), n})
+
+
+def headline(result: Mapping[str, Any]) -> dict[str, float]:
+    """The headline numbers of one seed's evaluation (:data:`HEADLINE`)."""
+    return {name: result[m][k] for name, (m, k) in HEADLINE.items() if m in result}
 
 
 def evaluate_step(
     config: ml_collections.ConfigDict,
     run_: workdir_lib.Run,
-    eval_config: dict[str, Any],
-    seed: int,
+    eval_config: Mapping[str, Any],
     step: int,
     gt: DSpritesGroundTruth,
 ) -> dict[str, Any] | None:
-    """The metrics of ``seed`` at an earlier kept ``step`` (no figures): read from the step's
-    evaluation folder when already there, else computed from the kept checkpoint and
-    written (``evaluations/step<N>_<hash>/seed_<seed>/eval.json``). ``None`` (logged) when
-    the seed has no checkpoint of that step."""
+    """The metrics of the run at an earlier kept ``step`` (no figures): read from the step's
+    evaluation folder when already there, else computed from the kept checkpoint and written
+    there (``results.json``, not linked from the workdir). ``None`` (logged) when the run has
+    no checkpoint of that step."""
     evaluation = run_.evaluation(eval_config, step=step)
-    eval_path = evaluation.dir / f"seed_{seed}" / "eval.json"
-    if eval_path.exists():
-        return json.loads(eval_path.read_text())
-    seed_dir = run_.workdir / f"seed_{seed}"
+    seed = int(config.seed)
+    if evaluation.results_path.exists():
+        return json.loads(evaluation.results_path.read_text())["per_seed"][str(seed)]
     model, state, _, _ = build(config, seed)
     try:
-        state = restore_params(seed_dir, state, step=step)
+        state = restore_params(run_.workdir, state, step=step)
     except FileNotFoundError as err:
         logging.warning("seed %d: step %d not scored: %s", seed, step, err)
         return None
@@ -470,8 +500,7 @@ def evaluate_step(
     result = evaluate(config, model, vae_params_of(state), seed, gt)
     result["step"] = step
     result["total_eval_wall_s"] = time.time() - t
-    eval_path.parent.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_json_atomic(eval_path, result)
+    evaluation.save_results(result, extra={"method": config.method}, publish=False)
     logging.info("seed %d step %d scored in %.0f s", seed, step, result["total_eval_wall_s"])
     return result
 
@@ -479,28 +508,25 @@ def evaluate_step(
 def curve_record(
     config: ml_collections.ConfigDict,
     steps: Sequence[int],
-    per_step: dict[int, dict[str, dict[str, Any]]],
-    train_s_per_step: dict[str, float],
+    per_step: Mapping[int, Mapping[str, Mapping[str, float]]],
+    train_s_per_step: Mapping[str, float],
 ) -> dict[str, Any]:
-    """The scores along training: per step, each seed's headline numbers and their mean /
-    std (ddof=0) / n over seeds; plus the training seconds per step of each seed."""
+    """The scores along training: per step, each seed's headline numbers (``per_step[step]
+    [seed]``, :func:`headline`) and their mean / std (ddof=0) / values over seeds; plus the
+    training seconds per step of each seed."""
     rows = []
     for step in steps:
         seeds = per_step.get(step, {})
-        entry: dict[str, Any] = {"step": int(step), "per_seed": {}, "summary": summarize(seeds)}
-        for seed, result in sorted(seeds.items(), key=lambda kv: int(kv[0])):
-            entry["per_seed"][seed] = {
-                name: result[m][k] for name, (m, k) in HEADLINE.items() if m in result
-            }
-        rows.append(entry)
+        per_seed = {s: dict(v) for s, v in sorted(seeds.items(), key=lambda kv: int(kv[0]))}
+        rows.append({"step": int(step), "per_seed": per_seed, "summary": _summary(per_seed)})
     return {
         "method": config.method,
         "variant": config.variant,
-        "num_steps": int(config.num_steps),
+        "num_steps": int(config.train.num_steps),
         "steps": [int(s) for s in steps],
         "curve": rows,
-        "train_s_per_step": train_s_per_step,
-        "paper": paper.for_experiment(EXPERIMENT, method=config.method),
+        "train_s_per_step": dict(train_s_per_step),
+        "paper": paper.for_experiment(NAME, method=config.method),
     }
 
 
@@ -562,11 +588,16 @@ def _train_s_per_step(workdir: pathlib.Path, seeds: Sequence[int]) -> dict[str, 
 # ------------------------------------------------------------------------------ summary
 
 
-def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Mean / std (ddof=0) / values over seeds of the headline numbers."""
+def summarize(per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean / std (ddof=0) / values over seeds of the headline numbers of each seed's
+    evaluation."""
+    return _summary({seed: headline(result) for seed, result in per_seed.items()})
+
+
+def _summary(per_seed: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     out = {}
-    for name, (metric, key) in HEADLINE.items():
-        vals = [r[metric][key] for r in per_seed.values() if metric in r]
+    for name in HEADLINE:
+        vals = [v[name] for v in per_seed.values() if name in v]
         if vals:
             out[name] = {
                 "mean": float(np.mean(vals)),
@@ -576,8 +607,150 @@ def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-EXPERIMENT = "dsprites_disentanglement"
+NAME = "dsprites_disentanglement"
 DEFAULT_SEEDS = (0, 1, 2)
+
+
+def inputs(
+    config: ml_collections.ConfigDict,
+    *,
+    compare_workdir: str | pathlib.Path | None = None,
+    compare_seeds: Sequence[int] = DEFAULT_SEEDS,
+    skip_eval: bool = False,
+    official_dsprites: str | None = None,
+    ensemble: bool = False,
+    curve_every: int = 0,
+) -> template.Inputs:
+    """The launcher's arguments, checked before any work: ``curve_every`` against the kept
+    checkpoints, ``compare_workdir`` must be a finished run of the same seeds, and
+    ``official_dsprites`` is loaded (a bad path fails fast). ``compare_seeds``: the seeds that
+    will run (each must be a finished seed of ``compare_workdir``)."""
+    if curve_every:
+        curve_steps(config, curve_every)
+    if compare_workdir is not None:
+        check_compare_run(pathlib.Path(compare_workdir), compare_seeds)
+    if official_dsprites and not skip_eval:
+        gt = DSpritesGroundTruth.from_official(official_dsprites)
+    else:
+        gt = DSpritesGroundTruth()
+    return template.Inputs(
+        data={"dataset": "dSprites, rendered", **renderer_identity()},
+        values={
+            "gt": gt,
+            "compare_workdir": compare_workdir,
+            "skip_eval": skip_eval,
+            "ensemble": ensemble,
+            "curve_every": curve_every,
+        },
+        eval_identity={"eval_images": gt.source},
+    )
+
+
+def train_run(
+    config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
+) -> template.Trained:
+    """Train (or resume) one seed in the run's folder."""
+    model, state, wall = train_seed(config, run.workdir, int(config.seed))
+    step = int(state.step)
+    logging.info("seed %d: trained to step %d (%.0f s of training)", config.seed, step, wall)
+    return template.Trained(step=step, model=(model, state), info={"train_wall_s": wall})
+
+
+def train_seeds(
+    configs: Mapping[int, ml_collections.ConfigDict],
+    workdir: pathlib.Path,
+    inputs: template.Inputs,
+) -> None:
+    """With ``--ensemble``, train every seed as one vmapped step first (:func:`train_ensemble`)."""
+    if inputs.values["ensemble"]:
+        train_ensemble(next(iter(configs.values())), workdir, list(configs))
+
+
+def evaluate_run(
+    config: ml_collections.ConfigDict,
+    run: workdir_lib.Run,
+    trained: template.Trained,
+    inputs: template.Inputs,
+    evaluation: workdir_lib.Evaluation,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The three metrics, the attention overlap, the traversal and Figure 8 of one seed (read
+    back when this evaluation exists), and with ``curve_every`` the metrics at each kept
+    step (:func:`evaluate_step`) under ``curve``."""
+    model, state = trained.model
+    seed = int(config.seed)
+    v = inputs.values
+    vae_params = vae_params_of(state)
+    if evaluation.results_path.exists():  # this model, this evaluation config
+        result = json.loads(evaluation.results_path.read_text())["per_seed"][str(seed)]
+        if v["compare_workdir"] is not None:
+            save_pairs_figure(evaluation.dir, config, model, vae_params, seed, v["compare_workdir"])
+    else:
+        t = time.time()
+        result = evaluate(config, model, vae_params, seed, v["gt"])
+        result["step"] = trained.step
+        result["train_wall_s"] = trained.info["train_wall_s"]
+        save_traversal(evaluation.dir / "traversal.png", config, model, vae_params)
+        save_pairs_figure(evaluation.dir, config, model, vae_params, seed, None)
+        if v["compare_workdir"] is not None:
+            save_pairs_figure(evaluation.dir, config, model, vae_params, seed, v["compare_workdir"])
+        result["total_eval_wall_s"] = time.time() - t
+    if v["curve_every"]:
+        curve = {}
+        for step in curve_steps(config, v["curve_every"])[:-1]:
+            earlier = evaluate_step(config, run, evaluation.config, step, v["gt"])
+            if earlier is not None:
+                curve[str(step)] = headline(earlier)
+        curve[str(trained.step)] = headline(result)
+        result["curve"] = curve
+    extra = {
+        "method": config.method,
+        "variant": config.variant,
+        "summary": summarize({str(seed): result}),
+    }
+    return result, extra
+
+
+def aggregate(
+    config: ml_collections.ConfigDict,
+    docs: Mapping[int, Mapping[str, Any]],
+    folder: pathlib.Path,
+    inputs: template.Inputs,
+) -> dict[str, Any]:
+    """The aggregate's ``method``, ``variant``, ``summary`` (mean / std over seeds of the
+    headline numbers) and paper numbers; with ``curve_every``, ``curve.json``
+    (:func:`curve_record`) and ``curve.png`` in ``folder``."""
+    per_seed = {str(s): results_lib.per_seed_entry(d) for s, d in docs.items()}
+    extra = {
+        "method": config.method,
+        "variant": config.variant,
+        "summary": summarize(per_seed),
+        "paper": paper.for_experiment(NAME, method=config.method),
+    }
+    curves = {s: r["curve"] for s, r in per_seed.items() if "curve" in r}
+    if curves:
+        steps = sorted({int(k) for c in curves.values() for k in c})
+        per_step = {
+            step: {s: c[str(step)] for s, c in curves.items() if str(step) in c} for step in steps
+        }
+        workdir = pathlib.Path(next(iter(docs.values()))["run"]["workdir"]).parent
+        record = curve_record(config, steps, per_step, _train_s_per_step(workdir, list(docs)))
+        workdir_lib.write_json_atomic(folder / CURVE_FILE, record)
+        save_curve_figure(folder / CURVE_FIGURE, {config.method: record})
+    logging.info("results: %s", json.dumps(extra["summary"]))
+    return extra
+
+
+EXPERIMENT = template.Experiment(
+    name=NAME,
+    fields=FIELDS,
+    validate=validate,
+    inputs=inputs,
+    train=train_run,
+    evaluate=evaluate_run,
+    paper=lambda config, inputs: paper.for_experiment(NAME, method=config.method),
+    train_seeds=train_seeds,
+    aggregate=aggregate,
+)
 
 
 def train_and_evaluate(
@@ -591,125 +764,45 @@ def train_and_evaluate(
     ensemble: bool = False,
     curve_every: int = 0,
 ) -> dict[str, Any]:
-    """Train and evaluate every seed; writes and returns this evaluation's ``results.json``
-    (the results schema, :mod:`vae_xai.results`: the seeds' numbers under ``per_seed``, the
-    headline numbers' mean / std / values under ``summary``).
+    """Train and evaluate every seed, one run per seed in ``workdir/seed_N``
+    (:func:`template.run`); returns the aggregate ``results.json`` (the results schema: the
+    seeds' numbers under ``per_seed``, the headline numbers' mean / std / values under
+    ``summary``).
 
-    ``seeds`` defaults to :data:`DEFAULT_SEEDS`. Unlike the other experiments (each seed a
-    run of its own, :mod:`vae_xai.seeds`), dSprites' seeds have always shared one run record
-    (``workdir/run.json``; the config has no ``seed`` field), each seed training in
-    ``workdir/seed_N``: the layout is kept so existing workdirs continue.
+    Args:
+      config: the experiment config (``experiments/configs/dsprites_disentanglement.py``).
+      workdir: the folder of one run per seed.
+      seeds: default :data:`DEFAULT_SEEDS`.
+      compare_workdir: another method's workdir (same seeds, finished): its attention pairs
+        are drawn beside this run's (Figure 8, ``attention_pairs_vs_<name>.png``).
+      skip_eval: only train.
+      official_dsprites: the official ``dsprites_ndarray_...npz`` (or its folder): score the
+        metrics on its images instead of the renderer's.
+      ensemble: train the seeds as one vmapped step first (:func:`train_ensemble`; pays on
+        accelerators, not on a 2-core CPU).
+      curve_every: a multiple of ``config.train.keep_every`` (0: off): also score every seed
+        at each kept step that is a multiple of it (:func:`curve_steps`), each in the
+        evaluation folder of its step (reused, never scored twice), and write ``curve.json``
+        (:func:`curve_record`) and ``curve.png`` with the aggregate (linked as
+        ``workdir/curve.json``, ``workdir/curve.png``). Combine methods with
+        ``python -m experiments.dsprites_curves``.
 
-    Before any work: the config is validated, ``compare_workdir`` (if given) must be a
-    finished run, ``official_dsprites`` is loaded (a bad path fails fast), and the workdir's
-    run record is checked (:func:`vae_xai.workdir.start`: another method, latent size, ...
-    is refused). ``ensemble``: the seeds train as one vmapped step first
-    (:func:`train_ensemble`; pays on accelerators, not on a 2-core CPU). The evaluation of a
-    seed lives in
-    ``workdir/evaluations/step<N>_<hash>/seed_<seed>/`` and is reused when it exists.
-
-    ``curve_every`` (a multiple of ``config.keep_every``; 0: off): also score every seed at
-    each kept step that is a multiple of it (:func:`curve_steps`), each in the evaluation
-    folder of its step (reused, never scored twice), and write ``curve.json`` (the
-    :func:`curve_record`) and ``curve.png`` into the final evaluation's folder (linked as
-    ``workdir/curve.json``, ``workdir/curve.png``). Combine methods with
-    ``python -m experiments.dsprites_curves``.
+    Returns:
+      The aggregate ``results.json`` written.
     """
-    validate(config)
-    steps = curve_steps(config, curve_every) if curve_every else [int(config.num_steps)]
     seeds = seeds_lib.parse_seeds(list(DEFAULT_SEEDS if seeds is None else seeds))
     if not seeds:
         raise validation.ConfigError("seeds", "name at least one seed")
-    if compare_workdir is not None:
-        check_compare_run(pathlib.Path(compare_workdir), seeds)
-    if official_dsprites and not skip_eval:
-        gt = DSpritesGroundTruth.from_official(official_dsprites)
-    else:
-        gt = DSpritesGroundTruth()
-    run_ = workdir_lib.start(
-        workdir,
+    return template.run(
+        EXPERIMENT,
         config,
-        experiment=EXPERIMENT,
-        fields=FIELDS,
-        data={"dataset": "dSprites, rendered", **renderer_identity()},
+        workdir,
+        seeds=seeds,
+        train_only=skip_eval,
+        compare_seeds=seeds,
+        compare_workdir=compare_workdir,
+        skip_eval=skip_eval,
+        official_dsprites=official_dsprites,
+        ensemble=ensemble,
+        curve_every=curve_every,
     )
-    workdir = run_.workdir
-    evaluation = None
-    per_seed: dict[str, dict[str, Any]] = {}
-    if not skip_eval:
-        eval_config = {**run_.eval_config(config), "eval_images": gt.source}
-        evaluation = run_.evaluation(eval_config, step=config.num_steps)
-        if evaluation.results_path.exists():
-            # (a results.json written before the results schema has no per_seed: the seeds'
-            # eval.json are reused below)
-            per_seed = json.loads(evaluation.results_path.read_text()).get("per_seed", {})
-
-    out: dict[str, Any] = {}
-    per_step: dict[int, dict[str, dict[str, Any]]] = {}
-    if ensemble:
-        train_ensemble(config, workdir, seeds)
-    for seed in seeds:
-        model, state, wall = train_seed(config, workdir / f"seed_{seed}", seed)
-        step = int(state.step)
-        logging.info("seed %d: trained to step %d (%.0f s of training in total)", seed, step, wall)
-        if evaluation is None:
-            continue
-        seed_dir = evaluation.dir / f"seed_{seed}"
-        seed_dir.mkdir(parents=True, exist_ok=True)
-        eval_path = seed_dir / "eval.json"
-        vae_params = vae_params_of(state)
-        if eval_path.exists():
-            result = json.loads(eval_path.read_text())  # this model, this evaluation config
-            if compare_workdir is not None:
-                save_pairs_figure(seed_dir, config, model, vae_params, seed, compare_workdir)
-        else:
-            t = time.time()
-            result = evaluate(config, model, vae_params, seed, gt)
-            result["step"] = step
-            result["train_wall_s"] = wall
-            save_traversal(seed_dir / "traversal.png", config, model, vae_params)
-            save_pairs_figure(seed_dir, config, model, vae_params, seed, None)
-            if compare_workdir is not None:
-                save_pairs_figure(seed_dir, config, model, vae_params, seed, compare_workdir)
-            result["total_eval_wall_s"] = time.time() - t
-            workdir_lib.write_json_atomic(eval_path, result)
-        per_seed[str(seed)] = result
-        extra = {
-            "method": config.method,
-            "variant": config.variant,
-            "summary": summarize(per_seed),
-            "paper": paper.for_experiment(EXPERIMENT, method=config.method),
-        }
-        out = evaluation.save_results(per_seed=per_seed, extra=extra)
-        logging.info("results so far: %s", json.dumps(extra["summary"]))
-        if curve_every:
-            per_step[step] = per_seed
-            for s in steps[:-1]:
-                result = evaluate_step(config, run_, eval_config, seed, s, gt)
-                if result is not None:
-                    per_step.setdefault(s, {})[str(seed)] = result
-            record = curve_record(config, steps, per_step, _train_s_per_step(workdir, seeds))
-            save_curve(run_, evaluation, eval_config, record, per_step, steps[:-1])
-    return out
-
-
-def save_curve(
-    run_: workdir_lib.Run,
-    evaluation: workdir_lib.Evaluation,
-    eval_config: dict[str, Any],
-    record: dict[str, Any],
-    per_step: dict[int, dict[str, dict[str, Any]]],
-    earlier: Sequence[int],
-) -> None:
-    """Write each earlier step's ``results.json`` (not linked from the workdir), and the
-    curve's JSON and figure into the final evaluation (then relinked)."""
-    for s in earlier:
-        if per_step.get(s):
-            run_.evaluation(eval_config, step=s).save_results(
-                per_seed=per_step[s],
-                extra={"method": record["method"], "summary": summarize(per_step[s])},
-                publish=False,
-            )
-    workdir_lib.write_json_atomic(evaluation.dir / CURVE_FILE, record)
-    save_curve_figure(evaluation.dir / CURVE_FIGURE, {record["method"]: record})
-    evaluation.publish()

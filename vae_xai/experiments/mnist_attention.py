@@ -26,8 +26,8 @@ from absl import logging
 
 from data_pipelines import batching, mnist
 from vae_xai import distributed, explain, plots, train, validation
-from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
+from vae_xai.experiments import template
 from vae_xai.metrics import image_auroc
 from vae_xai.models import ConvVAE, mnist_vae
 from vae_xai.workdir import Fields
@@ -36,73 +36,92 @@ from vae_xai.workdir import Fields
 # evaluation fields and the checkpoint/log periods may differ; anything else is another run.
 # train_digits only selects which per-digit models (workdir/digit_N) are trained and scored.
 FIELDS = Fields(
-    num_steps="num_steps",
-    eval=(
-        "train_digits",
-        "figure_digits",
-        "examples_per_digit",
-        "layer",
-        "eval_batch_size",
-        "max_eval_images",
-    ),
-    schedule=("checkpoint_every", "log_every"),
+    num_steps="train.num_steps",
+    eval=("train_digits", "eval"),
+    schedule=("train.checkpoint_every", "train.log_every"),
 )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every field that could fail later, checked before any work (names the field)."""
     validation.digits(config, "train_digits")
-    for key in config.figure_digits.keys():
+    figure_digits = config.eval.figure_digits
+    for key in figure_digits.keys():
         if not (key.isdigit() and 0 <= int(key) <= 9):
-            raise validation.ConfigError("figure_digits", f"keys are digits '0'..'9'; got {key!r}")
-        if len(config.figure_digits[key]):
-            validation.digits(config, f"figure_digits.{key}")
-    for field in ("latent_dim", "batch_size", "num_steps", "checkpoint_every", "log_every"):
-        validation.at_least(config, field, 1)
-    for field in ("examples_per_digit", "eval_batch_size", "max_eval_images"):
-        validation.at_least(config, field, 1)
-    validation.positive(config, "learning_rate")
-    if config.beta < 0:
-        raise validation.ConfigError("beta", f"must be >= 0; got {config.beta}")
-    validation.model_layers(mnist_vae(config.latent_dim), (28, 28, 1), [config.layer], "layer")
+            raise validation.ConfigError(
+                "eval.figure_digits", f"keys are digits '0'..'9'; got {key!r}"
+            )
+        if len(figure_digits[key]):
+            validation.digits(config, f"eval.figure_digits.{key}")
+    validation.at_least(config, "model.latent_dim", 1)
+    for field in ("batch_size", "num_steps", "checkpoint_every", "log_every"):
+        validation.at_least(config, f"train.{field}", 1)
+    for field in ("examples_per_digit", "batch_size", "max_images"):
+        validation.at_least(config, f"eval.{field}", 1)
+    validation.positive(config, "train.learning_rate")
+    if config.train.beta < 0:
+        raise validation.ConfigError("train.beta", f"must be >= 0; got {config.train.beta}")
+    validation.model_layers(
+        mnist_vae(config.model.latent_dim), (28, 28, 1), [config.eval.layer], "eval.layer"
+    )
 
 
 SCORES = ("recon_error", "attention", "anomaly_attention_prior", "anomaly_attention_empirical")
 
 
-def run_digit(
-    cfg,
-    digit: int,
-    train_images,
-    test_images,
-    test_labels,
+def train_digit(
+    cfg: ml_collections.ConfigDict,
+    train_images: np.ndarray,
     workdir: pathlib.Path,
-    out_dir: pathlib.Path,
     *,
     progress: bool = True,
-):
-    """Train (or resume) digit ``digit``'s model in ``workdir``, score it, draw its figure in
-    ``out_dir`` (the evaluation's folder)."""
-    model: ConvVAE = mnist_vae(cfg.latent_dim)
+) -> tuple[ConvVAE, train.TrainState]:
+    """Train (or resume) one digit's ConvVAE on ``train_images`` in ``workdir``.
 
-    batch_fn = batching.epoch_batch_fn({"image": train_images}, cfg.batch_size, seed=cfg.seed)
-    optimizer = optax.adam(cfg.learning_rate)
+    Returns:
+      ``(model, state)``.
+    """
+    t = cfg.train
+    model: ConvVAE = mnist_vae(cfg.model.latent_dim)
+    batch_fn = batching.epoch_batch_fn({"image": train_images}, t.batch_size, seed=cfg.seed)
+    optimizer = optax.adam(t.learning_rate)
     state, _ = train.train(
         train.init_state(model, optimizer, (28, 28, 1), key=jax.random.key(cfg.seed)),
-        train.vae_update_fn(model, optimizer, beta=cfg.beta),
+        train.vae_update_fn(model, optimizer, beta=t.beta),
         batch_fn,
         workdir=workdir,
-        num_steps=cfg.num_steps,
+        num_steps=t.num_steps,
         seed=cfg.seed,
-        checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every,
+        checkpoint_every=t.checkpoint_every,
+        log_every=t.log_every,
         progress=progress,
     )
+    return model, state
+
+
+def score_digit(
+    cfg: ml_collections.ConfigDict,
+    digit: int,
+    model: ConvVAE,
+    state: train.TrainState,
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    out_dir: pathlib.Path,
+) -> dict[str, Any]:
+    """Score digit ``digit``'s model on the test set and draw its figure in ``out_dir``.
+
+    Returns:
+      ``{"digit", "test_auroc_normal_vs_other_digits", "num_test_images"[, "figure"]}``: the
+      one-class detection AUROC (normal = ``digit``) of each per-image score of
+      :data:`SCORES`.
+    """
+    e = cfg.eval
     variables = {"params": state.params}
     ref_mu, ref_var = explain.encode_statistics(model, variables, train_images)
     explain_jit = jax.jit(
         lambda x, key, rm, rv: explain.explain_batch(
-            model, variables, x, key, layer=cfg.layer, ref_mu=rm, ref_var=rv
+            model, variables, x, key, layer=e.layer, ref_mu=rm, ref_var=rv
         )
     )
 
@@ -115,8 +134,8 @@ def run_digit(
 
     # per-image scores over the test set
     key = jax.random.fold_in(jax.random.key(cfg.seed), 10_000 + digit)
-    n = min(cfg.max_eval_images, len(test_images))
-    bs = cfg.eval_batch_size
+    n = min(e.max_images, len(test_images))
+    bs = e.batch_size
 
     def scores_at(i: int) -> dict[str, np.ndarray]:
         batch = jnp.asarray(test_images[i : min(i + bs, n)])
@@ -135,9 +154,9 @@ def run_digit(
     # the figure: a few test images of each figure digit
     rng = np.random.default_rng(cfg.seed)
     shown = []
-    for d in cfg.figure_digits.get(str(digit), ()):
+    for d in e.figure_digits.get(str(digit), ()):
         idx = np.flatnonzero(test_labels == d)
-        shown.extend(rng.choice(idx, cfg.examples_per_digit, replace=False).tolist())
+        shown.extend(rng.choice(idx, e.examples_per_digit, replace=False).tolist())
     result = {"digit": digit, "test_auroc_normal_vs_other_digits": aurocs, "num_test_images": n}
     if shown:
         images = jnp.asarray(test_images[shown])
@@ -146,7 +165,7 @@ def run_digit(
             "input": list(images),
             "reconstruction": list(maps["recon"]),
             "recon. error": [
-                plots.overlay(im, e) for im, e in zip(images, maps["recon_error"], strict=True)
+                plots.overlay(im, err) for im, err in zip(images, maps["recon_error"], strict=True)
             ],
             "attention": [
                 plots.overlay(im, m) for im, m in zip(images, maps["attention"], strict=True)
@@ -164,20 +183,30 @@ def run_digit(
             out_dir / f"figure_digit_{digit}.png",
             rows,
             col_titles=[f"digit {int(test_labels[i])}" for i in shown],
-            title=f"VAE trained on digit {digit} ({cfg.num_steps} steps, layer {cfg.layer})",
+            title=f"VAE trained on digit {digit} ({cfg.train.num_steps} steps, layer {e.layer})",
         )
         result["figure"] = str(fig)
     logging.info("digit %d: %s", digit, aurocs)
     return result
 
 
-EXPERIMENT = "mnist_attention"
+NAME = "mnist_attention"
 
 
-def _data_identity(data_dir, source: str) -> dict[str, Any]:
-    """The data identity (checked before any work: a missing IDX file is an error)."""
+def inputs(
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | pathlib.Path | None = None,
+    source: str = "idx",
+    progress: bool = True,
+) -> template.Inputs:
+    """The data identity, checked before any work (a missing IDX file is an error)."""
+    values = {"data_dir": data_dir, "source": source, "progress": progress}
+    location = None if data_dir is None else str(pathlib.Path(data_dir).absolute())
     if source != "idx":
-        return {"dataset": "MNIST", "source": source}
+        return template.Inputs(
+            data={"dataset": "MNIST", "source": source}, location=location, values=values
+        )
     root = validation.existing_path(data_dir, "data_dir")
     files = []
     for stem in (f for pair in mnist.FILES.values() for f in pair):
@@ -185,11 +214,55 @@ def _data_identity(data_dir, source: str) -> dict[str, Any]:
         if not hits:
             raise FileNotFoundError(f"MNIST file {stem}[.gz] not found in {root} (data_dir)")
         files.append(hits[0])
-    return {"dataset": "MNIST", "files": workdir_lib.fingerprint_files(root, files=files)}
+    data = {"dataset": "MNIST", "files": workdir_lib.fingerprint_files(root, files=files)}
+    return template.Inputs(data=data, location=location, values=values)
+
+
+def train_digits(
+    config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
+) -> template.Trained:
+    """Train (or resume) one model per training digit in ``workdir/digit_N``."""
+    v = inputs.values
+    all_train, train_labels = mnist.load(v["data_dir"], "train", source=v["source"])
+    models = {}
+    for digit in config.train_digits:
+        images = all_train[train_labels == digit]
+        model, state = train_digit(
+            config, images, run.workdir / f"digit_{digit}", progress=v["progress"]
+        )
+        models[int(digit)] = (model, state, images)
+    return template.Trained(step=config.train.num_steps, model=models)
+
+
+def evaluate(
+    config: ml_collections.ConfigDict,
+    run: workdir_lib.Run,
+    trained: template.Trained,
+    inputs: template.Inputs,
+    evaluation: workdir_lib.Evaluation,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score every digit's model and draw its figure (:func:`score_digit`)."""
+    v = inputs.values
+    test_images, test_labels = mnist.load(v["data_dir"], "test", source=v["source"])
+    digits = [
+        score_digit(config, d, model, state, images, test_images, test_labels, evaluation.dir)
+        for d, (model, state, images) in trained.model.items()
+    ]
+    return {"digits": digits}, {}
+
+
+EXPERIMENT = template.Experiment(
+    name=NAME,
+    fields=FIELDS,
+    validate=validate,
+    inputs=inputs,
+    train=train_digits,
+    evaluate=evaluate,
+)
 
 
 def train_and_evaluate(
-    cfg: Any,
+    config: ml_collections.ConfigDict,
     workdir: str | pathlib.Path,
     *,
     data_dir: str | pathlib.Path | None = None,
@@ -197,56 +270,20 @@ def train_and_evaluate(
     seeds: Sequence[int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Validate, check the workdir's run record, then train and score every training digit;
-    writes this evaluation's ``results.json`` (the results schema) and figures and returns
-    what was written. ``seeds``: each seed one run in ``workdir/seed_N``, aggregated
-    (:mod:`vae_xai.seeds`); ``None``: ``cfg.seed`` in ``workdir``."""
-    validate(cfg)
-    data = _data_identity(data_dir, source)
+    """Train (or resume) and score one model per training digit (:func:`template.run`).
 
-    def one(c: Any, wd: str | pathlib.Path) -> dict[str, Any]:
-        return _train_and_evaluate_one(
-            c, wd, data=data, data_dir=data_dir, source=source, progress=progress
-        )
+    Args:
+      config: the experiment config (``experiments/configs/mnist_attention.py``).
+      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
+      data_dir: the folder of the four MNIST IDX files (``source="idx"``).
+      source: ``"idx"`` (files in ``data_dir``) or ``"tfds"``.
+      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
+      progress: show progress bars.
 
-    if seeds is None:
-        return one(cfg, workdir)
-    return seeds_lib.run_seeds(workdir, cfg, seeds, one, experiment=EXPERIMENT, fields=FIELDS)
-
-
-def _train_and_evaluate_one(
-    cfg: Any,
-    workdir: str | pathlib.Path,
-    *,
-    data: dict[str, Any],
-    data_dir: str | pathlib.Path | None,
-    source: str,
-    progress: bool,
-) -> dict[str, Any]:
-    run_ = workdir_lib.start(
-        workdir,
-        cfg,
-        experiment=EXPERIMENT,
-        fields=FIELDS,
-        data=data,
-        data_location=None if data_dir is None else str(pathlib.Path(data_dir).absolute()),
-    )
-    evaluation = run_.evaluation(run_.eval_config(cfg), step=cfg.num_steps)
-    all_train, train_labels = mnist.load(data_dir, "train", source=source)
-    test_images, test_labels = mnist.load(data_dir, "test", source=source)
-    results: dict[str, Any] = {"digits": []}
-    for digit in cfg.train_digits:
-        train_images = all_train[train_labels == digit]
-        results["digits"].append(
-            run_digit(
-                cfg,
-                int(digit),
-                train_images,
-                test_images,
-                test_labels,
-                run_.workdir / f"digit_{digit}",
-                evaluation.dir,
-                progress=progress,
-            )
-        )
-    return evaluation.save_results(results)
+    Returns:
+      The ``results.json`` written (the results schema).
+    """
+    return template.run(
+        EXPERIMENT, config, workdir, seeds=seeds, data_dir=data_dir, source=source,
+        progress=progress,
+    )  # fmt: skip

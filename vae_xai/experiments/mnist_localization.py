@@ -34,8 +34,8 @@ import numpy as np
 from data_pipelines import mnist
 from data_pipelines.synthetic_anomaly import KINDS, paste_squares
 from vae_xai import localization, validation
-from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
+from vae_xai.experiments import template
 from vae_xai.experiments.one_class import epoch_batch_fn
 from vae_xai.models.conv_vae import mnist_vae
 from vae_xai.workdir import Fields
@@ -47,32 +47,6 @@ FIELDS = Fields(
     eval=("eval", "anomaly"),
     schedule=("train.checkpoint_every", "train.log_every"),
 )
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """The checks specific to this experiment, before any work (the ``train``/``eval``
-    sections are checked by :func:`vae_xai.localization.check_config`)."""
-    validation.digits(config, "normal_digit")
-    if not isinstance(config.normal_digit, int):
-        raise validation.ConfigError(
-            "normal_digit", f"must be one digit; got {config.normal_digit!r}"
-        )
-    validation.at_least(config, "latent_dim", 1)
-    validation.subset(config, "anomaly.kinds", KINDS)
-    if len(set(config.anomaly.kinds)) != len(config.anomaly.kinds):
-        raise validation.ConfigError(
-            "anomaly.kinds", f"must be distinct; got {config.anomaly.kinds}"
-        )
-    validation.at_least(config, "anomaly.size", 1)
-    validation.at_least(config, "anomaly.margin", 0)
-    validation.at_least(config, "anomaly.max_test_images", len(config.anomaly.kinds))
-    if not 0 <= config.anomaly.fraction <= 1:
-        raise validation.ConfigError(
-            "anomaly.fraction", f"must be in [0, 1]; got {config.anomaly.fraction}"
-        )
-
-
-EXPERIMENT = "mnist_localization"
 
 
 def dense_after(layer: str) -> str | None:
@@ -133,58 +107,49 @@ def synthetic_test_set(
     return test, stats
 
 
-def _precheck(config: ml_collections.ConfigDict, data_dir) -> list[pathlib.Path]:
-    """The config and the four MNIST files, checked before any work."""
-    validate(config)
-    localization.check_config(mnist_vae(config.latent_dim), config, (28, 28, 1))
-    return mnist_files(data_dir)
+NAME = "mnist_localization"
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    *,
-    data_dir: str | pathlib.Path,
-    seeds: Sequence[int] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train/resume, evaluate, write ``results.json`` (the results schema) and figures;
-    returns what was written.
-
-    ``seeds``: each seed one run in ``workdir/seed_N``, aggregated (:mod:`vae_xai.seeds`);
-    ``None``: ``config.seed`` in ``workdir``. The config, the four MNIST files and the
-    workdir's run record are checked before any work.
-    """
-    files = _precheck(config, data_dir)
-
-    def one(cfg: ml_collections.ConfigDict, wd: str | pathlib.Path) -> dict[str, Any]:
-        return _train_and_evaluate_one(cfg, wd, data_dir=data_dir, files=files, progress=progress)
-
-    if seeds is None:
-        return one(config, workdir)
-    return seeds_lib.run_seeds(workdir, config, seeds, one, experiment=EXPERIMENT, fields=FIELDS)
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Every field that could fail later, checked before any work (names the field)."""
+    validation.digits(config, "normal_digit")
+    if not isinstance(config.normal_digit, int):
+        raise validation.ConfigError(
+            "normal_digit", f"must be one digit; got {config.normal_digit!r}"
+        )
+    validation.at_least(config, "model.latent_dim", 1)
+    validation.subset(config, "anomaly.kinds", KINDS)
+    if len(set(config.anomaly.kinds)) != len(config.anomaly.kinds):
+        raise validation.ConfigError(
+            "anomaly.kinds", f"must be distinct; got {config.anomaly.kinds}"
+        )
+    validation.at_least(config, "anomaly.size", 1)
+    validation.at_least(config, "anomaly.margin", 0)
+    validation.at_least(config, "anomaly.max_test_images", len(config.anomaly.kinds))
+    if not 0 <= config.anomaly.fraction <= 1:
+        raise validation.ConfigError(
+            "anomaly.fraction", f"must be in [0, 1]; got {config.anomaly.fraction}"
+        )
+    localization.check_config(mnist_vae(config.model.latent_dim), config, (28, 28, 1))
 
 
-def _train_and_evaluate_one(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    *,
-    data_dir: str | pathlib.Path,
-    files: list[pathlib.Path],
-    progress: bool = True,
-) -> dict[str, Any]:
-    model = mnist_vae(config.latent_dim)
-    run_ = workdir_lib.start(
-        workdir,
-        config,
-        experiment=EXPERIMENT,
-        fields=FIELDS,
-        data={
-            "dataset": "MNIST",
-            "files": workdir_lib.fingerprint_files(data_dir, files=files),
-        },
-        data_location=str(pathlib.Path(data_dir).absolute()),
+def inputs(
+    config: ml_collections.ConfigDict, *, data_dir: str | pathlib.Path, progress: bool = True
+) -> template.Inputs:
+    """The four MNIST files, found and fingerprinted before any work."""
+    files = mnist_files(data_dir)
+    return template.Inputs(
+        data={"dataset": "MNIST", "files": workdir_lib.fingerprint_files(data_dir, files=files)},
+        location=str(pathlib.Path(data_dir).absolute()),
+        values={"data_dir": data_dir, "progress": progress},
     )
+
+
+def train(
+    config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
+) -> template.Trained:
+    """Load the normal digit's images, build the synthetic test set, train (or resume)."""
+    data_dir = inputs.values["data_dir"]
     digit = int(config.normal_digit)
     t0 = time.perf_counter()
     train_images, _ = mnist.load_one_class(data_dir, "train", digit)
@@ -197,37 +162,95 @@ def _train_and_evaluate_one(
         )
     clean = test_images[: config.anomaly.max_test_images]
     test, anomaly_stats = synthetic_test_set(clean, config.anomaly, seed=config.seed)
-
-    train_info, evaluation, record = localization.train_and_evaluate(
+    model = mnist_vae(config.model.latent_dim)
+    state, info = localization.train_on_normal(
         model,
         config,
-        run=run_,
+        workdir=run.workdir,
         train_images=train_images,
-        test=test,
         epoch_batches=epoch_batch_fn,
+        progress=inputs.values["progress"],
+    )
+    data = {
+        "train": train_images,
+        "test": test,
+        "anomaly_stats": anomaly_stats,
+        "num_clean": len(clean),
+        "load_s": load_s,
+    }
+    return template.Trained(step=info["steps"], model=(model, state, data), info=info)
+
+
+def evaluate(
+    config: ml_collections.ConfigDict,
+    run: workdir_lib.Run,
+    trained: template.Trained,
+    inputs: template.Inputs,
+    evaluation: workdir_lib.Evaluation,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every map of ``config.eval`` on the synthetic test set, its metrics and figures."""
+    model, state, data = trained.model
+    digit = int(config.normal_digit)
+    test = data["test"]
+    results = localization.evaluate_test_set(
+        model,
+        config,
+        state,
+        figure_dir=evaluation.dir / "figures",
+        train_images=data["train"],
+        test=test,
         dense_after=dense_after,
-        title=f"MNIST {digit} + synthetic anomalies ({config.variant})",
-        progress=progress,
+        title=f"MNIST {digit} + synthetic anomalies ({config.variant}), {trained.step} steps",
     )
     a = config.anomaly
     results = {
         "dataset": "MNIST, synthetic anomalies",
         "normal_digit": digit,
-        "num_train_images": len(train_images),
+        "num_train_images": len(data["train"]),
         "num_test_images": len(test["image"]),
         "num_anomalous_test_images": int(test["label"].sum()),
-        "anomalies": anomaly_stats,
-        "data_load_s": load_s,
-        "train": train_info,
-        **evaluation,
+        "anomalies": data["anomaly_stats"],
+        "data_load_s": data["load_s"],
+        "train": dict(trained.info),
+        **results,
     }
     notes = localization.RESULT_NAMES_NOTE + (
-        f" Test set: the first {len(clean)} MNIST test images of digit {digit}, split into "
-        f"one disjoint chunk per kind {tuple(a.kinds)}; in {a.fraction:g} of each chunk a "
+        f" Test set: the first {data['num_clean']} MNIST test images of digit {digit}, split "
+        f"into one disjoint chunk per kind {tuple(a.kinds)}; in {a.fraction:g} of each chunk a "
         f"{a.size}x{a.size} square at least {a.margin} px inside the border is set to 1 "
         "(square: added ink, placed uniformly) or 0 (erase: removed ink, centred on an ink "
         "pixel); the mask is the pixels the square changed by more than 0.25; the rest of "
         "each chunk are the good images. Per-defect metrics use that kind's images plus all "
         "good images."
     )
-    return record.save_results(results, extra={"notes": notes})
+    return results, {"notes": notes}
+
+
+EXPERIMENT = template.Experiment(
+    name=NAME, fields=FIELDS, validate=validate, inputs=inputs, train=train, evaluate=evaluate
+)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    data_dir: str | pathlib.Path,
+    seeds: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) and evaluate the MNIST localization control (:func:`template.run`).
+
+    Args:
+      config: the experiment config (``experiments/configs/mnist_localization.py``).
+      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
+      data_dir: the folder of the four MNIST IDX files (``NAME`` or ``NAME.gz``).
+      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
+      progress: show progress bars.
+
+    Returns:
+      The ``results.json`` written (the results schema).
+    """
+    return template.run(
+        EXPERIMENT, config, workdir, seeds=seeds, data_dir=data_dir, progress=progress
+    )

@@ -29,9 +29,8 @@ import ml_collections
 from data_pipelines import mvtec_ad
 from data_pipelines.augment import augment_batch
 from vae_xai import localization, validation
-from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments import paper
+from vae_xai.experiments import paper, template
 from vae_xai.experiments.one_class import epoch_batch_fn
 from vae_xai.models.resnet_vae import ResNetVAE, dense_after
 from vae_xai.workdir import Fields
@@ -59,13 +58,28 @@ def build_model(config: ml_collections.ConfigDict) -> ResNetVAE:
     )
 
 
-EXPERIMENT = "mvtec_localization"
+NAME = "mvtec_localization"
 
 
-def _precheck(config: ml_collections.ConfigDict, *, category: str, data_dir) -> pathlib.Path:
-    """The config and the category's files, checked before any work; returns its folder."""
-    model = build_model(config)
-    localization.check_config(model, config, (config.image_size, config.image_size, 3))
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The config, checked before any work (:func:`vae_xai.localization.check_config`)."""
+    localization.check_config(build_model(config), config, (config.image_size,) * 2 + (3,))
+
+
+def inputs(
+    config: ml_collections.ConfigDict,
+    *,
+    category: str,
+    data_dir: str | pathlib.Path,
+    progress: bool = True,
+) -> template.Inputs:
+    """The category's files, listed and fingerprinted before any work.
+
+    Raises:
+      FileNotFoundError / ValueError: ``data_dir`` or the category's split is missing or
+        empty (the message names the path).
+      ConfigError: ``train.batch_size`` exceeds the category's training images.
+    """
     validation.existing_path(data_dir, "data_dir")
     cat_dir = mvtec_ad.resolve_category_dir(data_dir, category)
     n_train = len(mvtec_ad.list_split(data_dir, category, "train"))  # raises if empty
@@ -75,7 +89,95 @@ def _precheck(config: ml_collections.ConfigDict, *, category: str, data_dir) -> 
             "train.batch_size",
             f"{config.train.batch_size} exceeds the {n_train} training images of {cat_dir}",
         )
-    return cat_dir
+    files = workdir_lib.fingerprint_files(
+        cat_dir, suffixes=mvtec_ad.IMAGE_EXTENSIONS, ignore=mvtec_ad.IGNORED_NAMES
+    )
+    return template.Inputs(
+        data={"dataset": "MVTec-AD", "category": category, "files": files},
+        location=str(pathlib.Path(cat_dir).absolute()),
+        values={"category": category, "data_dir": data_dir, "progress": progress},
+    )
+
+
+def train(
+    config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
+) -> template.Trained:
+    """Load (or read from the cache) the category's images and train (or resume) the VAE
+    with random mirror + rotation."""
+    category, data_dir = inputs.values["category"], inputs.values["data_dir"]
+    cache = config.cache_dir or str(run.workdir / "data_cache")
+    load = functools.partial(
+        mvtec_ad.load_split, data_dir, category, image_size=config.image_size, cache_dir=cache
+    )
+    t0 = time.perf_counter()
+    train_set, test = load("train"), load("test")
+    load_s = time.perf_counter() - t0
+    a = config.augment
+    augment = functools.partial(
+        augment_batch,
+        hflip=a.hflip,
+        vflip=a.vflip,
+        max_rotation_deg=a.max_rotation_deg,
+        right_angles=a.right_angles,
+    )
+    model = build_model(config)
+    state, info = localization.train_on_normal(
+        model,
+        config,
+        workdir=run.workdir,
+        train_images=train_set["image"],
+        epoch_batches=epoch_batch_fn,
+        augment=augment,
+        progress=inputs.values["progress"],
+    )
+    data = {"train": train_set["image"], "test": test, "load_s": load_s}
+    return template.Trained(step=info["steps"], model=(model, state, data), info=info)
+
+
+def evaluate(
+    config: ml_collections.ConfigDict,
+    run: workdir_lib.Run,
+    trained: template.Trained,
+    inputs: template.Inputs,
+    evaluation: workdir_lib.Evaluation,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every map of ``config.eval`` on the test set, its metrics and figures."""
+    model, state, data = trained.model
+    category = inputs.values["category"]
+    results = localization.evaluate_test_set(
+        model,
+        config,
+        state,
+        figure_dir=evaluation.dir / "figures",
+        train_images=data["train"],
+        test=data["test"],
+        dense_after=functools.partial(dense_after, head=config.model.head),
+        title=f"{category} ({config.variant}), {trained.step} steps",
+    )
+    results = {
+        "category": category,
+        "num_train_images": len(data["train"]),
+        "num_test_images": len(data["test"]["image"]),
+        "data_load_s": data["load_s"],
+        "train": dict(trained.info),
+        **results,
+    }
+    notes = localization.RESULT_NAMES_NOTE + (
+        " Per-defect metrics use that defect's images plus all good test images; "
+        "encoder trained from scratch (no pretrained weights)."
+    )
+    return results, {"notes": notes}
+
+
+EXPERIMENT = template.Experiment(
+    name=NAME,
+    fields=FIELDS,
+    validate=validate,
+    inputs=inputs,
+    train=train,
+    evaluate=evaluate,
+    paper=lambda config, inputs: paper.for_experiment(NAME, category=inputs.values["category"]),
+)
 
 
 def train_and_evaluate(
@@ -87,94 +189,20 @@ def train_and_evaluate(
     seeds: Sequence[int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train/resume, evaluate, write ``results.json`` (the results schema) and figures;
-    returns what was written.
+    """Train (or resume) and evaluate on one MVTec-AD category (:func:`template.run`).
 
-    Before any work: the config is validated (:func:`vae_xai.localization.check_config`),
-    the category's files are listed and fingerprinted, and the workdir's run record is
-    checked (:func:`vae_xai.workdir.start`): another category, data or training config on a
-    trained workdir is refused. ``seeds``: each seed one run in ``workdir/seed_N``,
-    aggregated (:mod:`vae_xai.seeds`); ``None``: ``config.seed`` in ``workdir``.
+    Args:
+      config: the experiment config (``experiments/configs/mvtec_localization.py``).
+      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
+      category: the MVTec-AD category (a folder of ``data_dir``).
+      data_dir: the MVTec-AD root (or the category's folder).
+      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
+      progress: show progress bars.
+
+    Returns:
+      The ``results.json`` written (the results schema).
     """
-    cat_dir = _precheck(config, category=category, data_dir=data_dir)
-    data = {
-        "dataset": "MVTec-AD",
-        "category": category,
-        "files": workdir_lib.fingerprint_files(
-            cat_dir, suffixes=mvtec_ad.IMAGE_EXTENSIONS, ignore=mvtec_ad.IGNORED_NAMES
-        ),
-    }
-
-    def one(cfg: ml_collections.ConfigDict, wd: str | pathlib.Path) -> dict[str, Any]:
-        return _train_and_evaluate_one(
-            cfg, wd, category=category, data_dir=data_dir, cat_dir=cat_dir, data=data,
-            progress=progress,
-        )  # fmt: skip
-
-    if seeds is None:
-        return one(config, workdir)
-    return seeds_lib.run_seeds(workdir, config, seeds, one, experiment=EXPERIMENT, fields=FIELDS)
-
-
-def _train_and_evaluate_one(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    *,
-    category: str,
-    data_dir: str | pathlib.Path,
-    cat_dir: pathlib.Path,
-    data: dict[str, Any],
-    progress: bool,
-) -> dict[str, Any]:
-    model = build_model(config)
-    run_ = workdir_lib.start(
-        workdir,
-        config,
-        experiment=EXPERIMENT,
-        fields=FIELDS,
-        data=data,
-        data_location=str(pathlib.Path(cat_dir).absolute()),
-    )
-    workdir = run_.workdir
-    cache = config.cache_dir or str(workdir / "data_cache")
-    load = functools.partial(
-        mvtec_ad.load_split, data_dir, category, image_size=config.image_size, cache_dir=cache
-    )
-    t0 = time.perf_counter()
-    train, test = load("train"), load("test")
-    load_s = time.perf_counter() - t0
-
-    a = config.augment
-    augment = functools.partial(
-        augment_batch,
-        hflip=a.hflip,
-        vflip=a.vflip,
-        max_rotation_deg=a.max_rotation_deg,
-        right_angles=a.right_angles,
-    )
-    train_info, evaluation, record = localization.train_and_evaluate(
-        model,
-        config,
-        run=run_,
-        train_images=train["image"],
-        test=test,
-        epoch_batches=epoch_batch_fn,
-        dense_after=functools.partial(dense_after, head=config.model.head),
-        augment=augment,
-        title=f"{category} ({config.variant})",
+    return template.run(
+        EXPERIMENT, config, workdir, seeds=seeds, category=category, data_dir=data_dir,
         progress=progress,
-    )
-    results = {
-        "category": category,
-        "num_train_images": len(train["image"]),
-        "num_test_images": len(test["image"]),
-        "data_load_s": load_s,
-        "train": train_info,
-        **evaluation,
-    }
-    notes = localization.RESULT_NAMES_NOTE + (
-        " Per-defect metrics use that defect's images plus all good test images; "
-        "encoder trained from scratch (no pretrained weights)."
-    )
-    extra = {"paper": paper.for_experiment(EXPERIMENT, category=category), "notes": notes}
-    return record.save_results(results, extra=extra)
+    )  # fmt: skip

@@ -28,7 +28,7 @@ import optax
 from data_pipelines import mvtec_ad
 from vae_xai import localization, train, validation
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments.mvtec_localization import EXPERIMENT, FIELDS, build_model
+from vae_xai.experiments.mvtec_localization import FIELDS, NAME, build_model
 from vae_xai.metrics import pixel_auroc
 
 LAYERS = ("stage1", "stage2", "stage3", "stage4")
@@ -62,7 +62,7 @@ def evaluate(
     run = workdir_lib.open_trained(
         workdir,
         cfg,
-        experiment=EXPERIMENT,
+        experiment=NAME,
         fields=FIELDS,
         data={
             "dataset": "MVTec-AD",
@@ -80,7 +80,7 @@ def evaluate(
         image_size=cfg.image_size,
         cache_dir=cfg.cache_dir or str(workdir / "data_cache"),
     )
-    state = localization.init_state(model, optax.adam(0.0), test["image"].shape[1:], seed=cfg.seed)
+    state = train.init_state(model, optax.adam(0.0), test["image"].shape[1:], seed=cfg.seed)
     variables = localization.variables_of(train.restore_params(workdir, state))
     images, masks = test["image"], test["mask"]
     rotated = np.ascontiguousarray(images[:, ::-1, ::-1])

@@ -8,7 +8,7 @@ map over several samples; a latent that encodes position follows the sprite, one
 shape or scale attends to its outline), ``workdir/reconstructions.png`` and
 ``workdir/results.json`` (final losses and the KL of each latent dimension); these are links
 into the evaluation's own folder ``workdir/evaluations/step<N>_<hash>/``. A second run on
-the same workdir resumes from its checkpoint; a larger ``--config.num_steps`` continues it,
+the same workdir resumes from its checkpoint; a larger ``--config.train.num_steps`` continues it,
 and a change of anything that changes training is refused (see :mod:`vae_xai.workdir`).
 """
 
@@ -26,10 +26,11 @@ import optax
 
 from data_pipelines import dsprites_gt
 from vae_xai import attention as att
-from vae_xai import losses, plots, train, validation
-from vae_xai import seeds as seeds_lib
+from vae_xai import losses, plots, validation
+from vae_xai import train as train_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.encoder_split import split_encoder
+from vae_xai.experiments import template
 from vae_xai.experiments.dsprites_renderer import renderer_identity
 from vae_xai.models import dsprites_vae
 from vae_xai.workdir import Fields
@@ -37,79 +38,76 @@ from vae_xai.workdir import Fields
 # What may change between starts of one workdir (vae_xai.workdir): num_steps may grow; the
 # figure settings and the checkpoint/log periods may differ; anything else is another run.
 FIELDS = Fields(
-    num_steps="num_steps",
-    eval=("layer", "num_samples", "max_latents_shown"),
-    schedule=("checkpoint_every", "log_every"),
+    num_steps="train.num_steps",
+    eval=("eval",),
+    schedule=("train.checkpoint_every", "train.log_every"),
 )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every field that could fail later, checked before any work (names the field)."""
-    validation.at_least(config, "latent_dim", 1)
-    validation.at_least(config, "batch_size", 1)
-    validation.at_least(config, "num_steps", 1)
-    validation.at_least(config, "checkpoint_every", 1)
-    validation.at_least(config, "log_every", 1)
-    validation.positive(config, "learning_rate")
-    validation.at_least(config, "num_samples", 1)
-    validation.at_least(config, "max_latents_shown", 1)
-    if config.beta < 0:
-        raise validation.ConfigError("beta", f"must be >= 0; got {config.beta}")
-    validation.model_layers(dsprites_vae(config.latent_dim), (64, 64, 1), [config.layer], "layer")
-
-
-EXPERIMENT = "quickstart"
-
-
-def train_and_evaluate(
-    cfg: Any,
-    workdir: str | pathlib.Path,
-    *,
-    seeds: Sequence[int] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Validate, check the workdir's run record, train (or resume), write the figures and
-    ``results.json`` (the results schema) of this evaluation; returns what was written.
-
-    ``seeds``: each seed one run in ``workdir/seed_N``, aggregated (:mod:`vae_xai.seeds`);
-    ``None``: ``cfg.seed`` in ``workdir`` (``workdir/latent_attention.png``).
-    """
-    validate(cfg)
-    data = {"dataset": "dSprites, rendered", **renderer_identity()}
-
-    def one(c: Any, wd: str | pathlib.Path) -> dict[str, Any]:
-        return _train_and_evaluate_one(c, wd, data=data, progress=progress)
-
-    if seeds is None:
-        return one(cfg, workdir)
-    return seeds_lib.run_seeds(workdir, cfg, seeds, one, experiment=EXPERIMENT, fields=FIELDS)
-
-
-def _train_and_evaluate_one(
-    cfg: Any, workdir: str | pathlib.Path, *, data: dict[str, Any], progress: bool
-) -> dict[str, Any]:
-    run_ = workdir_lib.start(workdir, cfg, experiment=EXPERIMENT, fields=FIELDS, data=data)
-    model = dsprites_vae(cfg.latent_dim)
-    batch_fn = dsprites_gt.make_batch_fn(cfg.seed, cfg.batch_size)
-    optimizer = optax.adam(cfg.learning_rate)
-    state, _ = train.train(
-        train.init_state(model, optimizer, (64, 64, 1), key=jax.random.key(cfg.seed)),
-        train.vae_update_fn(model, optimizer, beta=cfg.beta),
-        batch_fn,
-        workdir=run_.workdir,
-        num_steps=cfg.num_steps,
-        seed=cfg.seed,
-        checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every,
-        progress=progress,
+    validation.at_least(config, "model.latent_dim", 1)
+    for field in ("batch_size", "num_steps", "checkpoint_every", "log_every"):
+        validation.at_least(config, f"train.{field}", 1)
+    validation.positive(config, "train.learning_rate")
+    validation.at_least(config, "eval.num_samples", 1)
+    validation.at_least(config, "eval.max_latents_shown", 1)
+    if config.train.beta < 0:
+        raise validation.ConfigError("train.beta", f"must be >= 0; got {config.train.beta}")
+    validation.model_layers(
+        dsprites_vae(config.model.latent_dim), (64, 64, 1), [config.eval.layer], "eval.layer"
     )
+
+
+NAME = "quickstart"
+
+
+def inputs(config: ml_collections.ConfigDict, *, progress: bool = True) -> template.Inputs:
+    """The renderer's identity (images are rendered on the fly: nothing to check on disk)."""
+    return template.Inputs(
+        data={"dataset": "dSprites, rendered", **renderer_identity()},
+        values={"progress": progress},
+    )
+
+
+def train(
+    config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
+) -> template.Trained:
+    """Train (or resume) the beta-VAE on batches rendered from random factors."""
+    t = config.train
+    model = dsprites_vae(config.model.latent_dim)
+    batch_fn = dsprites_gt.make_batch_fn(config.seed, t.batch_size)
+    optimizer = optax.adam(t.learning_rate)
+    state, info = train_lib.train(
+        train_lib.init_state(model, optimizer, (64, 64, 1), key=jax.random.key(config.seed)),
+        train_lib.vae_update_fn(model, optimizer, beta=t.beta),
+        batch_fn,
+        workdir=run.workdir,
+        num_steps=t.num_steps,
+        seed=config.seed,
+        checkpoint_every=t.checkpoint_every,
+        log_every=t.log_every,
+        progress=inputs.values["progress"],
+    )
+    return template.Trained(step=t.num_steps, model=(model, state), info=info)
+
+
+def evaluate(
+    config: ml_collections.ConfigDict,
+    run: workdir_lib.Run,
+    trained: template.Trained,
+    inputs: template.Inputs,
+    evaluation: workdir_lib.Evaluation,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Held-out ELBO and per-latent KL; the per-latent attention figure (Fig. 1) and the
+    reconstructions."""
+    model, state = trained.model
+    e = config.eval
     variables = {"params": state.params}
-    evaluation = run_.evaluation(run_.eval_config(cfg), step=cfg.num_steps)
-
     # held-out samples (a seed the training stream never uses for step 0..num_steps)
-    images = dsprites_gt.make_batch_fn(cfg.seed + 1, 256)(0)["image"]
+    images = dsprites_gt.make_batch_fn(config.seed + 1, 256)(0)["image"]
 
-    @jax.jit  # one compiled program (eager, this was ~6 s of small compiles on a 2-core CPU)
+    @jax.jit  # one compiled program instead of many small ones
     def held_out(variables, x):
         out = model.apply(variables, x)
         kl = jnp.mean(losses.kl_per_latent(out["mu"], out["logvar"]), axis=0)
@@ -118,13 +116,13 @@ def _train_and_evaluate_one(
 
     out, kl_per_dim, mean_elbo = held_out(variables, images)
     kl_per_dim = np.asarray(kl_per_dim)
-    order = [int(i) for i in np.argsort(-kl_per_dim)[: cfg.max_latents_shown]]
+    order = [int(i) for i in np.argsort(-kl_per_dim)[: e.max_latents_shown]]
 
-    shown = images[: cfg.num_samples]
+    shown = images[: e.num_samples]
 
     @jax.jit
     def maps_for(x):
-        split = split_encoder(model, variables, x, layer=cfg.layer, method="encode")
+        split = split_encoder(model, variables, x, layer=e.layer, method="encode")
         maps = att.latent_attention(split.head_fn, split.features)  # score = mu
         return att.upsample(maps, x.shape[1:3])
 
@@ -136,18 +134,45 @@ def _train_and_evaluate_one(
         np.asarray(maps),
         latent_ids=order,
         latent_labels=labels,
-        title=f"Per-latent attention ({cfg.layer}, {cfg.num_steps} steps)",
+        title=f"Per-latent attention ({e.layer}, {trained.step} steps)",
     )
-    recon = jax.nn.sigmoid(out["logits"][: cfg.num_samples])
+    recon = jax.nn.sigmoid(out["logits"][: e.num_samples])
     recs = plots.save_image_rows(
         evaluation.dir / "reconstructions.png",
         {"input": list(shown), "reconstruction": list(recon)},
     )
     results = {
-        "steps": cfg.num_steps,
+        "steps": trained.step,
         "held_out_negative_elbo": float(mean_elbo),
         "kl_per_latent": {str(i): float(v) for i, v in enumerate(kl_per_dim)},
         "active_latents(kl>0.1)": int((kl_per_dim > 0.1).sum()),
         "figures": [str(grid), str(recs)],
     }
-    return evaluation.save_results(results)
+    return results, {}
+
+
+EXPERIMENT = template.Experiment(
+    name=NAME, fields=FIELDS, validate=validate, inputs=inputs, train=train, evaluate=evaluate
+)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) and explain each latent (:func:`template.run`).
+
+    Args:
+      config: the experiment config (``experiments/configs/quickstart.py``).
+      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
+      seeds: ``None``: ``config.seed`` in ``workdir`` (``workdir/latent_attention.png``);
+        else one run per seed, aggregated.
+      progress: show progress bars.
+
+    Returns:
+      The ``results.json`` written (the results schema).
+    """
+    return template.run(EXPERIMENT, config, workdir, seeds=seeds, progress=progress)

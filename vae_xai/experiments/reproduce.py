@@ -138,10 +138,7 @@ JOBS: tuple[Job, ...] = (
 
 
 def num_steps(config: Any) -> int:
-    """A config's training steps (``num_steps``, or ``train.num_steps`` for the one-class
-    localization configs)."""
-    if "num_steps" in config:
-        return int(config.num_steps)
+    """A config's training steps (``train.num_steps``)."""
     return int(config.train.num_steps)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
@@ -31,9 +31,8 @@ import numpy as np
 
 from data_pipelines import ucsd_ped1
 from vae_xai import localization, validation
-from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments import paper
+from vae_xai.experiments import paper, template
 from vae_xai.experiments.one_class import epoch_batch_fn
 from vae_xai.models.ucsd_vae import UCSDVAE, dense_after
 from vae_xai.workdir import Fields
@@ -57,18 +56,110 @@ def build_model(config: ml_collections.ConfigDict) -> UCSDVAE:
     )
 
 
-EXPERIMENT = "ucsd_localization"
+NAME = "ucsd_localization"
 
 
-def _precheck(config: ml_collections.ConfigDict, data_dir) -> pathlib.Path:
-    """The config and the data folder, checked before any work; returns the Ped1 folder."""
-    model = build_model(config)
-    localization.check_config(model, config, (config.image_size, config.image_size, 1))
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The config, checked before any work (:func:`vae_xai.localization.check_config`)."""
+    localization.check_config(build_model(config), config, (config.image_size,) * 2 + (1,))
+
+
+def inputs(
+    config: ml_collections.ConfigDict, *, data_dir: str | pathlib.Path, progress: bool = True
+) -> template.Inputs:
+    """The Ped1 folder and exactly the files the loaders read, fingerprinted before any work
+    (stray files, other clips, notes are not the data).
+
+    Raises:
+      FileNotFoundError: ``data_dir`` or its ``Train/``/``Test/`` folder is missing.
+    """
     validation.existing_path(data_dir, "data_dir")
     ped1 = ucsd_ped1.resolve_ped1_dir(data_dir)
     for split in ("Train", "Test"):
         validation.existing_path(ped1 / split, f"data_dir ({split}/)")
-    return ped1
+    files = ucsd_ped1.data_files(ped1, pixel_gt_only=True)
+    data = {
+        "dataset": "UCSD Ped1",
+        "files": {
+            split: workdir_lib.fingerprint_files(ped1 / split, files=files[split])
+            for split in ("Train", "Test")
+        },
+    }
+    return template.Inputs(
+        data=data,
+        location=str(ped1.absolute()),
+        values={"data_dir": data_dir, "progress": progress},
+    )
+
+
+def train(
+    config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
+) -> template.Trained:
+    """Load every training frame and the test clips with pixel masks; train (or resume)."""
+    data_dir = inputs.values["data_dir"]
+    t0 = time.perf_counter()
+    size = (config.image_size, config.image_size)
+    train_set = ucsd_ped1.load_train(data_dir, image_size=size)
+    test = ucsd_ped1.load_test(data_dir, image_size=size, pixel_gt_only=True)
+    load_s = time.perf_counter() - t0
+    model = build_model(config)
+    state, info = localization.train_on_normal(
+        model,
+        config,
+        workdir=run.workdir,
+        train_images=train_set["image"],
+        epoch_batches=epoch_batch_fn,
+        progress=inputs.values["progress"],
+    )
+    data = {"train": train_set["image"], "test": test, "load_s": load_s}
+    return template.Trained(step=info["steps"], model=(model, state, data), info=info)
+
+
+def evaluate(
+    config: ml_collections.ConfigDict,
+    run: workdir_lib.Run,
+    trained: template.Trained,
+    inputs: template.Inputs,
+    evaluation: workdir_lib.Evaluation,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every map of ``config.eval`` on the test frames, its metrics and figures."""
+    model, state, data = trained.model
+    test = data["test"]
+    results = localization.evaluate_test_set(
+        model,
+        config,
+        state,
+        figure_dir=evaluation.dir / "figures",
+        train_images=data["train"],
+        test={k: test[k] for k in ("image", "mask", "label")},
+        dense_after=dense_after,
+        title=f"UCSD Ped1 ({config.variant}), {trained.step} steps",
+    )
+    results = {
+        "dataset": "UCSD Ped1",
+        "num_train_frames": len(data["train"]),
+        "num_test_frames": len(test["image"]),
+        "test_clips": sorted(set(np.asarray(test["clip"]).tolist())),
+        "data_load_s": data["load_s"],
+        "train": dict(trained.info),
+        **results,
+    }
+    notes = localization.RESULT_NAMES_NOTE + (
+        " Pixel metrics pooled over every frame of the test clips with pixel masks; "
+        "image_auroc is frame-level, from the frame labels."
+    )
+    return results, {"notes": notes}
+
+
+EXPERIMENT = template.Experiment(
+    name=NAME,
+    fields=FIELDS,
+    validate=validate,
+    inputs=inputs,
+    train=train,
+    evaluate=evaluate,
+    paper=lambda config, inputs: paper.for_experiment(NAME),
+)
 
 
 def train_and_evaluate(
@@ -79,97 +170,19 @@ def train_and_evaluate(
     seeds: Sequence[int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train/resume, evaluate, write ``results.json`` (the results schema) and figures;
-    returns what was written.
+    """Train (or resume) and evaluate on UCSD Ped1 (:func:`template.run`).
 
-    The config, the data folder and the workdir's run record are checked before any work
-    (see :func:`vae_xai.experiments.mvtec_localization.train_and_evaluate`); ``seeds`` as
-    there.
+    Args:
+      config: the experiment config (``experiments/configs/ucsd_localization.py``).
+      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
+      data_dir: the dataset folder (``UCSD_Anomaly_Dataset.v1p2``, ``UCSDped1`` or a folder
+        holding either).
+      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
+      progress: show progress bars.
+
+    Returns:
+      The ``results.json`` written (the results schema).
     """
-    ped1 = _precheck(config, data_dir)
-    # exactly the files the loaders read (stray files, other clips, notes are not the data)
-    files = ucsd_ped1.data_files(ped1, pixel_gt_only=True)
-    data = {
-        "dataset": "UCSD Ped1",
-        "files": {
-            split: workdir_lib.fingerprint_files(ped1 / split, files=files[split])
-            for split in ("Train", "Test")
-        },
-    }
-
-    def legacy_data() -> dict[str, Any]:  # every file under Train/Test (runs before 21a)
-        return {
-            "dataset": "UCSD Ped1",
-            "files": {
-                split: workdir_lib.fingerprint_files(ped1 / split) for split in ("Train", "Test")
-            },
-        }
-
-    def one(cfg: ml_collections.ConfigDict, wd: str | pathlib.Path) -> dict[str, Any]:
-        return _train_and_evaluate_one(
-            cfg,
-            wd,
-            data_dir=data_dir,
-            ped1=ped1,
-            data=data,
-            progress=progress,
-            legacy_data=legacy_data,
-        )
-
-    if seeds is None:
-        return one(config, workdir)
-    return seeds_lib.run_seeds(workdir, config, seeds, one, experiment=EXPERIMENT, fields=FIELDS)
-
-
-def _train_and_evaluate_one(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    *,
-    data_dir: str | pathlib.Path,
-    ped1: pathlib.Path,
-    data: dict[str, Any],
-    progress: bool,
-    legacy_data: Callable[[], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    model = build_model(config)
-    run_ = workdir_lib.start(
-        workdir,
-        config,
-        experiment=EXPERIMENT,
-        fields=FIELDS,
-        data=data,
-        data_location=str(ped1.absolute()),
-        legacy_data=legacy_data,
+    return template.run(
+        EXPERIMENT, config, workdir, seeds=seeds, data_dir=data_dir, progress=progress
     )
-    t0 = time.perf_counter()
-    size = (config.image_size, config.image_size)
-    train = ucsd_ped1.load_train(data_dir, image_size=size)
-    test = ucsd_ped1.load_test(data_dir, image_size=size, pixel_gt_only=True)
-    load_s = time.perf_counter() - t0
-
-    train_info, evaluation, record = localization.train_and_evaluate(
-        model,
-        config,
-        run=run_,
-        train_images=train["image"],
-        test={k: test[k] for k in ("image", "mask", "label")},
-        epoch_batches=epoch_batch_fn,
-        dense_after=dense_after,
-        title=f"UCSD Ped1 ({config.variant})",
-        progress=progress,
-    )
-    results = {
-        "dataset": "UCSD Ped1",
-        "num_train_frames": len(train["image"]),
-        "num_test_frames": len(test["image"]),
-        "test_clips": sorted(set(np.asarray(test["clip"]).tolist())),
-        "data_load_s": load_s,
-        "train": train_info,
-        **evaluation,
-    }
-    notes = localization.RESULT_NAMES_NOTE + (
-        " Pixel metrics pooled over every frame of the test clips with pixel masks; "
-        "image_auroc is frame-level, from the frame labels."
-    )
-    extra = {"paper": paper.for_experiment(EXPERIMENT), "notes": notes}
-    return record.save_results(results, extra=extra)

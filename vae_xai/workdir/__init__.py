@@ -31,8 +31,7 @@ else) is refused: its config cannot be checked.
 The package, one job a module (everything below is importable from ``vae_xai.workdir``):
 
 * :mod:`~vae_xai.workdir.record`: ``run.json`` (:func:`start`, :func:`check`,
-  :func:`open_trained`, :class:`Run`), the comparison of a start with it, legacy data
-  identities.
+  :func:`open_trained`, :class:`Run`) and the comparison of a start with it.
 * :mod:`~vae_xai.workdir.evaluations`: evaluation folders (:class:`Evaluation`), the links
   to the newest outputs and the copies a ``cp -rL`` made of them.
 * :mod:`~vae_xai.workdir.fields`: the config as the record sees it (:class:`Fields`,

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -263,7 +263,6 @@ def start(
     fields: Fields,
     data: Mapping[str, Any],
     data_location: str | None = None,
-    legacy_data: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Run:
     """Record (first start) or check (later starts) the run in ``workdir``; see the module doc.
 
@@ -281,10 +280,6 @@ def start(
       data: the data identity (compared): dataset, category, fingerprint, ...
       data_location: where the data was read from (recorded, not compared: the same data
         may move).
-      legacy_data: the data identity as an earlier version computed it (called only when
-        the recorded data differ from ``data``): a run recorded with it continues, its
-        record unchanged (a fingerprint narrowed to the files the loader reads must not
-        refuse the runs recorded before).
 
     Returns:
       The :class:`Run`.
@@ -306,7 +301,7 @@ def start(
     lock(workdir)
     try:
         return _start_locked(
-            workdir, new_config, experiment, fields, data, data_location, flat_new, legacy_data
+            workdir, new_config, experiment, fields, data, data_location, flat_new
         )
     except BaseException:
         if not existed:  # leave nothing behind
@@ -325,7 +320,6 @@ def _start_locked(
     data: Mapping[str, Any],
     data_location: str | None,
     flat_new: dict[str, Any],
-    legacy_data: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Run:
     _refuse_seeds_parent(workdir)
     new_data, tables = split_listings(json.loads(json.dumps(dict(data), default=str)))
@@ -335,13 +329,6 @@ def _start_locked(
     entry = {"time": _now(), "num_steps": num_steps, "git": _git_commit(), "device": _device()}
     had_record = path.exists()
     record = _load_record(workdir, step_done)
-    if record is not None and legacy_data is not None and record.get("data") != new_data:
-        old_data, old_tables = split_listings(
-            json.loads(json.dumps(dict(legacy_data()), default=str))
-        )
-        if record.get("data") == old_data:
-            logging.info("%s: data recorded with its earlier identity, unchanged", workdir)
-            new_data, tables = old_data, old_tables
     if record is not None:
         try:
             _check(
