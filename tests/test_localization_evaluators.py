@@ -63,7 +63,7 @@ def test_registries_name_every_producer_and_evaluator():
         ({"references": ("posterior",)}, "eval.references"),
         ({"evaluators": ("localization", "psnr")}, "eval.evaluators"),
         ({"overlay_layer": "conv3"}, "eval.overlay_layer"),
-        ({"max_fpr": 0.0}, "eval"),
+        ({"max_fpr": 0.0}, "eval.max_fpr"),
     ],
 )
 def test_a_bad_eval_entry_names_its_field(entry, field):
@@ -102,8 +102,8 @@ def test_check_config_refuses_bad_producers_and_evaluators_before_training(tmp_p
         ("overlay_layer", "conv3"),
         ("baselines", ("ink",)),
     ):
-        config = mnist_loc_cfg.get_config("tiny")
-        config.latent_dim = 4
+        config = mnist_loc_cfg.get_config("smoke")
+        config.model.latent_dim = 4
         setattr(config.eval, field, value)
         with pytest.raises(ConfigError, match=f"eval.{field}"):
             loc.check_config(model, config, (28, 28, 1))

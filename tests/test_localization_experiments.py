@@ -86,7 +86,7 @@ def test_configs():
         (2, 2, 2, 2),
     )
     assert full.model.latent_dim == 32
-    assert mvtec_cfg.get_config("small").image_size == 128
+    assert mvtec_cfg.get_config("cpu").image_size == 128
     ucsd = ucsd_cfg.get_config("full")
     assert ucsd.image_size == 100 and tuple(ucsd.eval.layers) == ("conv1", "conv2", "conv3")
     for get in (mvtec_cfg.get_config, ucsd_cfg.get_config):
@@ -96,7 +96,7 @@ def test_configs():
 
 def test_configs_build_their_producers_and_evaluators():
     for get in (mvtec_cfg.get_config, ucsd_cfg.get_config):
-        e = get("small").eval
+        e = get("cpu").eval
         producers, evaluators = loc.from_config(e)
         names = [p.name for p in producers]
         assert names[0] == "recon" and len(names) == len(set(names))
@@ -123,7 +123,7 @@ def test_configs_build_their_producers_and_evaluators():
     assert extra[6:] == want
     assert mvtec_cfg.get_config("cpu").eval.projection.steps == 50
     assert mvtec_cfg.get_config("full").eval.projection.steps == 100
-    e = mvtec_cfg.get_config("small").eval
+    e = mvtec_cfg.get_config("cpu").eval
     e.overlay_layer = "stage1"  # not an evaluated layer: an error (it used to be dropped)
     with pytest.raises(ConfigError, match=r"eval.overlay_layer: 'stage1' is not one of eval"):
         loc.from_config(e)
@@ -139,7 +139,7 @@ def test_configs_build_their_producers_and_evaluators():
 def test_mvtec_end_to_end_and_resume(tmp_path):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
     workdir = tmp_path / "run"
-    config = mvtec_cfg.get_config("tiny")
+    config = mvtec_cfg.get_config("smoke")
     doc = mvtec_localization.train_and_evaluate(
         config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
     )
@@ -220,7 +220,7 @@ def test_intensity_maps_and_baseline_names():
     assert maps.sum() == pytest.approx(0.6)
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         loc.intensity_maps(np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="unknown baseline map 'ink'"):
+    with pytest.raises(ConfigError, match=r"^eval.baselines: unknown entries \['ink'\]"):
         loc.evaluate_one_class(
             None, {}, train_images=images, test_images=images, masks=np.zeros((2, 3, 4)),
             labels=np.zeros(2), layers=(), baselines=("ink",),
@@ -266,7 +266,7 @@ def test_mvtec_missing_category_and_data_dir(tmp_path):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
     with pytest.raises(FileNotFoundError, match="unknown MVTec-AD category 'bottle'"):
         mvtec_localization.train_and_evaluate(
-            mvtec_cfg.get_config("tiny"),
+            mvtec_cfg.get_config("smoke"),
             category="bottle",
             data_dir=tmp_path / "data",
             workdir=tmp_path / "run",
@@ -294,7 +294,7 @@ def test_ucsd_end_to_end(tmp_path):
     make_ucsd_ped1(tmp_path / "data")
     workdir = tmp_path / "run"
     doc = ucsd_localization.train_and_evaluate(
-        ucsd_cfg.get_config("tiny"), data_dir=tmp_path / "data", workdir=workdir, progress=False
+        ucsd_cfg.get_config("smoke"), data_dir=tmp_path / "data", workdir=workdir, progress=False
     )
     written = json.loads((workdir / "results.json").read_text())
     results, on_disk = doc["per_seed"]["0"], written["per_seed"]["0"]
@@ -339,7 +339,7 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     make_mvtec_category(data, "toy", size=40)
     make_mvtec_category(data, "cable", size=40, seed=1)
     workdir = tmp_path / "run"
-    config = mvtec_cfg.get_config("tiny")
+    config = mvtec_cfg.get_config("smoke")
     config.eval.criteria = ("difference",)
     config.eval.references = ("prior",)
     mvtec_localization.train_and_evaluate(
@@ -358,7 +358,7 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     assert str(workdir) in msg
     assert 'data.category: "toy" -> "cable"' in msg and "data.files.sha256" in msg
 
-    other = mvtec_cfg.get_config("tiny")
+    other = mvtec_cfg.get_config("smoke")
     other.eval.criteria, other.eval.references = ("difference",), ("prior",)
     other.train.learning_rate, other.train.batch_size = 1e-2, 3
     msg = _refused(rerun(other), WorkdirError, "holds another run", before=before,
@@ -366,7 +366,7 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     assert "train.batch_size: 2 -> 3" in msg and "train.learning_rate: 0.0003 -> 0.01" in msg
     assert "category" not in msg  # only the fields that differ
 
-    shorter = mvtec_cfg.get_config("tiny")
+    shorter = mvtec_cfg.get_config("smoke")
     shorter.eval.criteria, shorter.eval.references = ("difference",), ("prior",)
     shorter.train.num_steps = 1
     msg = _refused(rerun(shorter), WorkdirError, "trained to step 2", before=before,
@@ -380,7 +380,7 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
     cmd = [
         sys.executable, "-m", "experiments.mvtec_position_check", "--category=toy",
         f"--data_dir={data}", f"--workdir={workdir}", "--layers=stage3",
-        f"--config={ROOT}/experiments/configs/mvtec_localization.py:tiny",
+        f"--config={ROOT}/experiments/configs/mvtec_localization.py:smoke",
     ]  # fmt: skip
     proc = subprocess.run(
         [*cmd, "--config.train.learning_rate=0.01"], cwd=ROOT, env=env, capture_output=True,
@@ -414,7 +414,7 @@ def test_mvtec_trained_workdir_refuses_another_run(tmp_path):
 def test_mvtec_bad_config_fails_before_any_work(tmp_path, field, value, match):
     """Each bad value is a ConfigError naming the field, raised before the data folder is
     even looked at (it does not exist here) and before the workdir is created."""
-    config = mvtec_cfg.get_config("tiny")
+    config = mvtec_cfg.get_config("smoke")
     section, key = field.split(".")
     config[section][key] = value
     t0 = time.perf_counter()
@@ -428,7 +428,7 @@ def test_mvtec_bad_config_fails_before_any_work(tmp_path, field, value, match):
 
 def test_mvtec_batch_larger_than_training_set_fails_before_any_work(tmp_path):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
-    config = mvtec_cfg.get_config("tiny")
+    config = mvtec_cfg.get_config("smoke")
     config.train.batch_size = 5
     with pytest.raises(ConfigError, match="train.batch_size: 5 exceeds the 4 training images"):
         mvtec_localization.train_and_evaluate(

@@ -453,7 +453,7 @@ def test_check_config_refuses_a_bad_entry_before_any_work(field, value, match):
     section, _, key = field.rpartition(".")
     (config.eval[section] if section else config.eval)[key] = value
     with pytest.raises(ConfigError, match=match):
-        one_class.check_config(mnist_vae(config.latent_dim), config, (28, 28, 1))
+        one_class.check_config(mnist_vae(config.model.latent_dim), config, (28, 28, 1))
     one_class.check_config(
         mnist_vae(4), cfg.get_config("smoke"), (28, 28, 1)
     )  # the default is fine

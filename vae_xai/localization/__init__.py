@@ -50,7 +50,6 @@ from vae_xai.localization.evaluators import (
 from vae_xai.localization.figures import save_overlays, save_roc_figure
 from vae_xai.localization.maps import (
     ANOMALY_CRITERIA,
-    BASELINES,
     PRODUCERS,
     REFERENCES,
     AnomalyAttention,
@@ -109,7 +108,6 @@ from vae_xai.losses import reconstruction_nll
 
 __all__ = [
     "ANOMALY_CRITERIA",
-    "BASELINES",
     "DEFAULT_EVALUATORS",
     "EVALUATORS",
     "EVAL_KEYS",

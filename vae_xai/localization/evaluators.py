@@ -1,10 +1,12 @@
 """Evaluators over produced maps (big_vision's ``evaluators/`` shape).
 
-An evaluator is a small object built by name from ``config.eval`` entries
-(:func:`evaluators_from_config`, registry :data:`EVALUATORS`) with one uniform
-``run(ctx, maps)`` that yields ``(name, value)`` pairs; ``name`` is ``"<section>/<item>"``
-and :func:`collect` nests the pairs into a results dict (``results[section][item] = value``;
-the ``"figures"`` section is the list of written paths):
+An evaluator is a small object with one uniform ``run(ctx, maps)`` that yields
+``(name, value)`` pairs; ``name`` is ``"<section>/<item>"`` and :func:`collect` nests the
+pairs into a results dict (``results[section][item] = value``; the ``"figures"`` section is
+the list of written paths). Its class is registered by kind (:data:`EVALUATORS`), builds its
+instances from ``config.eval`` (``from_config(eval_config, **context)``, a list) and checks
+its arguments in its constructor, raising :class:`~vae_xai.validation.ConfigError` with the
+config field; :func:`evaluators_from_config` looks up each kind that ``eval.evaluators`` names:
 
 * ``"localization"`` -- :class:`LocalizationMetrics`: pooled pixel AUROC, best IoU, AUPRO,
   image AUROC of every map, overall and per defect type (``metrics/<map>``);
@@ -34,7 +36,13 @@ from vae_xai.localization.maps import (
     REFERENCES,
     Context,
     attention_map_name,
+    baseline_kinds,
+    check_entry,
     encoder_statistics,
+    eval_criteria,
+    eval_layers,
+    eval_names,
+    eval_references,
 )
 
 
@@ -205,15 +213,38 @@ class Evaluator(Protocol):
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs: ...
 
 
+# Evaluator classes by kind; each has a classmethod ``from_config(eval_config, **context)``
+# returning its instances.
 EVALUATORS: dict[str, type] = {}
 
 
 def register_evaluator(kind: str) -> Callable[[type], type]:
-    """Class decorator: make an evaluator buildable by ``kind`` (:data:`EVALUATORS`)."""
+    """Class decorator: make an evaluator buildable by ``kind`` (:data:`EVALUATORS`).
+
+    The class needs a classmethod ``from_config(eval_config, **context)`` returning a list of
+    instances (``context`` holds ``produced``, the names of the maps the producers will
+    make), whose constructors raise :class:`~vae_xai.validation.ConfigError` naming the
+    field of a bad entry. Naming ``kind`` in ``eval.evaluators`` then builds it.
+
+    Args:
+      kind: the registry key, also set as the class's ``kind``.
+
+    Returns:
+      The decorator, which returns the class unchanged apart from ``kind``.
+
+    Raises:
+      ValueError: ``kind`` is already registered.
+      TypeError: the class has no ``from_config``.
+    """
 
     def register(cls: type) -> type:
         if kind in EVALUATORS:
             raise ValueError(f"evaluator {kind!r} is already registered")
+        if not callable(getattr(cls, "from_config", None)):
+            raise TypeError(
+                f"evaluator {cls.__name__} needs a classmethod "
+                "from_config(eval_config, **context) -> list of instances"
+            )
         EVALUATORS[kind] = cls
         cls.kind = kind
         return cls
@@ -221,17 +252,35 @@ def register_evaluator(kind: str) -> Callable[[type], type]:
     return register
 
 
+IMAGE_SCORES = ("max", "mean")
+
+
 @register_evaluator("localization")
 class LocalizationMetrics:
-    """:func:`evaluate_maps` of every map: yields ``("metrics/<map>", entry)``."""
+    """:func:`evaluate_maps` of every map: yields ``("metrics/<map>", entry)``.
+
+    Raises:
+      ConfigError: ``max_fpr`` not in (0, 1] (``eval.max_fpr``), or ``image_score`` not
+        ``"max"``/``"mean"`` (``eval.image_score``).
+    """
 
     def __init__(self, *, max_fpr: float = 0.3, image_score: Literal["max", "mean"] = "max"):
-        if not 0 < max_fpr <= 1:
-            raise ValueError(f"max_fpr must be in (0, 1]; got {max_fpr!r}")
-        if image_score not in ("max", "mean"):
-            raise ValueError(f'image_score must be "max" or "mean"; got {image_score!r}')
+        number = isinstance(max_fpr, int | float) and not isinstance(max_fpr, bool)
+        if not (number and 0 < max_fpr <= 1):
+            raise validation.ConfigError("eval.max_fpr", f"must be in (0, 1]; got {max_fpr!r}")
+        check_entry(validation.one_of, "eval.image_score", image_score, IMAGE_SCORES)
         self.max_fpr = max_fpr
         self.image_score = image_score
+
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[Evaluator]:
+        """One, with ``eval.max_fpr`` (default 0.3) and ``eval.image_score`` (default max)."""
+        return [
+            cls(
+                max_fpr=eval_config.get("max_fpr", 0.3),
+                image_score=eval_config.get("image_score", "max"),
+            )
+        ]
 
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
         per_map = evaluate_maps(
@@ -248,10 +297,21 @@ class LocalizationMetrics:
 
 @register_evaluator("latent_detection")
 class LatentDetection:
-    """:func:`latent_detection` per reference: yields ``("latent_detection/kl_<ref>", entry)``."""
+    """:func:`latent_detection` per reference: yields ``("latent_detection/kl_<ref>", entry)``.
+
+    Raises:
+      ConfigError: an unknown reference (``eval.references``).
+    """
 
     def __init__(self, *, references: Sequence[str] = REFERENCES):
+        for name in references:
+            check_entry(validation.one_of, "eval.references", name, REFERENCES)
         self.references = tuple(references)
+
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[Evaluator]:
+        """One, over ``eval.references``."""
+        return [cls(references=eval_references(eval_config))]
 
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
         refs = {name: ctx.reference(name) for name in self.references}
@@ -272,6 +332,11 @@ class LatentDetection:
 class RocFigure:
     """``ctx.figure_dir/roc.png`` (:func:`save_roc_figure` of every map); yields its path."""
 
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[Evaluator]:
+        """One; it reads no entry."""
+        return [cls()]
+
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
         if ctx.figure_dir is None:
             return
@@ -283,13 +348,59 @@ class RocFigure:
 
 @register_evaluator("overlays")
 class Overlays:
-    """One ``overlay_<group>.png`` per group (:func:`save_overlays`) of the maps ``shown``."""
+    """One ``overlay_<group>.png`` per group (:func:`save_overlays`) of the maps ``shown``.
+
+    Raises:
+      ConfigError: ``per_group`` not an integer >= 1 (``eval.overlays_per_group``).
+    """
 
     def __init__(self, *, shown: Sequence[str], per_group: int = 4):
-        if per_group < 1:
-            raise ValueError(f"per_group must be >= 1; got {per_group!r}")
+        check_entry(validation.at_least, "eval.overlays_per_group", per_group, 1)
         self.shown = tuple(shown)
-        self.per_group = per_group
+        self.per_group = int(per_group)
+
+    @classmethod
+    def from_config(
+        cls,
+        eval_config: Mapping[str, Any],
+        *,
+        produced: Sequence[str] | None = None,
+        **context: Any,
+    ) -> list[Evaluator]:
+        """One, showing ``recon`` and the attention at ``eval.overlay_layer`` (default the
+        first of ``eval.layers``; must be one of them) for each ``eval.criteria`` x
+        ``eval.references``; with ``produced``, unless ``eval.overlay_vae_maps`` is false,
+        also every other VAE map (:func:`_vae_maps_at`), all on the same images;
+        ``eval.overlays_per_group`` images per group (default 4).
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          produced: the names of the maps the producers will make, or ``None`` (unknown).
+          **context: unused.
+
+        Returns:
+          The evaluator.
+
+        Raises:
+          ConfigError: ``eval.overlay_layer`` is not in ``eval.layers``, or (with
+            ``produced``) one of the maps it shows is not produced.
+        """
+        layers = eval_layers(eval_config)
+        layer = eval_config.get("overlay_layer") or (layers[0] if layers else None)
+        if layer not in layers:
+            raise validation.ConfigError(
+                "eval.overlay_layer",
+                f"{layer!r} is not one of eval.layers {list(layers)}: no map is computed for it",
+            )
+        references, criteria = eval_references(eval_config), eval_criteria(eval_config)
+        shown = ["recon"] + [attention_map_name(c, r, layer) for c in criteria for r in references]
+        if produced is not None and not set(shown) <= set(produced):
+            raise validation.ConfigError(
+                "eval.overlay_layer", f"overlays show {shown}; produced {list(produced)}"
+            )
+        if produced is not None and eval_config.get("overlay_vae_maps", True):
+            shown += _vae_maps_at(produced, layer, exclude=shown)
+        return [cls(shown=shown, per_group=eval_config.get("overlays_per_group", 4))]
 
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
         if ctx.figure_dir is None:
@@ -318,11 +429,12 @@ def _vae_maps_at(produced: Sequence[str], layer: str, *, exclude: Sequence[str])
     every map computed at no layer (input gradients, combinations, projection) or at the
     overlay ``layer`` (attention-weighted recon); not the model-free baselines, nor the
     attention maps (those shown are chosen by criterion and reference)."""
+    baselines = baseline_kinds()
     return [
         n
         for n in produced
         if n not in exclude
-        and n not in ("center_prior", "intensity")
+        and n not in baselines
         and not n.startswith("attention_")
         and (not n.startswith("recon_x_attention") or n.endswith(f"_{layer}"))
     ]
@@ -333,62 +445,35 @@ def evaluators_from_config(
 ) -> list[Evaluator]:
     """The evaluators an experiment's ``config.eval`` selects, in run order.
 
-    ``evaluators`` (default :data:`DEFAULT_EVALUATORS`) names them; their entries:
-    ``max_fpr``, ``image_score`` (localization), ``references`` (latent detection),
-    ``overlay_layer`` (default the first of ``layers``; must be one of them),
-    ``overlays_per_group``, ``criteria`` and ``references`` (overlays show ``recon`` and the
-    attention at ``overlay_layer`` for each criterion x reference, and with ``produced``,
-    unless ``overlay_vae_maps`` is false, every other VAE map: the input gradients,
-    combinations, projection, and the attention-weighted recon at ``overlay_layer``, all on
-    the same images). ``produced``: the map
-    names the producers will make (checked against the overlays' maps). An unknown evaluator
-    or a bad entry is a :class:`~vae_xai.validation.ConfigError` naming the field.
+    ``eval.evaluators`` (default :data:`DEFAULT_EVALUATORS`) names registered kinds
+    (:data:`EVALUATORS`); each class reads its own entries (``from_config``): ``max_fpr``,
+    ``image_score`` (localization), ``references`` (latent detection), ``overlay_layer``,
+    ``overlays_per_group``, ``criteria``, ``references`` (overlays; see
+    :meth:`Overlays.from_config`).
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+      produced: the map names the producers will make (the overlays check theirs against
+        them and show the VAE maps among them), or ``None``.
+
+    Returns:
+      The evaluators, in ``eval.evaluators`` order.
+
+    Raises:
+      ConfigError: an unknown evaluator (``eval.evaluators``) or a bad entry, naming the
+        field.
     """
     e = dict(eval_config)
-    names = tuple(e.get("evaluators", DEFAULT_EVALUATORS))
-    for name in names:
-        if name not in EVALUATORS:
-            raise validation.ConfigError(
-                "eval.evaluators", f"unknown evaluator {name!r}; choose from {sorted(EVALUATORS)}"
-            )
-    layers = tuple(e.get("layers", ()))
-    references = tuple(e.get("references", REFERENCES))
-    criteria = tuple(e.get("criteria", ("difference",)))
+    names = eval_names(e, "evaluators", DEFAULT_EVALUATORS)
+    unknown = [name for name in names if name not in EVALUATORS]
+    if unknown:
+        raise validation.ConfigError(
+            "eval.evaluators",
+            f"unknown evaluator {unknown[0]!r}; choose from {sorted(EVALUATORS)}",
+        )
     out: list[Evaluator] = []
     for name in names:
-        try:
-            if name == "localization":
-                out.append(
-                    LocalizationMetrics(
-                        max_fpr=e.get("max_fpr", 0.3), image_score=e.get("image_score", "max")
-                    )
-                )
-            elif name == "latent_detection":
-                out.append(LatentDetection(references=references))
-            elif name == "overlays":
-                layer = e.get("overlay_layer") or (layers[0] if layers else None)
-                if layer not in layers:
-                    raise validation.ConfigError(
-                        "eval.overlay_layer",
-                        f"{layer!r} is not one of eval.layers {list(layers)}: no map is "
-                        "computed for it",
-                    )
-                shown = ["recon"] + [
-                    attention_map_name(c, r, layer) for c in criteria for r in references
-                ]
-                if produced is not None and not set(shown) <= set(produced):
-                    raise validation.ConfigError(
-                        "eval.overlay_layer", f"overlays show {shown}; produced {list(produced)}"
-                    )
-                if produced is not None and e.get("overlay_vae_maps", True):
-                    shown += _vae_maps_at(produced, layer, exclude=shown)
-                out.append(Overlays(shown=shown, per_group=e.get("overlays_per_group", 4)))
-            else:
-                out.append(EVALUATORS[name]())
-        except validation.ConfigError:
-            raise
-        except ValueError as err:
-            raise validation.ConfigError(f"eval ({name} evaluator)", str(err)) from err
+        out += EVALUATORS[name].from_config(e, produced=produced)
     return out
 
 

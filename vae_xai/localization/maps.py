@@ -4,18 +4,26 @@ Every map is float32 NumPy at the input resolution, higher = more anomalous, nev
 per image. The functions (:func:`reconstruction_error_maps`, :func:`anomaly_attention_maps`,
 the model-free :func:`center_prior_maps` and :func:`intensity_maps`) take arrays; the
 producers wrap them as small objects with a ``name`` (the map's key in results) and one
-``produce(ctx)``, registered by kind in :data:`PRODUCERS` and built from an experiment's
-``config.eval`` entries by :func:`vae_xai.localization.producers.producers_from_config`:
+``produce(ctx)``, registered by kind in :data:`PRODUCERS`. Each registered class builds its
+own instances from an experiment's ``config.eval`` (``from_config(eval_config, **context)``,
+a list) and checks its arguments in its constructor, raising
+:class:`~vae_xai.validation.ConfigError` with the config field, so a bad entry fails the same
+way whether it comes from a config or from a direct call.
+:func:`vae_xai.localization.producers.producers_from_config` composes them:
 
 * ``"recon"`` -- :class:`ReconstructionError` (the paper's "vanilla VAE" baseline);
+* ``"center_prior"``, ``"intensity"`` -- the model-free baselines (``baseline = True``),
+  one per mention in ``eval.baselines``;
 * ``"attention"`` -- :class:`AnomalyAttention`, one per ``criterion x reference x layer``
   (``eval.criteria``, ``eval.references``, ``eval.layers``), named by
   :func:`attention_map_name`;
-* ``"center_prior"``, ``"intensity"`` -- the model-free baselines named in
-  ``eval.baselines``;
 * the VAE maps beyond the paper named in ``eval.maps`` (input gradients, "combi", energy
   projection, attention-weighted reconstruction error), in
   :mod:`vae_xai.localization.vae_maps`.
+
+The entries several producers and evaluators read (``layers``, ``references``,
+``criteria``, ``baselines``) are read by :func:`eval_names`, with their defaults here, so
+every reader sees the same value.
 
 A :class:`Context` holds what producers and evaluators share: the model and its variables,
 the training images (for the empirical reference statistics, computed once), the test set,
@@ -35,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from vae_xai import distributed
+from vae_xai import distributed, validation
 from vae_xai.attention import (
     aggregate_attention,
     anomaly_attention,
@@ -135,12 +143,6 @@ def intensity_maps(images: ArrayLike) -> np.ndarray:
     anomalous"; an attention map that does not beat it localizes no better than the ink does.
     """
     return _check_images(images).mean(axis=-1)
-
-
-BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "center_prior": lambda images: center_prior_maps(images.shape[:3]),
-    "intensity": intensity_maps,
-}
 
 
 def anomaly_attention_maps(
@@ -382,6 +384,105 @@ class Context:
         return np.where(np.asarray(self.labels) > 0, "anomalous", "normal")
 
 
+# ----------------------------------------------------------------------------- config entries
+
+# The defaults of the ``config.eval`` entries that several producers and evaluators read.
+DEFAULT_CRITERIA = ("difference",)
+DEFAULT_BASELINES = ("center_prior",)
+
+
+def check_entry(check: Callable[..., None], field: str, value: Any, *args: Any, **kw: Any) -> None:
+    """Run a check of :mod:`vae_xai.validation` on one value, as config field ``field``.
+
+    Constructors receive values, not configs; this puts ``value`` at the dotted ``field`` of
+    a config of its own, so the check's :class:`~vae_xai.validation.ConfigError` names the
+    field and reads exactly as when the launcher checks the config.
+
+    Args:
+      check: e.g. :func:`vae_xai.validation.at_least`, called as ``check(config, field,
+        *args, **kw)``.
+      field: the dotted config field, e.g. ``"eval.num_samples"``.
+      value: its value.
+    """
+    config: Any = value
+    for part in reversed(field.split(".")):
+        config = {part: config}
+    check(config, field, *args, **kw)
+
+
+def eval_names(
+    eval_config: Mapping[str, Any],
+    key: str,
+    default: Sequence[str],
+    choices: Sequence[str] | None = None,
+    *,
+    allow_empty: bool = True,
+    field: str | None = None,
+) -> tuple[str, ...]:
+    """A sequence-of-names entry of ``config.eval`` (``layers``, ``references``, ...).
+
+    Args:
+      eval_config: the ``config.eval`` mapping (or one of its blocks, with ``field``).
+      key: the entry; absent or ``None`` means ``default``.
+      default: its default.
+      choices: the known names, or ``None`` when any name is accepted (``layers``, checked
+        against the model by :func:`vae_xai.validation.model_layers`).
+      allow_empty: whether an empty sequence is accepted.
+      field: the dotted field named in errors; default ``eval.<key>``.
+
+    Returns:
+      The names, in order.
+
+    Raises:
+      ConfigError: naming the field, for a string (a sequence of names is expected), an
+        empty sequence unless ``allow_empty``, or a name not in ``choices``.
+    """
+    value = eval_config.get(key)
+    value = tuple(default) if value is None else value
+    field = f"eval.{key}" if field is None else field
+    if choices is not None:
+        check_entry(validation.subset, field, value, tuple(choices), allow_empty=allow_empty)
+    elif isinstance(value, str):
+        raise validation.ConfigError(
+            field, f"must be a sequence of names, not the string {value!r}"
+        )
+    elif not allow_empty and not value:
+        raise validation.ConfigError(field, "must not be empty")
+    return tuple(value)
+
+
+def eval_layers(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``eval.layers`` (default none): the encoder layers of the attention maps."""
+    return eval_names(eval_config, "layers", ())
+
+
+def eval_references(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``eval.references`` (default :data:`REFERENCES`), non-empty."""
+    return eval_names(eval_config, "references", REFERENCES, REFERENCES, allow_empty=False)
+
+
+def eval_criteria(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``eval.criteria`` (default :data:`DEFAULT_CRITERIA`), non-empty."""
+    return eval_names(
+        eval_config, "criteria", DEFAULT_CRITERIA, ANOMALY_CRITERIA, allow_empty=False
+    )
+
+
+def eval_baselines(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``eval.baselines`` (default :data:`DEFAULT_BASELINES`), each a :func:`baseline_kinds`
+    kind; may be empty."""
+    return eval_names(eval_config, "baselines", DEFAULT_BASELINES, baseline_kinds())
+
+
+def eval_sampling(eval_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"sample", "num_samples"}`` of the attention maps (defaults ``True``, 1), unchecked:
+    the constructors that take them check them."""
+    return dict(
+        sample=bool(eval_config.get("sample", True)),
+        num_samples=eval_config.get("num_samples", 1),
+    )
+
+
 # ----------------------------------------------------------------------------- producers
 
 
@@ -393,11 +494,23 @@ class MapProducer(Protocol):
     def produce(self, ctx: Context) -> np.ndarray: ...
 
 
+# Producer classes by kind. A class that ``config.eval`` selects has a classmethod
+# ``from_config(eval_config, **context) -> list`` and checks its arguments in its constructor.
 PRODUCERS: dict[str, type] = {}
 
 
 def register_producer(kind: str) -> Callable[[type], type]:
-    """Class decorator: make a producer buildable by ``kind`` (:data:`PRODUCERS`)."""
+    """Class decorator: make a producer buildable by ``kind`` (:data:`PRODUCERS`).
+
+    Args:
+      kind: the registry key, also set as the class's ``kind``.
+
+    Returns:
+      The decorator, which returns the class unchanged apart from ``kind``.
+
+    Raises:
+      ValueError: ``kind`` is already registered.
+    """
 
     def register(cls: type) -> type:
         if kind in PRODUCERS:
@@ -409,6 +522,12 @@ def register_producer(kind: str) -> Callable[[type], type]:
     return register
 
 
+def baseline_kinds() -> tuple[str, ...]:
+    """The registered kinds of the model-free baselines (classes with ``baseline = True``),
+    the names ``eval.baselines`` accepts, in registration order."""
+    return tuple(kind for kind, cls in PRODUCERS.items() if getattr(cls, "baseline", False))
+
+
 @register_producer("recon")
 @dataclasses.dataclass(frozen=True)
 class ReconstructionError:
@@ -416,15 +535,31 @@ class ReconstructionError:
 
     name: ClassVar[str] = "recon"
 
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[MapProducer]:
+        """Always one: every evaluation reports the reconstruction error first."""
+        return [cls()]
+
     def produce(self, ctx: Context) -> np.ndarray:
         return reconstruction_error_maps(
             ctx.model, ctx.variables, ctx.test_images, batch_size=ctx.batch_size
         )
 
 
+class ModelFreeBaseline:
+    """A baseline map that uses no model, selected by its kind in ``eval.baselines``."""
+
+    baseline: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[MapProducer]:
+        """One instance (it has no parameters); built once per mention in ``eval.baselines``."""
+        return [cls()]
+
+
 @register_producer("center_prior")
 @dataclasses.dataclass(frozen=True)
-class CenterPrior:
+class CenterPrior(ModelFreeBaseline):
     """:func:`center_prior_maps`: model-free, minus the distance to the image centre."""
 
     name: ClassVar[str] = "center_prior"
@@ -435,7 +570,7 @@ class CenterPrior:
 
 @register_producer("intensity")
 @dataclasses.dataclass(frozen=True)
-class Intensity:
+class Intensity(ModelFreeBaseline):
     """:func:`intensity_maps`: model-free, the input averaged over channels."""
 
     name: ClassVar[str] = "intensity"
@@ -451,6 +586,10 @@ class AnomalyAttention:
 
     Every instance draws from ``ctx.key`` (the same noise for every reference and layer, as
     :func:`attention_maps_for_layers` does).
+
+    Raises:
+      ConfigError: an unknown ``criterion`` (``eval.criteria``) or ``reference``
+        (``eval.references``), or ``num_samples`` not an integer >= 1 (``eval.num_samples``).
     """
 
     criterion: str
@@ -460,12 +599,28 @@ class AnomalyAttention:
     num_samples: int = 1
 
     def __post_init__(self) -> None:
-        if self.criterion not in ANOMALY_CRITERIA:
-            raise ValueError(f"criterion must be one of {ANOMALY_CRITERIA}; got {self.criterion!r}")
-        if self.reference not in REFERENCES:
-            raise ValueError(
-                f'reference statistics must be "prior" or "empirical"; got {self.reference!r}'
-            )
+        check_entry(validation.one_of, "eval.criteria", self.criterion, ANOMALY_CRITERIA)
+        check_entry(validation.one_of, "eval.references", self.reference, REFERENCES)
+        check_entry(validation.at_least, "eval.num_samples", self.num_samples, 1)
+        object.__setattr__(self, "num_samples", int(self.num_samples))
+
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[MapProducer]:
+        """One per ``eval.criteria`` x ``eval.references`` x ``eval.layers``, in that order
+        (layers fastest), with ``eval.sample`` and ``eval.num_samples``.
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          The producers (none when ``eval.layers`` is empty).
+        """
+        criteria, references = eval_criteria(eval_config), eval_references(eval_config)
+        layers, sampling = eval_layers(eval_config), eval_sampling(eval_config)
+        return [
+            cls(c, r, layer, **sampling) for c in criteria for r in references for layer in layers
+        ]
 
     @property
     def name(self) -> str:
@@ -487,10 +642,3 @@ class AnomalyAttention:
             dense_after=ctx.dense_after(self.layer),
             batch_size=ctx.batch_size,
         )
-
-
-# The model-free producers, named in ``eval.baselines``.
-BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "center_prior": lambda images: center_prior_maps(np.shape(images)[:3]),
-    "intensity": intensity_maps,
-}

@@ -26,11 +26,12 @@ from vae_xai import validation
 from vae_xai import workdir as workdir_lib
 from vae_xai.localization.evaluators import Evaluator, collect, evaluators_from_config
 from vae_xai.localization.maps import (
-    ANOMALY_CRITERIA,
-    BASELINES,
+    DEFAULT_BASELINES,
+    DEFAULT_CRITERIA,
     REFERENCES,
     Context,
     MapProducer,
+    check_entry,
 )
 from vae_xai.localization.producers import producers_from_config
 from vae_xai.localization.vae_maps import EVAL_KEYS as VAE_MAP_KEYS
@@ -125,14 +126,27 @@ EVAL_KEYS = (
 def from_config(eval_config: Mapping[str, Any]) -> tuple[list[MapProducer], list[Evaluator]]:
     """The map producers and evaluators that ``config.eval`` selects.
 
-    An unknown key, an unknown producer (``baselines``, ``criteria``, ``references``) or
-    evaluator (``evaluators``), or an ``overlay_layer`` not among ``layers`` is a
-    :class:`~vae_xai.validation.ConfigError` naming the field.
+    The producers and evaluators check their own entries
+    (:func:`~vae_xai.localization.producers.producers_from_config`,
+    :func:`~vae_xai.localization.evaluators.evaluators_from_config`); here, the keys
+    themselves (:data:`EVAL_KEYS`) and ``batch_size``, which only the :class:`Context` reads.
+
+    Args:
+      eval_config: the ``config.eval`` mapping (a ``ConfigDict`` or a dict).
+
+    Returns:
+      ``(producers, evaluators)``, in results and run order.
+
+    Raises:
+      ConfigError: an unknown key (field ``eval``), an unknown producer or evaluator, or a
+        bad entry, naming the field.
     """
     e = dict(eval_config)
     unknown = set(e) - set(EVAL_KEYS)
     if unknown:
         raise validation.ConfigError("eval", f"unknown eval config keys: {sorted(unknown)}")
+    if "batch_size" in e:
+        check_entry(validation.at_least, "eval.batch_size", e["batch_size"], 1)
     producers = producers_from_config(e)
     evaluators = evaluators_from_config(e, produced=[p.name for p in producers])
     return producers, evaluators
@@ -181,7 +195,7 @@ def evaluate_one_class(
     dense_after: Callable[[str], str | None] = lambda layer: None,
     sample: bool = True,
     num_samples: int = 1,
-    criteria: Sequence[str] = ("difference",),
+    criteria: Sequence[str] = DEFAULT_CRITERIA,
     batch_size: int = 16,
     seed: int = 0,
     max_fpr: float = 0.3,
@@ -190,31 +204,41 @@ def evaluate_one_class(
     overlay_layer: str | None = None,
     overlays_per_group: int = 4,
     title: str | None = None,
-    baselines: Sequence[str] = ("center_prior",),
+    baselines: Sequence[str] = DEFAULT_BASELINES,
     likelihood: Likelihood = "gaussian",
     variance: float = 0.5,
     beta: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Reconstruction-error and anomaly-attention maps on a test set, their metrics, figures.
 
-    The keyword form of :func:`evaluate` with every producer and evaluator (the entries are
-    those of ``config.eval``, see :func:`from_config`): maps ``"recon"``, the ``baselines``
-    (:data:`~vae_xai.localization.maps.BASELINES`) and the anomaly attention
+    The keyword form of :func:`evaluate` with every producer and evaluator: the keywords
+    named like ``config.eval`` entries are those entries (:func:`from_config` builds and
+    checks them, so a bad one is a :class:`~vae_xai.validation.ConfigError` naming
+    ``eval.<keyword>``). Maps ``"recon"``, the ``baselines`` (registered model-free kinds,
+    :func:`~vae_xai.localization.maps.baseline_kinds`) and the anomaly attention
     ``attention[_kl]_<ref>_<layer>`` for each criterion x reference x layer, noise from
     ``jax.random.key(seed)``; metrics overall and per group; with ``figure_dir``, ``roc.png``
     and one ``overlay_<group>.png`` per group (``groups``, or normal/anomalous from
     ``labels``) showing the maps at ``overlay_layer`` (default: the first of ``layers``).
-    ``likelihood``/``variance``/``beta``: the model's training loss (for the maps of
-    ``config.eval.maps``, which this keyword form does not select; see :func:`evaluate`).
+
+    Args:
+      model, variables: the VAE and its variables (eval mode).
+      train_images: normal images ``(N, H, W, C)`` for the empirical reference statistics.
+      test_images, masks, labels, groups: the test set (see :class:`Context`).
+      layers, references, criteria, baselines, sample, num_samples, batch_size, max_fpr,
+        image_score, overlay_layer, overlays_per_group: the ``config.eval`` entries.
+      dense_after: ``layer -> name of the dense layer after it`` or ``None``.
+      seed: attention noise seed.
+      figure_dir: where the figures go (none if ``None``), titled ``title``.
+      likelihood, variance, beta: the model's training loss (for the maps of
+        ``config.eval.maps``, which this keyword form does not select; see
+        :func:`evaluate`).
 
     Returns:
       ``(results, maps)``: ``results = {"metrics": evaluate_maps(...), "latent_detection":
       latent_detection(...), "figures": [...], "eval_wall_s": float}``; ``maps`` the
       ``(N, H, W)`` maps by name.
     """
-    unknown = [name for name in baselines if name not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baseline map {unknown[0]!r}; choose from {sorted(BASELINES)}")
     producers, evaluators = from_config(
         dict(
             layers=tuple(layers),
@@ -223,6 +247,7 @@ def evaluate_one_class(
             baselines=tuple(baselines),
             sample=sample,
             num_samples=num_samples,
+            batch_size=batch_size,
             max_fpr=max_fpr,
             image_score=image_score,
             overlay_layer=overlay_layer,
@@ -253,11 +278,19 @@ def check_config(model: Any, config: Any, input_shape: Sequence[int]) -> None:
     """Validate a one-class experiment config (``seed``, ``train``, ``eval``) before any work.
 
     ``train`` holds keys of :data:`TRAIN_KEYS` (the ELBO and schedule) with
-    ``num_steps >= 1`` and positive periods, batch size and learning rate; ``eval`` must
-    build its producers and evaluators (:func:`from_config`) and its ``layers`` must be
-    ``(B, h, w, c)`` feature maps of ``model.encode`` (checked by a shape-only trace on
-    inputs ``(1, *input_shape)``). Raises :class:`~vae_xai.validation.ConfigError` naming
-    the field.
+    ``num_steps >= 1`` and positive periods, batch size and learning rate. ``eval.layers``
+    (and ``eval.attention_x_recon.layers``, if set) must be ``(B, h, w, c)`` feature maps of
+    ``model.encode``, checked by a shape-only trace on inputs ``(1, *input_shape)``; the rest
+    of ``eval`` is checked by building its producers and evaluators (:func:`from_config`),
+    whose constructors check their own entries.
+
+    Args:
+      model: the VAE (Linen, with an ``encode`` method).
+      config: the experiment config.
+      input_shape: ``(H, W, C)`` of one input image.
+
+    Raises:
+      ConfigError: naming the bad field.
     """
     v = validation
     train_keys = set(TRAIN_KEYS)
@@ -272,9 +305,6 @@ def check_config(model: Any, config: Any, input_shape: Sequence[int]) -> None:
     if "likelihood" in config.train:
         v.one_of(config, "train.likelihood", ("gaussian", "bernoulli"))
     e = config.eval
-    unknown = set(e.keys()) - set(EVAL_KEYS)
-    if unknown:
-        raise v.ConfigError("eval", f"unknown eval config keys: {sorted(unknown)}")
     v.non_empty(config, "eval.layers")
     v.model_layers(model, input_shape, tuple(e.layers), "eval.layers", train=False)
     axr_layers = (e.get("attention_x_recon") or {}).get("layers")
@@ -282,20 +312,7 @@ def check_config(model: Any, config: Any, input_shape: Sequence[int]) -> None:
         v.model_layers(
             model, input_shape, tuple(axr_layers), "eval.attention_x_recon.layers", train=False
         )
-    if "references" in e:
-        v.subset(config, "eval.references", REFERENCES)
-    if "criteria" in e:
-        v.subset(config, "eval.criteria", ANOMALY_CRITERIA)
-    if "baselines" in e:
-        v.subset(config, "eval.baselines", tuple(BASELINES), allow_empty=True)
-    for key in ("batch_size", "num_samples", "overlays_per_group"):
-        if key in e:
-            v.at_least(config, f"eval.{key}", 1)
-    if "image_score" in e:
-        v.one_of(config, "eval.image_score", ("max", "mean"))
-    if "max_fpr" in e and not 0 < e.max_fpr <= 1:
-        raise v.ConfigError("eval.max_fpr", f"must be in (0, 1]; got {e.max_fpr!r}")
-    from_config(_as_dict(e))  # unknown evaluators, overlay_layer among the layers
+    from_config(_as_dict(e))
 
 
 def _as_dict(section: Any) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from vae_xai.attention import released_code_attention
 from vae_xai.encoder_split import split_encoder
 from vae_xai.localization.maps import (
     ANOMALY_CRITERIA,
+    PRODUCERS,
     REFERENCES,
     AnomalyAttention,
     Context,
@@ -54,6 +55,11 @@ from vae_xai.localization.maps import (
     _batches,
     _check_images,
     _padded,
+    check_entry,
+    eval_layers,
+    eval_names,
+    eval_references,
+    eval_sampling,
     register_producer,
 )
 from vae_xai.losses import kl_per_latent, reparameterize
@@ -79,9 +85,11 @@ __all__ = [
     "InputGradient",
     "additive_combination",
     "energy",
+    "eval_maps",
     "gaussian_kernel",
     "input_gradient_maps",
     "input_gradients",
+    "map_producers",
     "model_fns",
     "normalize_by_range",
     "pixel_nll",
@@ -656,11 +664,71 @@ def released_attention_maps(
 
 
 # ----------------------------------------------------------------------------- producers
+#
+# Each producer class that ``eval.maps`` selects lists the names it answers to in
+# ``map_names``, builds its instances from ``config.eval`` in ``from_config`` and gives each
+# the ``map_name`` that selected it; its constructor checks its arguments and names the
+# config field in a ConfigError.
+
+
+def _block(e: Mapping[str, Any], field: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``eval.<field>`` block over ``defaults``; an unknown key is a ConfigError."""
+    block = e.get(field) or {}
+    block = block.to_dict() if hasattr(block, "to_dict") else dict(block)
+    unknown = sorted(set(block) - set(defaults))
+    if unknown:
+        raise validation.ConfigError(
+            f"eval.{field}", f"unknown keys {unknown}; known: {sorted(defaults)}"
+        )
+    return {**defaults, **block}
+
+
+def _defaults(cls: type, *names: str) -> dict[str, Any]:
+    """The dataclass defaults of ``cls``'s fields ``names`` (all with a default if none)."""
+    fields = [f for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING]
+    return {f.name: f.default for f in fields if not names or f.name in names}
+
+
+def _check_integer(field: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, checked to be an integer ``>= minimum`` (ConfigError on ``field``)."""
+    check_entry(validation.at_least, field, value, minimum)
+    return int(value)
+
+
+def _check_finite(field: str, value: Any, *, minimum: float | None = None) -> None:
+    """``value`` is a finite real number (``>= minimum`` if given), else a ConfigError."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (minimum is None or value >= minimum):
+        return
+    bound = "" if minimum is None else f" and >= {minimum}"
+    raise validation.ConfigError(field, f"must be a finite number{bound}; got {value!r}")
+
+
+def map_producers() -> dict[str, type]:
+    """``{name in eval.maps: producer class}`` over the registered classes with ``map_names``,
+    in registration order."""
+    return {name: cls for cls in PRODUCERS.values() for name in getattr(cls, "map_names", ())}
+
+
+def eval_maps(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``eval.maps`` (default none): names of :func:`map_producers`, each at most once.
+
+    Raises:
+      ConfigError: naming ``eval.maps``, for an unknown or repeated name.
+    """
+    names = eval_names(eval_config, "maps", (), tuple(map_producers()))
+    if len(set(names)) != len(names):
+        raise validation.ConfigError("eval.maps", f"names a producer twice: {list(names)}")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
 class GradientSettings:
-    """The ``eval.grad`` block shared by the input-gradient maps and their combinations."""
+    """The ``eval.grad`` block shared by the input-gradient maps and their combinations.
+
+    Raises:
+      ConfigError: naming the ``eval.grad.<key>`` that is out of range.
+    """
 
     num_samples: int = 0
     channel_reduce: str = "sum"
@@ -668,13 +736,18 @@ class GradientSettings:
     smooth_sigma: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0; got {self.num_samples!r}")
-        _check_choice("channel_reduce", self.channel_reduce, CHANNEL_REDUCTIONS)
-        if self.smooth_kernel < 0:
-            raise ValueError(f"smooth_kernel must be >= 0; got {self.smooth_kernel!r}")
-        if not self.smooth_sigma > 0:
-            raise ValueError(f"smooth_sigma must be > 0; got {self.smooth_sigma!r}")
+        for key in ("num_samples", "smooth_kernel"):
+            value = _check_integer(f"eval.grad.{key}", getattr(self, key), 0)
+            object.__setattr__(self, key, value)
+        check_entry(
+            validation.one_of, "eval.grad.channel_reduce", self.channel_reduce, CHANNEL_REDUCTIONS
+        )
+        check_entry(validation.positive, "eval.grad.smooth_sigma", self.smooth_sigma)
+
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any]) -> GradientSettings:
+        """``eval.grad`` over :data:`GRAD_DEFAULTS` (read whether or not a map uses it)."""
+        return cls(**_block(eval_config, "grad", GRAD_DEFAULTS))
 
 
 def _likelihood_kwargs(ctx: Context) -> dict[str, Any]:
@@ -684,17 +757,42 @@ def _likelihood_kwargs(ctx: Context) -> dict[str, Any]:
 @register_producer("grad")
 @dataclasses.dataclass(frozen=True)
 class InputGradient:
-    """:func:`input_gradient_maps` of one ``term``; named ``grad_<term>``."""
+    """:func:`input_gradient_maps` of one ``term``; named ``grad_<term>``.
 
+    Raises:
+      ConfigError: ``term`` is not one of :data:`TERMS` (``eval.maps``).
+    """
+
+    map_names: ClassVar[tuple[str, ...]] = tuple(f"grad_{t}" for t in TERMS)
     term: str
     settings: GradientSettings = GradientSettings()
 
     def __post_init__(self) -> None:
-        _check_choice("term", self.term, TERMS)
+        check_entry(validation.one_of, "eval.maps", f"grad_{self.term}", self.map_names)
+
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[InputGradient]:
+        """One per ``grad_<term>`` in ``eval.maps``, with :meth:`GradientSettings.from_config`.
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          The producers, in ``eval.maps`` order.
+        """
+        settings = GradientSettings.from_config(eval_config)
+        names = [n for n in eval_maps(eval_config) if n in cls.map_names]
+        return [cls(n.removeprefix("grad_"), settings) for n in names]
 
     @property
     def name(self) -> str:
         return f"grad_{self.term}"
+
+    @property
+    def map_name(self) -> str:
+        """The ``eval.maps`` entry that selects this producer."""
+        return self.name
 
     def produce(self, ctx: Context) -> np.ndarray:
         encode_fn, decode_fn = model_fns(ctx.model, ctx.variables)
@@ -737,22 +835,58 @@ class GradientCombination:
     ``combi_add`` (:func:`additive_combination`). Ranges over the whole test set
     (``normalize_on="test"``, as in their code) or fixed on up to ``max_norm_images``
     training images (``"train"``: no statistic of the test set is used).
+
+    Raises:
+      ConfigError: an unknown ``mode`` (``eval.maps``), or a bad ``normalize_on`` or
+        ``max_norm_images`` (``eval.combi.<key>``).
     """
 
+    # the eval.maps name of each mode
+    MODES: ClassVar[dict[str, str]] = {"combi": "product", "combi_add": "sum"}
+    map_names: ClassVar[tuple[str, ...]] = tuple(MODES)
     mode: str
     settings: GradientSettings = GradientSettings()
     normalize_on: str = "test"
     max_norm_images: int = 256
 
     def __post_init__(self) -> None:
-        _check_choice("mode", self.mode, ("product", "sum"))
-        _check_choice("normalize_on", self.normalize_on, NORMALIZE_ON)
-        if self.max_norm_images < 1:
-            raise ValueError(f"max_norm_images must be >= 1; got {self.max_norm_images!r}")
+        if self.mode not in self.MODES.values():
+            raise validation.ConfigError(
+                "eval.maps",
+                f"combination mode must be one of {list(self.MODES.values())} "
+                f"(maps {list(self.MODES)}); got {self.mode!r}",
+            )
+        check_entry(validation.one_of, "eval.combi.normalize_on", self.normalize_on, NORMALIZE_ON)
+        value = _check_integer("eval.combi.max_norm_images", self.max_norm_images, 1)
+        object.__setattr__(self, "max_norm_images", value)
+
+    @classmethod
+    def from_config(
+        cls, eval_config: Mapping[str, Any], **context: Any
+    ) -> list[GradientCombination]:
+        """One per ``combi``/``combi_add`` in ``eval.maps``, with ``eval.grad`` and
+        ``eval.combi`` (:data:`COMBI_DEFAULTS`).
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          The producers, in ``eval.maps`` order.
+        """
+        settings = GradientSettings.from_config(eval_config)
+        block = _block(eval_config, "combi", COMBI_DEFAULTS)
+        names = [n for n in eval_maps(eval_config) if n in cls.map_names]
+        return [cls(cls.MODES[n], settings, **block) for n in names]
 
     @property
     def name(self) -> str:
         return "combi" if self.mode == "product" else "combi_add"
+
+    @property
+    def map_name(self) -> str:
+        """The ``eval.maps`` entry that selects this producer."""
+        return self.name
 
     def produce(self, ctx: Context) -> np.ndarray:
         kl_producer, rec_producer = InputGradient("kl", self.settings), ReconstructionError()
@@ -770,9 +904,14 @@ class EnergyProjection:
     """:func:`projection_maps` (Dehaene et al.); named ``projection``.
 
     ``threshold`` 0 or below means no early stop (run all ``steps``).
+
+    Raises:
+      ConfigError: naming the ``eval.projection.<key>`` that is out of range.
     """
 
     name: ClassVar[str] = "projection"
+    map_name: ClassVar[str] = "projection"
+    map_names: ClassVar[tuple[str, ...]] = ("projection",)
     steps: int = 100
     step_size: float = 0.05
     lam: float = 1.0
@@ -782,15 +921,32 @@ class EnergyProjection:
     channel_reduce: str = "sum"
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1; got {self.steps!r}")
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be > 0; got {self.step_size!r}")
-        for field in ("lam", "kl_weight"):
-            v = getattr(self, field)
-            if not (v >= 0 and math.isfinite(v)):
-                raise ValueError(f"{field} must be finite and >= 0; got {v!r}")
-        _check_choice("channel_reduce", self.channel_reduce, CHANNEL_REDUCTIONS)
+        object.__setattr__(self, "steps", _check_integer("eval.projection.steps", self.steps, 1))
+        check_entry(validation.positive, "eval.projection.step_size", self.step_size)
+        for key in ("lam", "kl_weight"):
+            _check_finite(f"eval.projection.{key}", getattr(self, key), minimum=0)
+        _check_finite("eval.projection.threshold", self.threshold)
+        check_entry(
+            validation.one_of,
+            "eval.projection.channel_reduce",
+            self.channel_reduce,
+            CHANNEL_REDUCTIONS,
+        )
+
+    @classmethod
+    def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[EnergyProjection]:
+        """One if ``eval.maps`` names ``projection``, with ``eval.projection``
+        (:data:`PROJECTION_DEFAULTS`; its keys are checked either way).
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          The producer, or none.
+        """
+        block = _block(eval_config, "projection", PROJECTION_DEFAULTS)
+        return [cls(**block)] if cls.map_name in eval_maps(eval_config) else []
 
     def produce(self, ctx: Context) -> np.ndarray:
         encode_fn, decode_fn = model_fns(ctx.model, ctx.variables)
@@ -813,7 +969,11 @@ class EnergyProjection:
 @register_producer("released_attention")
 @dataclasses.dataclass(frozen=True)
 class ReleasedAttention:
-    """:func:`released_attention_maps` at ``layer``; named ``attention_released_<layer>``."""
+    """:func:`released_attention_maps` at ``layer``; named ``attention_released_<layer>``.
+
+    Not selected by ``config.eval`` on its own: :class:`AttentionWeightedRecon` builds it for
+    its ``"released"`` variant.
+    """
 
     layer: str
 
@@ -833,7 +993,7 @@ ATTENTION_VARIANTS = (*ANOMALY_CRITERIA, "released")
 @register_producer("attention_x_recon")
 @dataclasses.dataclass(frozen=True)
 class AttentionWeightedRecon:
-    """Anomaly attention as a spatial weight on the reconstruction error (issue 19, item 4).
+    """Anomaly attention as a spatial weight on the reconstruction error.
 
     ``variant`` ``"difference"`` (Eq. 4 + Eq. 5) or ``"kl"`` (per-latent KL score) at
     ``reference`` and ``layer`` (:class:`~vae_xai.localization.maps.AnomalyAttention`), or
@@ -841,8 +1001,15 @@ class AttentionWeightedRecon:
     test set, times the reconstruction error (:func:`product_combination`). Named
     ``recon_x_<attention map name>``. The attention and reconstruction maps are reused when
     they were already produced in this evaluation (their cost is still counted).
+
+    Raises:
+      ConfigError: an unknown ``variant`` (``eval.attention_x_recon.variants``) or
+        ``reference`` (``eval.references``), or ``num_samples`` not an integer >= 1
+        (``eval.num_samples``).
     """
 
+    map_name: ClassVar[str] = "attention_x_recon"
+    map_names: ClassVar[tuple[str, ...]] = ("attention_x_recon",)
     variant: str
     layer: str
     reference: str = "empirical"
@@ -850,8 +1017,50 @@ class AttentionWeightedRecon:
     num_samples: int = 1
 
     def __post_init__(self) -> None:
-        _check_choice("variant", self.variant, ATTENTION_VARIANTS)
-        _check_choice("reference", self.reference, REFERENCES)
+        check_entry(
+            validation.one_of, "eval.attention_x_recon.variants", self.variant, ATTENTION_VARIANTS
+        )
+        check_entry(validation.one_of, "eval.references", self.reference, REFERENCES)
+        value = _check_integer("eval.num_samples", self.num_samples, 1)
+        object.__setattr__(self, "num_samples", value)
+
+    @classmethod
+    def from_config(
+        cls, eval_config: Mapping[str, Any], **context: Any
+    ) -> list[AttentionWeightedRecon]:
+        """If ``eval.maps`` names ``attention_x_recon``: one per
+        ``eval.attention_x_recon.variants`` x ``eval.references`` (the ``"released"`` variant
+        has no reference: one) x layers (``eval.attention_x_recon.layers``, default
+        ``eval.layers``), with ``eval.sample``/``eval.num_samples``.
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          The producers (variants slowest, layers fastest), or none.
+
+        Raises:
+          ConfigError: an unknown key of ``eval.attention_x_recon`` (always checked), an
+            unknown variant, or no layers at all (``eval.attention_x_recon.layers``).
+        """
+        block = _block(eval_config, "attention_x_recon", ATTENTION_X_RECON_DEFAULTS)
+        if cls.map_name not in eval_maps(eval_config):
+            return []
+        field = "eval.attention_x_recon"
+        variants = eval_names(block, "variants", (), ATTENTION_VARIANTS, field=f"{field}.variants")
+        layers = eval_names(block, "layers", (), field=f"{field}.layers")
+        layers = layers or eval_layers(eval_config)
+        if not layers:
+            raise validation.ConfigError(f"{field}.layers", "no layers (and eval.layers is empty)")
+        references = eval_references(eval_config)
+        sampling = eval_sampling(eval_config)
+        return [
+            cls(v, layer, reference=r, **sampling)
+            for v in variants
+            for r in (references if v != "released" else references[:1])
+            for layer in layers
+        ]
 
     def attention(self) -> Any:
         if self.variant == "released":
@@ -875,47 +1084,23 @@ class AttentionWeightedRecon:
 
 # ----------------------------------------------------------------------------- config
 
-# The kinds ``config.eval.maps`` may name, and the config blocks that parametrize them.
-MAP_NAMES = (
-    "grad_elbo",
-    "grad_kl",
-    "grad_rec",
-    "combi",
-    "combi_add",
-    "projection",
-    "attention_x_recon",
-)
-GRAD_DEFAULTS = dict(num_samples=0, channel_reduce="sum", smooth_kernel=8, smooth_sigma=3.0)
-COMBI_DEFAULTS = dict(normalize_on="test", max_norm_images=256)
-PROJECTION_DEFAULTS = dict(
-    steps=100,
-    step_size=0.05,
-    lam=1.0,
-    kl_weight=0.0,
-    threshold=0.0,
-    clip=True,
-    channel_reduce="sum",
-)
+# The names ``config.eval.maps`` may hold (of the classes registered above), and the defaults
+# of the config blocks that parametrize them: the producers' own dataclass defaults.
+MAP_NAMES = tuple(map_producers())
+GRAD_DEFAULTS = _defaults(GradientSettings)
+COMBI_DEFAULTS = _defaults(GradientCombination, "normalize_on", "max_norm_images")
+PROJECTION_DEFAULTS = _defaults(EnergyProjection)
 ATTENTION_X_RECON_DEFAULTS = dict(variants=("difference", "kl", "released"), layers=None)
 # eval keys read here (one_class.EVAL_KEYS includes them)
 EVAL_KEYS = ("maps", "grad", "combi", "projection", "attention_x_recon")
 
 
-def _block(e: Mapping[str, Any], field: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    block = e.get(field) or {}
-    block = block.to_dict() if hasattr(block, "to_dict") else dict(block)
-    unknown = sorted(set(block) - set(defaults))
-    if unknown:
-        raise validation.ConfigError(
-            f"eval.{field}", f"unknown keys {unknown}; known: {sorted(defaults)}"
-        )
-    return {**defaults, **block}
-
-
 def producers_from_config(eval_config: Mapping[str, Any]) -> list[Any]:
     """The producers of this module that ``config.eval.maps`` names, in that order.
 
-    ``eval.maps`` (default ``()``: none) names kinds of :data:`MAP_NAMES`:
+    ``eval.maps`` (default ``()``: none) names entries of :func:`map_producers` (at import:
+    :data:`MAP_NAMES`); each registered class with ``map_names`` builds its own from
+    ``config.eval`` (``from_config``):
 
     * ``grad_elbo``, ``grad_kl``, ``grad_rec`` -- :class:`InputGradient`, with ``eval.grad``
       (defaults :data:`GRAD_DEFAULTS`: ``z = mu``, channels summed, Zimmerer's smoothing,
@@ -929,67 +1114,22 @@ def producers_from_config(eval_config: Mapping[str, Any]) -> list[Any]:
       has no reference: one each) x layers (``eval.attention_x_recon.layers``, default
       ``eval.layers``), with ``eval.sample``/``eval.num_samples``.
 
-    A bad name or field is a :class:`~vae_xai.validation.ConfigError` naming the field.
+    Every class reads its blocks whether or not ``eval.maps`` names it, so an unknown key in
+    any of them (or a bad ``eval.grad``) fails either way.
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      The producers, grouped by their ``eval.maps`` entry in its order.
+
+    Raises:
+      ConfigError: a bad name or entry, naming the field.
     """
     e = dict(eval_config)
-    names = tuple(e.get("maps") or ())
-    for name in names:
-        if name not in MAP_NAMES:
-            raise validation.ConfigError(
-                "eval.maps", f"unknown map producer {name!r}; choose from {list(MAP_NAMES)}"
-            )
-    if len(set(names)) != len(names):
-        raise validation.ConfigError("eval.maps", f"names a producer twice: {list(names)}")
-
-    def build(field: str, make: Callable[[], Any]) -> Any:
-        try:
-            return make()
-        except (TypeError, ValueError) as err:
-            if isinstance(err, validation.ConfigError):
-                raise
-            raise validation.ConfigError(f"eval.{field}", str(err)) from err
-
-    grad = _block(e, "grad", GRAD_DEFAULTS)
-    settings = build("grad", lambda: GradientSettings(**grad))
-    combi = _block(e, "combi", COMBI_DEFAULTS)
-    projection = _block(e, "projection", PROJECTION_DEFAULTS)
-    axr = _block(e, "attention_x_recon", ATTENTION_X_RECON_DEFAULTS)
-    out: list[Any] = []
-    for name in names:
-        if name.startswith("grad_"):
-            out.append(build("maps", lambda n=name: InputGradient(n[5:], settings)))
-        elif name in ("combi", "combi_add"):
-            mode = "product" if name == "combi" else "sum"
-            out.append(build("combi", lambda m=mode: GradientCombination(m, settings, **combi)))
-        elif name == "projection":
-            out.append(build("projection", lambda: EnergyProjection(**projection)))
-        else:
-            layers = tuple(axr["layers"] or e.get("layers", ()))
-            if not layers:
-                raise validation.ConfigError(
-                    "eval.attention_x_recon.layers", "no layers (and eval.layers is empty)"
-                )
-            variants = tuple(axr["variants"])
-            for v in variants:
-                if v not in ATTENTION_VARIANTS:
-                    raise validation.ConfigError(
-                        "eval.attention_x_recon.variants",
-                        f"unknown variant {v!r}; choose from {list(ATTENTION_VARIANTS)}",
-                    )
-            references = tuple(e.get("references", REFERENCES))
-            for v in variants:
-                for r in references if v != "released" else references[:1]:
-                    for layer in layers:
-                        out.append(
-                            AttentionWeightedRecon(
-                                v,
-                                layer,
-                                reference=r,
-                                sample=bool(e.get("sample", True)),
-                                num_samples=int(e.get("num_samples", 1)),
-                            )
-                        )
-    return out
+    position = {name: i for i, name in enumerate(eval_maps(e))}
+    built = [p for cls in dict.fromkeys(map_producers().values()) for p in cls.from_config(e)]
+    return sorted(built, key=lambda p: position[p.map_name])
 
 
 def producer_names(eval_config: Mapping[str, Any]) -> list[str]:
