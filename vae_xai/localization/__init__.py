@@ -18,8 +18,9 @@ and load data. Split along what each piece does:
   ``run(ctx, maps)`` yielding ``(name, value)`` (big_vision's ``evaluators/`` shape).
 * :mod:`~vae_xai.localization.figures`, :mod:`~vae_xai.localization.report` -- the PNGs;
   the text table and results.json.
-* :mod:`~vae_xai.localization.one_class` -- :func:`train_and_evaluate` (train through
-  :func:`vae_xai.train.train`, then produce and evaluate), :func:`check_config` (builds the
+* :mod:`~vae_xai.localization.one_class` -- :func:`train_on_normal` (train through
+  :func:`vae_xai.train.train`), :func:`evaluate_test_set` (produce and evaluate the maps
+  that ``config.eval`` selects), :func:`check_config` (builds the
   producers and evaluators before any work), :func:`evaluate_one_class` (keyword form).
 
 Models follow the convention of :mod:`vae_xai.models.resnet_vae` and
@@ -75,8 +76,8 @@ from vae_xai.localization.one_class import (
     evaluate,
     evaluate_one_class,
     from_config,
-    init_state,
-    train_and_evaluate,
+    evaluate_test_set,
+    train_on_normal,
     variables_of,
 )
 from vae_xai.localization.producers import producers_from_config
@@ -143,11 +144,11 @@ __all__ = [
     "evaluate",
     "evaluate_maps",
     "evaluate_one_class",
+    "evaluate_test_set",
     "evaluators_from_config",
     "from_config",
     "group_subsets",
     "image_scores",
-    "init_state",
     "input_gradient_maps",
     "input_gradients",
     "intensity_maps",
@@ -171,6 +172,6 @@ __all__ = [
     "set_range",
     "smooth_maps",
     "summary_table",
-    "train_and_evaluate",
+    "train_on_normal",
     "variables_of",
 ]

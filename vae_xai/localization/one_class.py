@@ -1,8 +1,9 @@
 """One-class VAE experiments: train on normal images, produce maps, run the evaluators.
 
-:func:`train_and_evaluate` is what the one-class launchers (MNIST localization control,
-MVTec-AD, UCSD Ped1) call: it trains (or resumes) through :func:`vae_xai.train.train` and
-evaluates through :func:`evaluate` with the producers and evaluators that ``config.eval``
+:func:`train_on_normal` and :func:`evaluate_test_set` are what the one-class experiments
+(MNIST localization control, MVTec-AD, UCSD Ped1) call: the first trains (or resumes) through
+:func:`vae_xai.train.train`, the second evaluates through :func:`evaluate` with the producers
+and evaluators that ``config.eval``
 selects (:func:`vae_xai.localization.producers.producers_from_config`,
 :func:`vae_xai.localization.evaluators.evaluators_from_config`). :func:`check_config` builds
 both from the config before any work, so a bad entry fails in seconds, naming the field.
@@ -39,9 +40,6 @@ from vae_xai.train import TrainState
 
 Likelihood = Literal["gaussian", "bernoulli"]
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-init_state = train_lib.init_state  # moved to vae_xai.train; kept here under its old name
-
 
 # The keys of an experiment's ``config.train``: the ELBO's hyperparameters and the schedule.
 TRAIN_KEYS = (
@@ -319,48 +317,77 @@ def _as_dict(section: Any) -> dict[str, Any]:
     return section.to_dict() if hasattr(section, "to_dict") else dict(section)
 
 
-def train_and_evaluate(
+def train_on_normal(
     model: Any,
     config: Any,
     *,
-    run: workdir_lib.Run,
+    workdir: str | pathlib.Path,
     train_images: ArrayLike,
-    test: Mapping[str, ArrayLike],
     epoch_batches: EpochBatches,
-    dense_after: Callable[[str], str | None] = lambda layer: None,
     augment: AugmentFn | None = None,
-    title: str | None = None,
     progress: bool = True,
-) -> tuple[dict[str, Any], dict[str, Any], workdir_lib.Evaluation]:
-    """What every one-class launcher does: train (or resume) on ``train_images``, evaluate.
+) -> tuple[TrainState, train_lib.TrainInfo]:
+    """Train (or resume) a one-class VAE on ``train_images`` in ``workdir``.
 
-    ``config`` is an experiment config with ``seed``, ``train`` (keys of :data:`TRAIN_KEYS`;
-    Adam on the ELBO through :func:`vae_xai.train.train`) and ``eval`` (the producers and
-    evaluators, :func:`from_config`), already checked by :func:`check_config`; ``run`` is the
-    started run of the workdir (:func:`vae_xai.workdir.start`); ``epoch_batches(train_images,
-    batch_size, seed=seed)`` batches the training images (:data:`EpochBatches`). ``test``
-    holds ``"image"``, ``"mask"``, ``"label"`` and optionally ``"defect"`` (the per-image group
-    for per-defect metrics). Figures go to the evaluation's own folder
-    (``workdir/evaluations/step<N>_<hash>/figures``).
+    Args:
+      model: the VAE (``model.init`` on ``(1, H, W, C)``).
+      config: an experiment config with ``seed`` and ``train`` (keys of :data:`TRAIN_KEYS`:
+        Adam on the ELBO through :func:`vae_xai.train.train`), checked by
+        :func:`check_config`.
+      workdir: the run's folder (checkpoints, metrics).
+      train_images: ``(N, H, W, C)`` normal images.
+      epoch_batches: ``epoch_batches(train_images, batch_size, seed=seed)`` batches them
+        (:data:`EpochBatches`; the core imports no data pipeline).
+      augment: ``(key, images) -> images`` applied to each training batch, or ``None``.
+      progress: show a progress bar.
 
     Returns:
-      ``(train_info, evaluation_results, evaluation)`` from :func:`vae_xai.train.train`,
-      :func:`evaluate` and :meth:`vae_xai.workdir.Run.evaluation`; the launcher adds its
-      fields and calls ``evaluation.save_results(results)``.
+      ``(state, train_info)`` from :func:`vae_xai.train.train`.
     """
-    eval_config = _as_dict(config.eval)
-    producers, evaluators = from_config(eval_config)
-    state, train_info = _train(
+    return _train(
         model,
         train_images,
         epoch_batches=epoch_batches,
-        workdir=run.workdir,
+        workdir=workdir,
         augment=augment,
         seed=config.seed,
         progress=progress,
         **_as_dict(config.train),
     )
-    evaluation = run.evaluation(run.eval_config(config), step=train_info["steps"])
+
+
+def evaluate_test_set(
+    model: Any,
+    config: Any,
+    state: TrainState,
+    *,
+    figure_dir: str | pathlib.Path,
+    train_images: ArrayLike,
+    test: Mapping[str, ArrayLike],
+    dense_after: Callable[[str], str | None] = lambda layer: None,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """Produce the maps that ``config.eval`` selects on a test set and run its evaluators.
+
+    Args:
+      model, state: the trained VAE and its :class:`~vae_xai.train.TrainState`.
+      config: the experiment config (``seed``, ``train`` for the loss the gradient maps
+        differentiate, ``eval`` for the producers and evaluators, :func:`from_config`).
+      figure_dir: where the evaluators' figures go (the evaluation's ``figures`` folder).
+      train_images: the normal training images (empirical reference statistics, set-level
+        ranges).
+      test: ``"image"``, ``"mask"``, ``"label"`` and optionally ``"defect"`` (the per-image
+        group for per-defect metrics).
+      dense_after: ``layer -> name of the dense layer after it`` for the attention's encoder
+        head (``None``: the model's default).
+      title: figure title.
+
+    Returns:
+      The results of :func:`evaluate` (``metrics``, ``latent_detection``, ``figures``,
+      ``map_cost``, ``eval_wall_s``).
+    """
+    eval_config = _as_dict(config.eval)
+    producers, evaluators = from_config(eval_config)
     ctx = Context(
         model=model,
         variables=variables_of(state),
@@ -372,11 +399,11 @@ def train_and_evaluate(
         dense_after=dense_after,
         seed=config.seed,
         batch_size=eval_config.get("batch_size", 16),
-        figure_dir=evaluation.dir / "figures",
-        title=None if title is None else f"{title}, {train_info['steps']} steps",
+        figure_dir=figure_dir,
+        title=title,
         likelihood=config.train.get("likelihood", "gaussian"),
         variance=config.train.get("variance", 0.5),
         beta=config.train.get("beta", 1.0),
     )
     results, _ = evaluate(ctx, producers, evaluators)
-    return train_info, results, evaluation
+    return results
