@@ -52,7 +52,11 @@ def test_existing_path_wins(tmp_path, monkeypatch):
 
 def test_config_flag_loads_packaged_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["prog", "--config=experiments/configs/quickstart.py:smoke", "--config.train.num_steps=3"]
+    argv = [
+        "prog",
+        "--config=experiments/configs/quickstart.py:smoke",
+        "--config.train.num_steps=3",
+    ]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
     values(argv)

@@ -78,7 +78,9 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
     before = snapshot(tmp_path)
     base = (f"--workdir={tmp_path}", f"--config={REPO}/experiments/configs/quickstart.py:smoke")
     refused = run(
-        "experiments.quickstart", *base, "--config.train.num_steps=6",
+        "experiments.quickstart",
+        *base,
+        "--config.train.num_steps=6",
         "--config.train.learning_rate=0.001",
     )
     message = "train.learning_rate: 0.0005 -> 0.001"
@@ -97,7 +99,9 @@ def test_quickstart_writes_figures_and_resumes(tmp_path):
         return cfg
 
     t0 = time.perf_counter()
-    with pytest.raises(WorkdirError, match="trained to step 6; train.num_steps=5 is smaller") as err:
+    with pytest.raises(
+        WorkdirError, match="trained to step 6; train.num_steps=5 is smaller"
+    ) as err:
         quickstart.train_and_evaluate(config(train__num_steps=5), tmp_path)
     assert str(tmp_path) in str(err.value) and snapshot(tmp_path) == before
     fresh = tmp_path / "fresh"
@@ -200,7 +204,12 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     assert own["per_seed"]["0"] == seed and own["config"]["seed"] == 0
     seed_dir = pathlib.Path(own["evaluation"]["dir"])  # the seed's own evaluation folder
     assert seed_dir.parent == tmp_path / "ad" / "seed_0" / "evaluations"
-    for name in ("results.json", "traversal.png", "attention_pairs.png", "attention_pairs_vs_fv.png"):
+    for name in (
+        "results.json",
+        "traversal.png",
+        "attention_pairs.png",
+        "attention_pairs_vs_fv.png",
+    ):
         assert (seed_dir / name).stat().st_size > 0, name
     on_disk = json.loads((tmp_path / "ad" / "results.json").read_text())
     assert on_disk == out

@@ -75,8 +75,8 @@ from vae_xai.localization.one_class import (
     check_config,
     evaluate,
     evaluate_one_class,
-    from_config,
     evaluate_test_set,
+    from_config,
     train_on_normal,
     variables_of,
 )

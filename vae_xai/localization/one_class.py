@@ -24,7 +24,6 @@ from jax.typing import ArrayLike
 
 from vae_xai import train as train_lib
 from vae_xai import validation
-from vae_xai import workdir as workdir_lib
 from vae_xai.localization.evaluators import Evaluator, collect, evaluators_from_config
 from vae_xai.localization.maps import (
     DEFAULT_BASELINES,

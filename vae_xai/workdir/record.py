@@ -300,9 +300,7 @@ def start(
     existed = workdir.exists()
     lock(workdir)
     try:
-        return _start_locked(
-            workdir, new_config, experiment, fields, data, data_location, flat_new
-        )
+        return _start_locked(workdir, new_config, experiment, fields, data, data_location, flat_new)
     except BaseException:
         if not existed:  # leave nothing behind
             release(workdir)
