@@ -88,7 +88,9 @@ class Experiment:
       evaluate: ``(config, run, trained, inputs, evaluation) -> (results, extra)``: writes
         its figures into ``evaluation.dir`` and returns the results (one seed's numbers) and
         the extra entries of ``results.json`` (``notes``, ...).
-      paper: ``(config, inputs) -> dict | None``: the paper's numbers to print beside ours.
+      paper: ``(config, inputs) -> dict | None``: the paper's numbers to print beside ours
+        (``results.json``'s ``paper``; ``None`` where the paper has none for this run);
+        ``None`` for an experiment the paper does not have.
       train_seeds: with ``seeds``, ``(configs by seed, workdir, inputs) -> None`` called once
         after every seed's run is started and before any trains (dSprites' ``--ensemble``
         trains all seeds as one vmapped step there); ``None``: seeds train one by one.
@@ -103,7 +105,7 @@ class Experiment:
     inputs: Callable[..., Inputs]
     train: Callable[[Any, Run, Inputs], Trained]
     evaluate: Callable[[Any, Run, Trained, Inputs, Evaluation], tuple[dict, dict]]
-    paper: Callable[[Any, Inputs], Mapping[str, Any] | None] = lambda config, inputs: None
+    paper: Callable[[Any, Inputs], Mapping[str, Any] | None] | None = None
     train_seeds: Callable[[Mapping[int, Any], pathlib.Path, Inputs], None] | None = None
     aggregate: (
         Callable[[Any, Mapping[int, Mapping[str, Any]], pathlib.Path, Inputs], Mapping[str, Any]]
@@ -134,9 +136,8 @@ def _run_one(
         {**run_.eval_config(config), **inputs.eval_identity}, step=int(trained.step)
     )
     results, extra = experiment.evaluate(config, run_, trained, inputs, evaluation)
-    paper = experiment.paper(config, inputs)
-    if paper is not None:
-        extra = {"paper": paper, **extra}
+    if experiment.paper is not None:  # the paper's numbers, or None where it has none
+        extra = {"paper": experiment.paper(config, inputs), **extra}
     return evaluation.save_results(results, extra=extra)
 
 
