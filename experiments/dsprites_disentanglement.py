@@ -64,7 +64,7 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     launch.no_arguments(argv)
     launch.start_distributed()
-    launch.require("workdir", "--workdir is required")
+    launch.require_workdir()
     FLAGS = flags.FLAGS
     out = lib.train_and_evaluate(
         FLAGS.config,

@@ -29,7 +29,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.configs import CONFIG_DIR, install_config_path_fallback
-from vae_xai import distributed, train
+from vae_xai import distributed, localization, train
 from vae_xai.seeds import parse_seeds
 from vae_xai.train import CheckpointError, DivergenceError, Interrupted
 from vae_xai.validation import ConfigError
@@ -136,6 +136,18 @@ def require(name: str, message: str) -> None:
     """A usage error ``message`` unless flag ``--name`` is set."""
     if not FLAGS[name].value:
         raise app.UsageError(message)
+
+
+def require_workdir() -> None:
+    """``--workdir`` must be given (checkpoints, results.json and figures go there)."""
+    require("workdir", "--workdir is required (checkpoints, results.json, figures)")
+
+
+def print_localization_report(results: dict[str, Any]) -> None:
+    """Each seed's localization table (:func:`vae_xai.localization.print_report`)."""
+    for seed, entry in results["per_seed"].items():
+        print(f"seed {seed}:")
+        localization.print_report(entry, results["results_path"])
 
 
 def seeds() -> list[int] | None:

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     launch.no_arguments(argv)
     launch.start_distributed()
     FLAGS = flags.FLAGS
-    launch.require("workdir", "--workdir is required (checkpoints, figures, results.json)")
+    launch.require_workdir()
     if FLAGS.source == "idx":
         launch.require("data_dir", "--data_dir is required (folder with the MNIST IDX files)")
     results = lib.train_and_evaluate(

@@ -18,7 +18,6 @@ from absl import flags
 
 from data_pipelines import mvtec_ad
 from experiments import launch
-from vae_xai import localization
 from vae_xai.experiments import mvtec_localization as lib
 
 
@@ -42,7 +41,7 @@ def main(argv: list[str]) -> None:
         "category",
         f"--category is required, e.g. --category=bottle (one of {mvtec_ad.MVTEC_CATEGORIES})",
     )
-    launch.require("workdir", "--workdir is required (checkpoints, results.json, figures)")
+    launch.require_workdir()
     FLAGS = flags.FLAGS
     results = lib.train_and_evaluate(
         FLAGS.config,
@@ -51,9 +50,7 @@ def main(argv: list[str]) -> None:
         data_dir=FLAGS.data_dir,
         seeds=launch.seeds(),
     )
-    for seed, entry in results["per_seed"].items():
-        print(f"seed {seed}:")
-        localization.print_report(entry, results["results_path"])
+    launch.print_localization_report(results)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import launch
-from vae_xai import localization
 from vae_xai.experiments import ucsd_localization as lib
 
 
@@ -41,14 +40,12 @@ def main(argv: list[str]) -> None:
         "--data_dir is required: the extracted UCSD_Anomaly_Dataset.v1p2 folder "
         "(download: http://www.svcl.ucsd.edu/projects/anomaly/dataset.htm)",
     )
-    launch.require("workdir", "--workdir is required (checkpoints, results.json, figures)")
+    launch.require_workdir()
     FLAGS = flags.FLAGS
     results = lib.train_and_evaluate(
         FLAGS.config, FLAGS.workdir, data_dir=FLAGS.data_dir, seeds=launch.seeds()
     )
-    for seed, entry in results["per_seed"].items():
-        print(f"seed {seed}:")
-        localization.print_report(entry, results["results_path"])
+    launch.print_localization_report(results)
 
 
 if __name__ == "__main__":

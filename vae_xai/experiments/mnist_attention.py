@@ -272,16 +272,12 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train (or resume) and score one model per training digit (:func:`template.run`).
 
+    ``config`` is ``experiments/configs/mnist_attention.py``'s; ``workdir``, ``seeds`` and the
+    returned ``results.json`` are :func:`template.run`'s; ``progress`` shows progress bars.
+
     Args:
-      config: the experiment config (``experiments/configs/mnist_attention.py``).
-      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
       data_dir: the folder of the four MNIST IDX files (``source="idx"``).
       source: ``"idx"`` (files in ``data_dir``) or ``"tfds"``.
-      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
-      progress: show progress bars.
-
-    Returns:
-      The ``results.json`` written (the results schema).
     """
     return template.run(
         EXPERIMENT, config, workdir, seeds=seeds, data_dir=data_dir, source=source,

@@ -24,7 +24,6 @@ kind) and prints the summary table. Data: the four MNIST IDX files
 from __future__ import annotations
 
 import pathlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +34,7 @@ from data_pipelines import mnist
 from data_pipelines.synthetic_anomaly import KINDS, paste_squares
 from vae_xai import localization, validation
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments import template
-from vae_xai.experiments.one_class import epoch_batch_fn
+from vae_xai.experiments import one_class, template
 from vae_xai.models.conv_vae import mnist_vae
 from vae_xai.workdir import Fields
 
@@ -145,16 +143,15 @@ def inputs(
     )
 
 
-def train(
+def load(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
-) -> template.Trained:
-    """Load the normal digit's images, build the synthetic test set, train (or resume)."""
+) -> one_class.Data:
+    """The normal digit's training images and the synthetic test set built from its test
+    images (:func:`synthetic_test_set`)."""
     data_dir = inputs.values["data_dir"]
     digit = int(config.normal_digit)
-    t0 = time.perf_counter()
     train_images, _ = mnist.load_one_class(data_dir, "train", digit)
     test_images, _ = mnist.load_one_class(data_dir, "test", digit)
-    load_s = time.perf_counter() - t0
     if len(train_images) == 0 or len(test_images) == 0:
         raise ValueError(
             f"{data_dir} has {len(train_images)} training and {len(test_images)} test images "
@@ -162,72 +159,36 @@ def train(
         )
     clean = test_images[: config.anomaly.max_test_images]
     test, anomaly_stats = synthetic_test_set(clean, config.anomaly, seed=config.seed)
-    model = mnist_vae(config.model.latent_dim)
-    state, info = localization.train_on_normal(
-        model,
-        config,
-        workdir=run.workdir,
-        train_images=train_images,
-        epoch_batches=epoch_batch_fn,
-        progress=inputs.values["progress"],
-    )
-    data = {
-        "train": train_images,
-        "test": test,
-        "anomaly_stats": anomaly_stats,
-        "num_clean": len(clean),
-        "load_s": load_s,
-    }
-    return template.Trained(step=info["steps"], model=(model, state, data), info=info)
-
-
-def evaluate(
-    config: ml_collections.ConfigDict,
-    run: workdir_lib.Run,
-    trained: template.Trained,
-    inputs: template.Inputs,
-    evaluation: workdir_lib.Evaluation,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every map of ``config.eval`` on the synthetic test set, its metrics and figures."""
-    model, state, data = trained.model
-    digit = int(config.normal_digit)
-    test = data["test"]
-    results = localization.evaluate_test_set(
-        model,
-        config,
-        state,
-        figure_dir=evaluation.dir / "figures",
-        train_images=data["train"],
-        test=test,
-        dense_after=dense_after,
-        title=f"MNIST {digit} + synthetic anomalies ({config.variant}), {trained.step} steps",
-    )
-    a = config.anomaly
-    results = {
+    facts = {
         "dataset": "MNIST, synthetic anomalies",
         "normal_digit": digit,
-        "num_train_images": len(data["train"]),
+        "num_train_images": len(train_images),
         "num_test_images": len(test["image"]),
         "num_anomalous_test_images": int(test["label"].sum()),
-        "anomalies": data["anomaly_stats"],
-        "data_load_s": data["load_s"],
-        "train": dict(trained.info),
-        **results,
+        "anomalies": anomaly_stats,
     }
-    notes = localization.RESULT_NAMES_NOTE + (
-        f" Test set: the first {data['num_clean']} MNIST test images of digit {digit}, split "
-        f"into one disjoint chunk per kind {tuple(a.kinds)}; in {a.fraction:g} of each chunk a "
+    a = config.anomaly
+    notes = (
+        f" Test set: the first {len(clean)} MNIST test images of digit {digit}, split into "
+        f"one disjoint chunk per kind {tuple(a.kinds)}; in {a.fraction:g} of each chunk a "
         f"{a.size}x{a.size} square at least {a.margin} px inside the border is set to 1 "
         "(square: added ink, placed uniformly) or 0 (erase: removed ink, centred on an ink "
         "pixel); the mask is the pixels the square changed by more than 0.25; the rest of "
         "each chunk are the good images. Per-defect metrics use that kind's images plus all "
         "good images."
     )
-    return results, {"notes": notes}
+    return one_class.Data(train=train_images, test=test, facts=facts, notes=notes)
 
 
-EXPERIMENT = template.Experiment(
-    name=NAME, fields=FIELDS, validate=validate, inputs=inputs, train=train, evaluate=evaluate
+EXPERIMENT = one_class.experiment(
+    name=NAME,
+    fields=FIELDS,
+    validate=validate,
+    inputs=inputs,
+    load=load,
+    build_model=lambda config: mnist_vae(config.model.latent_dim),
+    title=lambda c, inputs: f"MNIST {int(c.normal_digit)} + synthetic anomalies ({c.variant})",
+    dense_after=lambda config: dense_after,
 )
 
 
@@ -241,15 +202,11 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train (or resume) and evaluate the MNIST localization control (:func:`template.run`).
 
-    Args:
-      config: the experiment config (``experiments/configs/mnist_localization.py``).
-      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
-      data_dir: the folder of the four MNIST IDX files (``NAME`` or ``NAME.gz``).
-      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
-      progress: show progress bars.
+    ``config`` is ``experiments/configs/mnist_localization.py``'s; ``workdir``, ``seeds`` and the
+    returned ``results.json`` are :func:`template.run`'s; ``progress`` shows progress bars.
 
-    Returns:
-      The ``results.json`` written (the results schema).
+    Args:
+      data_dir: the folder of the four MNIST IDX files (``NAME`` or ``NAME.gz``).
     """
     return template.run(
         EXPERIMENT, config, workdir, seeds=seeds, data_dir=data_dir, progress=progress

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import pathlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +29,7 @@ from data_pipelines import mvtec_ad
 from data_pipelines.augment import augment_batch
 from vae_xai import localization, validation
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments import paper, template
-from vae_xai.experiments.one_class import epoch_batch_fn
+from vae_xai.experiments import one_class, paper, template
 from vae_xai.models.resnet_vae import ResNetVAE, dense_after
 from vae_xai.workdir import Fields
 
@@ -99,83 +97,50 @@ def inputs(
     )
 
 
-def train(
+def load(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
-) -> template.Trained:
-    """Load (or read from the cache) the category's images and train (or resume) the VAE
-    with random mirror + rotation."""
+) -> one_class.Data:
+    """The category's train and test images (decoded once into ``cache_dir``)."""
     category, data_dir = inputs.values["category"], inputs.values["data_dir"]
     cache = config.cache_dir or str(run.workdir / "data_cache")
-    load = functools.partial(
+    load_split = functools.partial(
         mvtec_ad.load_split, data_dir, category, image_size=config.image_size, cache_dir=cache
     )
-    t0 = time.perf_counter()
-    train_set, test = load("train"), load("test")
-    load_s = time.perf_counter() - t0
+    train, test = load_split("train"), load_split("test")
+    facts = {
+        "category": category,
+        "num_train_images": len(train["image"]),
+        "num_test_images": len(test["image"]),
+    }
+    notes = (
+        " Per-defect metrics use that defect's images plus all good test images; "
+        "encoder trained from scratch (no pretrained weights)."
+    )
+    return one_class.Data(train=train["image"], test=test, facts=facts, notes=notes)
+
+
+def augment(config: ml_collections.ConfigDict):
+    """Random mirror + rotation of the training batches (``config.augment``)."""
     a = config.augment
-    augment = functools.partial(
+    return functools.partial(
         augment_batch,
         hflip=a.hflip,
         vflip=a.vflip,
         max_rotation_deg=a.max_rotation_deg,
         right_angles=a.right_angles,
     )
-    model = build_model(config)
-    state, info = localization.train_on_normal(
-        model,
-        config,
-        workdir=run.workdir,
-        train_images=train_set["image"],
-        epoch_batches=epoch_batch_fn,
-        augment=augment,
-        progress=inputs.values["progress"],
-    )
-    data = {"train": train_set["image"], "test": test, "load_s": load_s}
-    return template.Trained(step=info["steps"], model=(model, state, data), info=info)
 
 
-def evaluate(
-    config: ml_collections.ConfigDict,
-    run: workdir_lib.Run,
-    trained: template.Trained,
-    inputs: template.Inputs,
-    evaluation: workdir_lib.Evaluation,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every map of ``config.eval`` on the test set, its metrics and figures."""
-    model, state, data = trained.model
-    category = inputs.values["category"]
-    results = localization.evaluate_test_set(
-        model,
-        config,
-        state,
-        figure_dir=evaluation.dir / "figures",
-        train_images=data["train"],
-        test=data["test"],
-        dense_after=functools.partial(dense_after, head=config.model.head),
-        title=f"{category} ({config.variant}), {trained.step} steps",
-    )
-    results = {
-        "category": category,
-        "num_train_images": len(data["train"]),
-        "num_test_images": len(data["test"]["image"]),
-        "data_load_s": data["load_s"],
-        "train": dict(trained.info),
-        **results,
-    }
-    notes = localization.RESULT_NAMES_NOTE + (
-        " Per-defect metrics use that defect's images plus all good test images; "
-        "encoder trained from scratch (no pretrained weights)."
-    )
-    return results, {"notes": notes}
-
-
-EXPERIMENT = template.Experiment(
+EXPERIMENT = one_class.experiment(
     name=NAME,
     fields=FIELDS,
     validate=validate,
     inputs=inputs,
-    train=train,
-    evaluate=evaluate,
+    load=load,
+    build_model=build_model,
+    title=lambda config, inputs: f"{inputs.values['category']} ({config.variant})",
+    dense_after=lambda config: functools.partial(dense_after, head=config.model.head),
+    augment=augment,
     paper=lambda config, inputs: paper.for_experiment(NAME, category=inputs.values["category"]),
 )
 
@@ -191,16 +156,12 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train (or resume) and evaluate on one MVTec-AD category (:func:`template.run`).
 
+    ``config`` is ``experiments/configs/mvtec_localization.py``'s; ``workdir``, ``seeds`` and the
+    returned ``results.json`` are :func:`template.run`'s; ``progress`` shows progress bars.
+
     Args:
-      config: the experiment config (``experiments/configs/mvtec_localization.py``).
-      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
       category: the MVTec-AD category (a folder of ``data_dir``).
       data_dir: the MVTec-AD root (or the category's folder).
-      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
-      progress: show progress bars.
-
-    Returns:
-      The ``results.json`` written (the results schema).
     """
     return template.run(
         EXPERIMENT, config, workdir, seeds=seeds, category=category, data_dir=data_dir,

@@ -165,14 +165,7 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train (or resume) and explain each latent (:func:`template.run`).
 
-    Args:
-      config: the experiment config (``experiments/configs/quickstart.py``).
-      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
-      seeds: ``None``: ``config.seed`` in ``workdir`` (``workdir/latent_attention.png``);
-        else one run per seed, aggregated.
-      progress: show progress bars.
-
-    Returns:
-      The ``results.json`` written (the results schema).
+    ``config`` is ``experiments/configs/quickstart.py``'s; ``workdir``, ``seeds`` and the
+    returned ``results.json`` are :func:`template.run`'s; ``progress`` shows progress bars.
     """
     return template.run(EXPERIMENT, config, workdir, seeds=seeds, progress=progress)

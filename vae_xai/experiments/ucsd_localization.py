@@ -22,7 +22,6 @@ evaluation's own folder ``workdir/evaluations/step<N>_<hash>/``; see :mod:`vae_x
 from __future__ import annotations
 
 import pathlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +31,7 @@ import numpy as np
 from data_pipelines import ucsd_ped1
 from vae_xai import localization, validation
 from vae_xai import workdir as workdir_lib
-from vae_xai.experiments import paper, template
-from vae_xai.experiments.one_class import epoch_batch_fn
+from vae_xai.experiments import one_class, paper, template
 from vae_xai.models.ucsd_vae import UCSDVAE, dense_after
 from vae_xai.workdir import Fields
 
@@ -92,72 +90,41 @@ def inputs(
     )
 
 
-def train(
+def load(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
-) -> template.Trained:
-    """Load every training frame and the test clips with pixel masks; train (or resume)."""
+) -> one_class.Data:
+    """Every training frame, and the test clips that have pixel masks."""
     data_dir = inputs.values["data_dir"]
-    t0 = time.perf_counter()
     size = (config.image_size, config.image_size)
-    train_set = ucsd_ped1.load_train(data_dir, image_size=size)
+    train = ucsd_ped1.load_train(data_dir, image_size=size)
     test = ucsd_ped1.load_test(data_dir, image_size=size, pixel_gt_only=True)
-    load_s = time.perf_counter() - t0
-    model = build_model(config)
-    state, info = localization.train_on_normal(
-        model,
-        config,
-        workdir=run.workdir,
-        train_images=train_set["image"],
-        epoch_batches=epoch_batch_fn,
-        progress=inputs.values["progress"],
-    )
-    data = {"train": train_set["image"], "test": test, "load_s": load_s}
-    return template.Trained(step=info["steps"], model=(model, state, data), info=info)
-
-
-def evaluate(
-    config: ml_collections.ConfigDict,
-    run: workdir_lib.Run,
-    trained: template.Trained,
-    inputs: template.Inputs,
-    evaluation: workdir_lib.Evaluation,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every map of ``config.eval`` on the test frames, its metrics and figures."""
-    model, state, data = trained.model
-    test = data["test"]
-    results = localization.evaluate_test_set(
-        model,
-        config,
-        state,
-        figure_dir=evaluation.dir / "figures",
-        train_images=data["train"],
-        test={k: test[k] for k in ("image", "mask", "label")},
-        dense_after=dense_after,
-        title=f"UCSD Ped1 ({config.variant}), {trained.step} steps",
-    )
-    results = {
+    facts = {
         "dataset": "UCSD Ped1",
-        "num_train_frames": len(data["train"]),
+        "num_train_frames": len(train["image"]),
         "num_test_frames": len(test["image"]),
         "test_clips": sorted(set(np.asarray(test["clip"]).tolist())),
-        "data_load_s": data["load_s"],
-        "train": dict(trained.info),
-        **results,
     }
-    notes = localization.RESULT_NAMES_NOTE + (
+    notes = (
         " Pixel metrics pooled over every frame of the test clips with pixel masks; "
         "image_auroc is frame-level, from the frame labels."
     )
-    return results, {"notes": notes}
+    return one_class.Data(
+        train=train["image"],
+        test={k: test[k] for k in ("image", "mask", "label")},
+        facts=facts,
+        notes=notes,
+    )
 
 
-EXPERIMENT = template.Experiment(
+EXPERIMENT = one_class.experiment(
     name=NAME,
     fields=FIELDS,
     validate=validate,
     inputs=inputs,
-    train=train,
-    evaluate=evaluate,
+    load=load,
+    build_model=build_model,
+    title=lambda config, inputs: f"UCSD Ped1 ({config.variant})",
+    dense_after=lambda config: dense_after,
     paper=lambda config, inputs: paper.for_experiment(NAME),
 )
 
@@ -172,16 +139,12 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train (or resume) and evaluate on UCSD Ped1 (:func:`template.run`).
 
+    ``config`` is ``experiments/configs/ucsd_localization.py``'s; ``workdir``, ``seeds`` and the
+    returned ``results.json`` are :func:`template.run`'s; ``progress`` shows progress bars.
+
     Args:
-      config: the experiment config (``experiments/configs/ucsd_localization.py``).
-      workdir: the run's folder (with ``seeds``: one run per seed in ``workdir/seed_N``).
       data_dir: the dataset folder (``UCSD_Anomaly_Dataset.v1p2``, ``UCSDped1`` or a folder
         holding either).
-      seeds: ``None``: ``config.seed`` in ``workdir``; else one run per seed, aggregated.
-      progress: show progress bars.
-
-    Returns:
-      The ``results.json`` written (the results schema).
     """
     return template.run(
         EXPERIMENT, config, workdir, seeds=seeds, data_dir=data_dir, progress=progress
