@@ -360,3 +360,44 @@ def test_dsprites_fidelity_writes_the_schema(tmp_path, data_dir):
     assert written["config"] == {"every": 160, "radius": 1, "exhaustive": 0}
     assert written["data"]["files"]["num_files"] == 1
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_differences_compares_every_number_exactly_and_leaves_out_timings():
+    a = {"per_seed": {"0": {"m": {"auroc": 0.75, "wall_s": 3.0}, "curve": [1.0, 2.0],
+                            "digits": [{"x": 1}], "nan": float("nan"), "name": "a"}}}  # fmt: skip
+    same = json.loads(json.dumps(a))
+    same["per_seed"]["0"]["m"]["wall_s"] = 9.0  # a timing differs: not a result
+    out = results_lib.differences(a, same)
+    assert out == {"compared": 4, "differ": {}, "only_a": [], "only_b": []}  # NaN == NaN
+    other = json.loads(json.dumps(a))
+    other["per_seed"]["0"]["m"]["auroc"] = 0.75 + 1e-12  # one ulp-scale change is a change
+    other["per_seed"]["0"]["curve"] = [1.0, 2.5]
+    other["per_seed"]["0"]["digits"].append({"x": 2})
+    out = results_lib.differences(a, other)
+    assert out["differ"] == {"0.m.auroc": [0.75, 0.75 + 1e-12], "0.curve": [[1.0, 2.0], [1.0, 2.5]]}
+    assert out["only_b"] == ["0.digits.1.x"] and out["only_a"] == []
+
+
+def test_compare_results_launcher_exit_codes(tmp_path):
+    import subprocess
+    import sys
+
+    doc = {"per_seed": {"0": {"score": 0.5}}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(doc))
+    (tmp_path / "b.json").write_text(json.dumps({"per_seed": {"0": {"score": 0.6}}}))
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.compare_results", *args],
+            cwd=HERE.parent, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    same = run(f"--a={tmp_path / 'a'}", f"--b={tmp_path / 'a' / 'results.json'}")
+    assert same.returncode == 0 and json.loads(same.stdout)["compared"] == 1
+    differ = run(f"--a={tmp_path / 'a'}", f"--b={tmp_path / 'b.json'}")
+    assert differ.returncode == 1 and json.loads(differ.stdout)["differ"] == {"0.score": [0.5, 0.6]}
+    missing = run(f"--a={tmp_path / 'nope'}", f"--b={tmp_path / 'b.json'}")
+    assert (
+        missing.returncode == 2 and "--a: " in missing.stderr and "nope not found" in missing.stderr
+    )

@@ -46,6 +46,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "check",
+    "differences",
     "document",
     "mean_std",
     "numeric_leaves",
@@ -233,3 +234,65 @@ def check(doc: Mapping[str, Any], seeds: Sequence[int] | None = None) -> None:
         raise ValueError(f"schema is {doc['schema']!r}, not {SCHEMA!r}")
     if seeds is not None and list(doc["seeds"]) != list(seeds):
         raise ValueError(f"results hold seeds {doc['seeds']}, expected {list(seeds)}")
+
+
+# Leaves that measure the run rather than the model: wall times, timestamps, paths.
+TIMING_KEYS = ("wall_s", "ms_per_image", "load_s", "compile_s", "s_per_step", "seconds", "time")
+
+
+def _is_timing(path: str, ignore: Sequence[str]) -> bool:
+    return any(part.endswith(key) for part in path.split(".") for key in ignore)
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Every number and list of numbers of nested mappings and lists, by dotted path."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+    elif isinstance(tree, list | tuple) and tree and all(isinstance(x, int | float) for x in tree):
+        out[prefix[:-1]] = [float(x) for x in tree]
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            out.update(_leaves(value, f"{prefix}{i}."))
+    elif isinstance(tree, int | float) and not isinstance(tree, bool):
+        out[prefix[:-1]] = float(tree)
+    return out
+
+
+def differences(
+    a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: Sequence[str] = TIMING_KEYS
+) -> dict[str, Any]:
+    """Compare the numbers of two results documents' ``per_seed`` entries, exactly.
+
+    Every number and list of numbers is compared for equality (NaN equals NaN); leaves
+    whose path has a component ending in one of ``ignore`` (wall times, timestamps) are
+    left out. What tells whether a change of code changed a result.
+
+    Args:
+      a, b: results documents (:func:`write`).
+      ignore: suffixes of path components to leave out.
+
+    Returns:
+      ``{"compared": n, "differ": {path: [a, b]}, "only_a": [paths], "only_b": [paths]}``.
+    """
+    la = {k: v for k, v in _leaves(a["per_seed"]).items() if not _is_timing(k, ignore)}
+    lb = {k: v for k, v in _leaves(b["per_seed"]).items() if not _is_timing(k, ignore)}
+
+    def same(x: Any, y: Any) -> bool:
+        if isinstance(x, list) or isinstance(y, list):
+            return (
+                isinstance(x, list)
+                and isinstance(y, list)
+                and len(x) == len(y)
+                and all(same(u, v) for u, v in zip(x, y, strict=True))
+            )
+        return x == y or (math.isnan(x) and math.isnan(y))
+
+    shared = sorted(set(la) & set(lb))
+    return {
+        "compared": len(shared),
+        "differ": {k: [la[k], lb[k]] for k in shared if not same(la[k], lb[k])},
+        "only_a": sorted(set(la) - set(lb)),
+        "only_b": sorted(set(lb) - set(la)),
+    }

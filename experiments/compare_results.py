@@ -1,0 +1,59 @@
+"""Do two runs give the same numbers? Compare two ``results.json`` files exactly.
+
+Usage::
+
+    python -m experiments.compare_results --a=WORKDIR_A/results.json --b=WORKDIR_B/results.json
+
+Every number and list of numbers of the seeds' entries (``per_seed``) is compared for
+equality, wall times and timestamps left out (:func:`vae_xai.results.differences`). Prints
+JSON; exits 1 when a number differs or a seed's entry has numbers the other lacks. The check
+behind "this change of code leaves the results bit-identical" (RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from absl import flags
+
+from experiments import launch
+from vae_xai import results as results_lib
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("a", None, "The first results.json (or the workdir holding it).")
+    flags.DEFINE_string("b", None, "The second results.json (or the workdir holding it).")
+
+
+def _load(value: str, name: str) -> dict:
+    path = pathlib.Path(value)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--{name}: {path} not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--{name}: {path} is not valid JSON ({err})") from err
+
+
+def main(argv: Sequence[str]) -> None:
+    launch.no_arguments(argv)
+    launch.require("a", "--a is required: a results.json (or its workdir)")
+    launch.require("b", "--b is required: a results.json (or its workdir)")
+    a, b = _load(flags.FLAGS.a, "a"), _load(flags.FLAGS.b, "b")
+    for name, doc in (("a", a), ("b", b)):
+        if "per_seed" not in doc:
+            raise ValueError(f"--{name}: not a results.json of the results schema (no per_seed)")
+    out = results_lib.differences(a, b)
+    print(json.dumps(out, indent=2))
+    if out["differ"] or out["only_a"] or out["only_b"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    define_flags()
+    launch.run(main)
