@@ -68,12 +68,15 @@ def define_common_flags(
     non-editable install (:func:`experiments.configs.install_config_path_fallback`)."""
     install_config_path_fallback()
     path = str(CONFIG_DIR / f"{config_name}.py") + (f":{default_arg}" if default_arg else "")
-    config_flags.DEFINE_config_file(
-        "config",
-        path,
-        "ml_collections config file[:variant]; variants smoke | cpu | full (see "
-        "experiments/configs/common.py); override fields with --config.FIELD=VALUE.",
-    )
+    try:  # without --config, the default config and its overrides are read here
+        config_flags.DEFINE_config_file(
+            "config",
+            path,
+            "ml_collections config file[:variant]; variants smoke | cpu | full (see "
+            "experiments/configs/common.py); override fields with --config.FIELD=VALUE.",
+        )
+    except (KeyError, AttributeError, ValueError, TypeError) as err:
+        _fail_override(err, sys.argv)
     flags.DEFINE_string("workdir", workdir_default, "Output folder: one run (see README).")
     if seeds:
         flags.DEFINE_list(
@@ -196,13 +199,28 @@ def _parse_flags(argv: list[str]) -> list[str]:
         lines = [x.strip() for x in str(err).splitlines() if x.strip()]
         _fail(f"--config: cannot load the config file: {lines[-1] if lines else err}", USAGE_EXIT)
     except (KeyError, AttributeError, ValueError, TypeError) as err:
-        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        # name the override that failed (the message alone is the bare field, e.g. 'trian')
-        given = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
-        culprit = next((a for a in given if message.strip("'\"") in a.split(".")), None)
-        if culprit and isinstance(err, KeyError | AttributeError):
-            message = f"{culprit}: no such config field"
-        _fail(f"bad flag or config override: {message}", USAGE_EXIT)
+        _fail_override(err, argv)
+
+
+def _fail_override(err: Exception, argv: Sequence[str]) -> NoReturn:
+    """A failed ``--config.FIELD=VALUE`` override as one line naming the override (the
+    message alone is the bare field, e.g. 'trian'), with ml_collections' suggestion."""
+    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    # (ml_collections may add its suggestion: "'trian'\nDid you mean "train" ...?")
+    given = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+
+    def names(override: str) -> bool:
+        return any(  # quoted, or quoted inside a repr (an AttributeError's message)
+            f"'{part}'" in message or f"\\'{part}\\'" in message for part in override.split(".")[1:]
+        )
+
+    culprit = next((a for a in given if names(a)), None)
+    if culprit and isinstance(err, KeyError | AttributeError):
+        hint = re.search(r'Did you mean "([^"]+)"', message)
+        message = f"{culprit}: no such config field" + (
+            f' (did you mean "{hint.group(1)}"?)' if hint else ""
+        )
+    _fail(f"bad flag or config override: {message}", USAGE_EXIT)
 
 
 def check_config_values(config: Any) -> None:

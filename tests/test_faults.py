@@ -382,10 +382,28 @@ def _launch(name, *args, timeout=300):
     )
 
 
+def test_an_override_of_the_default_config_is_a_usage_error_too(tmp_path):
+    env = {**os.environ, "VAE_XAI_TRACEBACK": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.quickstart", f"--workdir={tmp_path / 'run'}",
+         "--config.trian.num_steps=5"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "--config.trian.num_steps: no such config field" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "args, field",
     [
-        (["--config.trian.num_steps=5"], "--config.trian.num_steps: no such config field"),
+        (
+            ["--config.trian.num_steps=5"],
+            '--config.trian.num_steps: no such config field (did you mean "train"?)',
+        ),
+        (["--config.train.nmu_steps=5"], "--config.train.nmu_steps: no such config field"),
+        (["--config.train.num_steps=abc"], "--config.train.num_steps=abc: invalid literal"),
         (["--config=experiments/configs/quickstart.py:bogus"], "unknown variant 'bogus'"),
         (["--config=experiments/configs/nope.py"], "--config: cannot load the config file"),
         (["--config.train.beta=nan"], "train.beta: must be finite"),
