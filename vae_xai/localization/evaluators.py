@@ -47,7 +47,18 @@ from vae_xai.localization.maps import (
 
 
 def image_scores(maps: ArrayLike, *, reduce: Literal["max", "mean"] = "max") -> np.ndarray:
-    """Per-image anomaly scores ``(N,)`` from maps ``(N, H, W)``: their max (or mean)."""
+    """Per-image anomaly scores from maps: each map's max (or mean).
+
+    Args:
+      maps: ``(N, H, W)``.
+      reduce: ``"max"`` or ``"mean"``.
+
+    Returns:
+      ``(N,)`` scores.
+
+    Raises:
+      ValueError: an unknown ``reduce``.
+    """
     maps = np.asarray(maps)
     flat = maps.reshape(len(maps), -1)
     if reduce == "max":
@@ -72,12 +83,15 @@ def localization_metrics(
       masks: ``(N, H, W)`` ground truth in {0, 1}.
       labels: ``(N,)`` image labels, 1 anomalous.
       max_fpr: AUPRO integration limit.
-      image_score: how a map becomes an image score for the image AUROC.
+      image_score: how a map becomes an image score for the image AUROC (:func:`image_scores`).
 
     Returns:
       ``{"pixel_auroc", "best_iou", "aupro", "image_auroc", "n_images", "n_anomalous"}``;
       a metric that is undefined on this set (no anomalous pixels, or a single image class)
       is ``None``.
+
+    Raises:
+      ValueError: mismatched shapes, or maps with NaN or inf.
     """
     maps = np.asarray(maps, np.float32)
     masks = np.asarray(masks).astype(bool)
@@ -116,12 +130,21 @@ def evaluate_maps(
 ) -> dict[str, dict[str, Any]]:
     """:func:`localization_metrics` for each map type, overall and per group (defect type).
 
-    ``groups`` ``(N,)`` names each image's defect type. The subset of a defect type is its
-    own images plus all normal (``label == 0``) images, so every metric, including the image
-    AUROC, is defined per type; groups with only normal images are skipped.
+    The subset of a defect type is its own images plus all normal (``label == 0``) images, so
+    every metric, including the image AUROC, is defined per type; groups with only normal
+    images are skipped (:func:`group_subsets`).
+
+    Args:
+      maps_by_name: ``{name: (N, H, W) maps}``.
+      masks: ``(N, H, W)`` ground truth.
+      labels: ``(N,)``, 1 anomalous.
+      groups: ``(N,)`` defect type of each image, or ``None`` (no ``per_defect``).
+      max_fpr: AUPRO integration limit.
+      image_score: ``"max"`` or ``"mean"`` (:func:`image_scores`).
 
     Returns:
-      ``{name: {"overall": metrics, "per_defect": {group: metrics}}}``.
+      ``{name: {"overall": metrics, "per_defect": {group: metrics}}}`` (``per_defect`` only
+      with ``groups``).
     """
     labels = np.asarray(labels)
     masks = np.asarray(masks)
@@ -147,8 +170,16 @@ def evaluate_maps(
 def group_subsets(labels: ArrayLike, groups: ArrayLike) -> dict[str, np.ndarray]:
     """``{group: boolean selector (N,)}``: each anomalous group's images plus all normal ones.
 
-    Groups are the names in ``groups`` of images with ``label != 0``, sorted; a group that
-    names only normal images (e.g. ``"good"``) gets no subset.
+    Args:
+      labels: ``(N,)``, 0 normal.
+      groups: ``(N,)`` group names.
+
+    Returns:
+      One selector per name in ``groups`` of an image with ``label != 0``, sorted by name; a
+      group that names only normal images (e.g. ``"good"``) gets none.
+
+    Raises:
+      ValueError: ``groups`` and ``labels`` differ in shape.
     """
     labels = np.asarray(labels)
     groups_arr = np.asarray(groups).astype(str)
@@ -176,9 +207,19 @@ def latent_detection(
     encoder does not tell defective images from good ones, and no map computed from its
     latents can localize the defects. Reported next to the maps as a diagnostic.
 
+    Args:
+      model: the VAE module.
+      variables: its variables.
+      test_images: ``(N, H, W, C)`` in [0, 1].
+      labels: ``(N,)``, 1 anomalous.
+      references: ``{name: (ref_mu, ref_var)}`` (:func:`~vae_xai.localization.maps.reference_sets`).
+      groups: ``(N,)`` defect types, or ``None``.
+      batch_size: images per encoder pass.
+
     Returns:
       ``{"kl_<ref>": {"overall": auroc, "per_defect": {group: auroc}}}`` (``per_defect`` only
-      with ``groups``; each group's images plus all normal ones).
+      with ``groups``; each group's images plus all normal ones); an AUROC over a single
+      class is ``None``.
     """
     labels = np.asarray(labels)
     mu, logvar = encoder_statistics(model, variables, test_images, batch_size=batch_size)
@@ -210,7 +251,17 @@ Pairs = Iterator[tuple[str, Any]]
 class Evaluator(Protocol):
     """``run(ctx, maps)`` yields ``(name, value)``; ``maps`` are the produced maps by name."""
 
-    def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs: ...
+    def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
+        """Evaluate the produced maps.
+
+        Args:
+          ctx: the shared :class:`~vae_xai.localization.maps.Context`.
+          maps: the produced maps ``(N, H, W)`` by name.
+
+        Yields:
+          ``("<section>/<item>", value)`` pairs (see :func:`collect`).
+        """
+        ...
 
 
 # Evaluator classes by kind; each has a classmethod ``from_config(eval_config, **context)``
@@ -259,6 +310,10 @@ IMAGE_SCORES = ("max", "mean")
 class LocalizationMetrics:
     """:func:`evaluate_maps` of every map: yields ``("metrics/<map>", entry)``.
 
+    Args:
+      max_fpr: AUPRO integration limit, in (0, 1].
+      image_score: ``"max"`` or ``"mean"``.
+
     Raises:
       ConfigError: ``max_fpr`` not in (0, 1] (``eval.max_fpr``), or ``image_score`` not
         ``"max"``/``"mean"`` (``eval.image_score``).
@@ -274,7 +329,15 @@ class LocalizationMetrics:
 
     @classmethod
     def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[Evaluator]:
-        """One, with ``eval.max_fpr`` (default 0.3) and ``eval.image_score`` (default max)."""
+        """One, with ``eval.max_fpr`` (default 0.3) and ``eval.image_score`` (default max).
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          ``[LocalizationMetrics(...)]``.
+        """
         return [
             cls(
                 max_fpr=eval_config.get("max_fpr", 0.3),
@@ -283,6 +346,15 @@ class LocalizationMetrics:
         ]
 
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
+        """Yield ``("metrics/<map>", {"overall", "per_defect"})`` for every map.
+
+        Args:
+          ctx: the shared context (masks, labels, groups).
+          maps: the produced maps by name.
+
+        Yields:
+          ``(name, entry)`` pairs.
+        """
         per_map = evaluate_maps(
             maps,
             ctx.masks,
@@ -299,6 +371,9 @@ class LocalizationMetrics:
 class LatentDetection:
     """:func:`latent_detection` per reference: yields ``("latent_detection/kl_<ref>", entry)``.
 
+    Args:
+      references: reference names, each in :data:`~vae_xai.localization.maps.REFERENCES`.
+
     Raises:
       ConfigError: an unknown reference (``eval.references``).
     """
@@ -310,10 +385,27 @@ class LatentDetection:
 
     @classmethod
     def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[Evaluator]:
-        """One, over ``eval.references``."""
+        """One, over ``eval.references``.
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          ``[LatentDetection(...)]``.
+        """
         return [cls(references=eval_references(eval_config))]
 
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
+        """Yield ``("latent_detection/kl_<ref>", entry)`` for every reference.
+
+        Args:
+          ctx: the shared context (model, test set, reference statistics).
+          maps: unused.
+
+        Yields:
+          ``(name, entry)`` pairs.
+        """
         refs = {name: ctx.reference(name) for name in self.references}
         got = latent_detection(
             ctx.model,
@@ -334,10 +426,27 @@ class RocFigure:
 
     @classmethod
     def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[Evaluator]:
-        """One; it reads no entry."""
+        """One; it reads no entry.
+
+        Args:
+          eval_config: the ``config.eval`` mapping (unused).
+          **context: unused.
+
+        Returns:
+          ``[RocFigure()]``.
+        """
         return [cls()]
 
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
+        """Write ``roc.png`` unless ``ctx.figure_dir`` is ``None``.
+
+        Args:
+          ctx: the shared context (masks, figure directory, title).
+          maps: the produced maps by name, all drawn.
+
+        Yields:
+          ``("figures/roc", path)``, or nothing without a figure directory.
+        """
         if ctx.figure_dir is None:
             return
         path = save_roc_figure(
@@ -349,6 +458,10 @@ class RocFigure:
 @register_evaluator("overlays")
 class Overlays:
     """One ``overlay_<group>.png`` per group (:func:`save_overlays`) of the maps ``shown``.
+
+    Args:
+      shown: the map names drawn, in order.
+      per_group: images drawn per group.
 
     Raises:
       ConfigError: ``per_group`` not an integer >= 1 (``eval.overlays_per_group``).
@@ -403,6 +516,18 @@ class Overlays:
         return [cls(shown=shown, per_group=eval_config.get("overlays_per_group", 4))]
 
     def run(self, ctx: Context, maps: Mapping[str, np.ndarray]) -> Pairs:
+        """Write one overlay figure per group unless ``ctx.figure_dir`` is ``None``.
+
+        Args:
+          ctx: the shared context (images, masks, groups, figure directory, title).
+          maps: the produced maps by name; must include every name in ``shown``.
+
+        Yields:
+          ``("figures/overlay_<group>", path)`` per figure.
+
+        Raises:
+          ValueError: a shown map was not produced.
+        """
         if ctx.figure_dir is None:
             return
         missing = [name for name in self.shown if name not in maps]
@@ -478,8 +603,15 @@ def evaluators_from_config(
 
 
 def collect(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """Nest evaluator pairs: ``"section/item"`` -> ``results[section][item]``; the
-    ``"figures"`` section is a list of the paths in order (always present)."""
+    """Nest evaluator pairs into a results dict.
+
+    Args:
+      pairs: ``("section/item", value)`` pairs; a name without ``/`` sets a whole section.
+
+    Returns:
+      ``results[section][item] = value``; the ``"figures"`` section is the list of the
+      paths in order (always present).
+    """
     results: dict[str, Any] = {}
     for name, value in pairs:
         section, _, item = name.partition("/")

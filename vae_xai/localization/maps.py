@@ -82,7 +82,20 @@ def _check_images(images: ArrayLike) -> np.ndarray:
 def encoder_statistics(
     model: Any, variables: Mapping[str, Any], images: ArrayLike, *, batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior ``(mu, logvar)``, each ``(N, D)``, in eval mode (BatchNorm running stats)."""
+    """Posterior ``(mu, logvar)`` of every image, in eval mode (BatchNorm running statistics).
+
+    Args:
+      model: the VAE module (has an ``encode`` method).
+      variables: its variables.
+      images: ``(N, H, W, C)`` in [0, 1].
+      batch_size: images per encoder pass; the last batch is padded so one compile serves all.
+
+    Returns:
+      ``(mu, logvar)``, each ``(N, D)`` NumPy.
+
+    Raises:
+      ValueError: ``images`` is not a non-empty 4-D array, or ``batch_size < 1``.
+    """
     images = _check_images(images)
 
     @jax.jit
@@ -102,10 +115,19 @@ def encoder_statistics(
 def reconstruction_error_maps(
     model: Any, variables: Mapping[str, Any], images: ArrayLike, *, batch_size: int = 32
 ) -> np.ndarray:
-    """Per-pixel squared reconstruction error ``sum_c (x - sigmoid(logits(mu)))^2``, ``(N, H, W)``.
+    """Per-pixel squared reconstruction error ``sum_c (x - sigmoid(logits(mu)))^2``.
 
     The "vanilla VAE" baseline of the paper's tables: decode the posterior mean (no sampling,
     so the map is deterministic) in eval mode.
+
+    Args:
+      model: the VAE module.
+      variables: its variables.
+      images: ``(N, H, W, C)`` in [0, 1].
+      batch_size: images per model pass.
+
+    Returns:
+      ``(N, H, W)`` float32.
     """
     images = _check_images(images)
 
@@ -123,11 +145,18 @@ def reconstruction_error_maps(
 
 
 def center_prior_maps(shape: tuple[int, int, int]) -> np.ndarray:
-    """A model-free baseline map ``(N, H, W)``: minus the distance to the image centre.
+    """A model-free baseline map: minus the distance to the image centre.
 
     The same map for every image. It knows nothing about anomalies, only that they tend to
     lie near the middle of a centred object; its pixel AUROC is the floor a learned map has to
-    beat to show it localizes anything (on MVTec-AD ``bottle`` at 128x128 it is 0.80).
+    beat to show it localizes anything (measured on MVTec-AD ``bottle`` in RESULTS.md, section
+    "MVTec-AD bottle localization (paper Table 2)").
+
+    Args:
+      shape: ``(N, H, W)`` of the maps.
+
+    Returns:
+      ``(N, H, W)`` float32.
     """
     n, h, w = (int(v) for v in shape)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -136,11 +165,17 @@ def center_prior_maps(shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def intensity_maps(images: ArrayLike) -> np.ndarray:
-    """A model-free baseline map ``(N, H, W)``: the input itself, averaged over channels.
+    """A model-free baseline map: the input itself, averaged over channels.
 
     Grad-CAM maps are weighted sums of feature activations, so they are large wherever the
     features fire -- on MNIST, wherever there is ink. This map scores "brighter is more
     anomalous"; an attention map that does not beat it localizes no better than the ink does.
+
+    Args:
+      images: ``(N, H, W, C)``.
+
+    Returns:
+      ``(N, H, W)`` float32.
     """
     return _check_images(images).mean(axis=-1)
 
@@ -163,17 +198,40 @@ def anomaly_attention_maps(
     latent_chunk: int | None = None,
     rectify: str = "relu",
 ) -> np.ndarray:
-    """Anomaly attention (paper Sec. 3.3) at encoder ``layer``, ``(N, H, W)`` float32.
+    """Anomaly attention (paper Sec. 3.3) at encoder ``layer``, one map per image.
 
     For each image: split the encoder at ``layer`` (eval mode), draw the latent scores from
     ``N(ref_mu - mu, ref_var + sigma^2)`` (Eq. 5; the mean ``ref_mu - mu`` if not ``sample``),
     take the per-latent Grad-CAM maps, average them over the latent dims (Eq. 4) and over
-    ``num_samples`` independent draws, and upsample bilinearly to ``output_size`` (default
-    the input's ``(H, W)``). ``ref_mu``/``ref_var`` are the N(0, 1) prior by default or the
-    empirical statistics from :func:`vae_xai.attention.reference_statistics`. Batch ``b``
-    uses ``fold_in(key, b)``, so the maps are reproducible for a given ``batch_size``.
+    ``num_samples`` independent draws, and upsample bilinearly to ``output_size``.
     ``criterion="kl"`` differentiates each latent's KL divergence from the reference instead
     of the Eq. 5 draw (see :func:`vae_xai.attention.anomaly_attention`); it is deterministic.
+
+    Args:
+      model: the VAE module.
+      variables: its variables.
+      images: ``(N, H, W, C)`` in [0, 1].
+      layer: the encoder layer whose activations are weighted.
+      key: noise for the draws; batch ``b`` uses ``fold_in(key, b)``, so the maps are
+        reproducible for a given ``batch_size``.
+      ref_mu: reference mean, scalar or ``(D,)``: the N(0, 1) prior by default, or the
+        empirical statistics of :func:`vae_xai.attention.reference_statistics`.
+      ref_var: reference variance, likewise.
+      sample: draw the Eq. 5 score (``True``) or use its mean.
+      num_samples: independent draws averaged (1 when not sampling or for ``"kl"``).
+      criterion: one of :data:`ANOMALY_CRITERIA`.
+      dense_after: the Dense layer after ``layer`` (the fast attention path), or ``None``.
+      batch_size: images per pass.
+      output_size: ``(H, W)`` of the maps; default the input's.
+      latent_chunk: latent dims differentiated together (memory bound); ``None`` for all.
+      rectify: ``"relu"`` (the paper), ``"abs"`` or ``"none"``
+        (:func:`vae_xai.attention.rectify_map`).
+
+    Returns:
+      ``(N, H, W)`` float32 (``output_size`` if given).
+
+    Raises:
+      ValueError: bad ``images``, ``num_samples < 1`` or an unknown ``criterion``.
     """
     images = _check_images(images)
     if num_samples < 1:
@@ -231,12 +289,25 @@ def attention_maps_for_layers(
     criteria: Sequence[str] = ("difference",),
     batch_size: int = 16,
 ) -> dict[str, np.ndarray]:
-    """Anomaly attention maps ``(N, H, W)`` for every criterion, reference and layer.
+    """Anomaly attention maps for every criterion, reference and layer.
 
-    Keys: :func:`attention_map_name` (``"attention_<ref>_<layer>"`` for the paper's
-    ``"difference"`` criterion, ``"attention_kl_<ref>_<layer>"`` for ``"kl"``).
-    ``references`` maps a name (e.g. ``"prior"``, ``"empirical"``) to ``(ref_mu, ref_var)``.
     Every (reference, layer) pair uses the same ``key``, so they see the same noise draws.
+
+    Args:
+      model: the VAE module.
+      variables: its variables.
+      test_images: ``(N, H, W, C)`` in [0, 1].
+      layers: encoder layers.
+      references: a name (e.g. ``"prior"``, ``"empirical"``) to ``(ref_mu, ref_var)``.
+      key: noise for the draws.
+      dense_after: the Dense after a layer (the fast attention path), or ``None``.
+      sample: see :func:`anomaly_attention_maps`.
+      num_samples: see :func:`anomaly_attention_maps`.
+      criteria: entries of :data:`ANOMALY_CRITERIA`.
+      batch_size: images per pass.
+
+    Returns:
+      ``{attention_map_name(criterion, ref, layer): (N, H, W) float32}``.
     """
     out = {}
     for criterion in criteria:
@@ -260,7 +331,19 @@ def attention_maps_for_layers(
 
 
 def attention_map_name(criterion: str, reference: str, layer: str) -> str:
-    """The name of an anomaly attention map in results: ``attention[_kl]_<ref>_<layer>``."""
+    """The name of an anomaly attention map in results: ``attention[_kl]_<ref>_<layer>``.
+
+    Args:
+      criterion: one of :data:`ANOMALY_CRITERIA` (``"difference"`` adds no infix).
+      reference: the reference name.
+      layer: the encoder layer.
+
+    Returns:
+      The name.
+
+    Raises:
+      ValueError: an unknown ``criterion``.
+    """
     if criterion not in ANOMALY_CRITERIA:
         raise ValueError(f"criterion must be one of {ANOMALY_CRITERIA}; got {criterion!r}")
     prefix = "attention" if criterion == "difference" else f"attention_{criterion}"
@@ -277,8 +360,19 @@ def reference_sets(
 ) -> dict[str, tuple[np.ndarray | float, np.ndarray | float]]:
     """Reference statistics ``{name: (ref_mu, ref_var)}`` for anomaly attention.
 
-    ``"prior"``: N(0, 1). ``"empirical"``: the aggregate posterior of the (normal) training
-    images in eval mode (:func:`vae_xai.attention.reference_statistics`).
+    Args:
+      model: the VAE module.
+      variables: its variables.
+      train_images: the (normal) training images, for ``"empirical"``.
+      names: ``"prior"`` (N(0, 1)) and/or ``"empirical"`` (the aggregate posterior of the
+        training images in eval mode, :func:`vae_xai.attention.reference_statistics`).
+      batch_size: images per encoder pass.
+
+    Returns:
+      ``{name: (ref_mu, ref_var)}``: floats for ``"prior"``, ``(D,)`` arrays for ``"empirical"``.
+
+    Raises:
+      ValueError: an unknown name.
     """
     out: dict[str, tuple[np.ndarray | float, np.ndarray | float]] = {}
     for name in names:
@@ -339,10 +433,16 @@ class Context:
         self.test_images = _check_images(self.test_images)
 
     def map_of(self, producer: MapProducer) -> np.ndarray:
-        """``producer``'s map ``(N, H, W)``, produced once per context and kept by name.
+        """``producer``'s map, produced once per context and kept by name.
 
         Its cost (:meth:`seconds`) is the wall time of producing it plus the cost of the kept
         maps it reused, i.e. what it would cost on its own (including jit compilation).
+
+        Args:
+          producer: a :class:`MapProducer`.
+
+        Returns:
+          ``(N, H, W)`` float32.
         """
         name = producer.name
         if name in self._produced:
@@ -356,15 +456,30 @@ class Context:
         return out
 
     def seconds(self, name: str) -> float:
-        """The cost in seconds of map ``name`` on its own (see :meth:`map_of`)."""
+        """The cost in seconds of map ``name`` on its own (see :meth:`map_of`).
+
+        Args:
+          name: a map already produced by :meth:`map_of`.
+
+        Returns:
+          Seconds.
+        """
         return self._seconds[name]
 
     @property
     def key(self) -> jax.Array:
+        """The attention noise key, ``jax.random.key(seed)``."""
         return jax.random.key(self.seed)
 
     def reference(self, name: str) -> tuple[Any, Any]:
-        """``(ref_mu, ref_var)`` of reference ``name`` (:func:`reference_sets`), computed once."""
+        """``(ref_mu, ref_var)`` of reference ``name`` (:func:`reference_sets`), computed once.
+
+        Args:
+          name: ``"prior"`` or ``"empirical"``.
+
+        Returns:
+          ``(ref_mu, ref_var)``.
+        """
         if name not in self._references:
             self._references.update(
                 reference_sets(
@@ -452,31 +567,75 @@ def eval_names(
 
 
 def eval_layers(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
-    """``eval.layers`` (default none): the encoder layers of the attention maps."""
+    """``eval.layers`` (default none): the encoder layers of the attention maps.
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      The layer names.
+    """
     return eval_names(eval_config, "layers", ())
 
 
 def eval_references(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
-    """``eval.references`` (default :data:`REFERENCES`), non-empty."""
+    """``eval.references`` (default :data:`REFERENCES`), non-empty.
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      The reference names.
+
+    Raises:
+      ConfigError: see :func:`eval_names`.
+    """
     return eval_names(eval_config, "references", REFERENCES, REFERENCES, allow_empty=False)
 
 
 def eval_criteria(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
-    """``eval.criteria`` (default :data:`DEFAULT_CRITERIA`), non-empty."""
+    """``eval.criteria`` (default :data:`DEFAULT_CRITERIA`), non-empty.
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      The criteria, entries of :data:`ANOMALY_CRITERIA`.
+
+    Raises:
+      ConfigError: see :func:`eval_names`.
+    """
     return eval_names(
         eval_config, "criteria", DEFAULT_CRITERIA, ANOMALY_CRITERIA, allow_empty=False
     )
 
 
 def eval_baselines(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
-    """``eval.baselines`` (default :data:`DEFAULT_BASELINES`), each a :func:`baseline_kinds`
-    kind; may be empty."""
+    """``eval.baselines`` (default :data:`DEFAULT_BASELINES`); may be empty.
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      The baseline kinds, each one of :func:`baseline_kinds`.
+
+    Raises:
+      ConfigError: see :func:`eval_names`.
+    """
     return eval_names(eval_config, "baselines", DEFAULT_BASELINES, baseline_kinds())
 
 
 def eval_sampling(eval_config: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"sample", "num_samples"}`` of the attention maps (defaults ``True``, 1), unchecked:
-    the constructors that take them check them."""
+    """``{"sample", "num_samples"}`` of the attention maps (defaults ``True``, 1).
+
+    Unchecked: the constructors that take them check them.
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      Keyword arguments for :class:`AnomalyAttention`.
+    """
     return dict(
         sample=bool(eval_config.get("sample", True)),
         num_samples=eval_config.get("num_samples", 1),
@@ -491,7 +650,16 @@ class MapProducer(Protocol):
 
     name: str
 
-    def produce(self, ctx: Context) -> np.ndarray: ...
+    def produce(self, ctx: Context) -> np.ndarray:
+        """The map of ``ctx.test_images``.
+
+        Args:
+          ctx: the shared :class:`Context`.
+
+        Returns:
+          ``(N, H, W)`` float32, higher = more anomalous.
+        """
+        ...
 
 
 # Producer classes by kind. A class that ``config.eval`` selects has a classmethod
@@ -523,8 +691,11 @@ def register_producer(kind: str) -> Callable[[type], type]:
 
 
 def baseline_kinds() -> tuple[str, ...]:
-    """The registered kinds of the model-free baselines (classes with ``baseline = True``),
-    the names ``eval.baselines`` accepts, in registration order."""
+    """The registered kinds of the model-free baselines (classes with ``baseline = True``).
+
+    Returns:
+      The names ``eval.baselines`` accepts, in registration order.
+    """
     return tuple(kind for kind, cls in PRODUCERS.items() if getattr(cls, "baseline", False))
 
 
@@ -537,10 +708,26 @@ class ReconstructionError:
 
     @classmethod
     def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[MapProducer]:
-        """Always one: every evaluation reports the reconstruction error first."""
+        """Always one: every evaluation reports the reconstruction error first.
+
+        Args:
+          eval_config: the ``config.eval`` mapping (unused).
+          **context: unused.
+
+        Returns:
+          ``[ReconstructionError()]``.
+        """
         return [cls()]
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`reconstruction_error_maps` of ``ctx.test_images``.
+
+        Args:
+          ctx: the shared :class:`Context`.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         return reconstruction_error_maps(
             ctx.model, ctx.variables, ctx.test_images, batch_size=ctx.batch_size
         )
@@ -553,7 +740,15 @@ class ModelFreeBaseline:
 
     @classmethod
     def from_config(cls, eval_config: Mapping[str, Any], **context: Any) -> list[MapProducer]:
-        """One instance (it has no parameters); built once per mention in ``eval.baselines``."""
+        """One instance (it has no parameters); built once per mention in ``eval.baselines``.
+
+        Args:
+          eval_config: the ``config.eval`` mapping (unused).
+          **context: unused.
+
+        Returns:
+          ``[cls()]``.
+        """
         return [cls()]
 
 
@@ -565,6 +760,14 @@ class CenterPrior(ModelFreeBaseline):
     name: ClassVar[str] = "center_prior"
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`center_prior_maps` of the shape of ``ctx.test_images``.
+
+        Args:
+          ctx: the shared :class:`Context`.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         return center_prior_maps(np.shape(ctx.test_images)[:3])
 
 
@@ -576,6 +779,14 @@ class Intensity(ModelFreeBaseline):
     name: ClassVar[str] = "intensity"
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`intensity_maps` of ``ctx.test_images``.
+
+        Args:
+          ctx: the shared :class:`Context`.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         return intensity_maps(ctx.test_images)
 
 
@@ -624,9 +835,18 @@ class AnomalyAttention:
 
     @property
     def name(self) -> str:
+        """The map's name, :func:`attention_map_name`."""
         return attention_map_name(self.criterion, self.reference, self.layer)
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`anomaly_attention_maps` of ``ctx.test_images`` with this instance's settings.
+
+        Args:
+          ctx: the shared :class:`Context` (key, reference statistics, batch size).
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         ref_mu, ref_var = ctx.reference(self.reference)
         return anomaly_attention_maps(
             ctx.model,
