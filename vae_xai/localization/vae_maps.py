@@ -113,9 +113,16 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 def model_fns(model: Any, variables: Mapping[str, Any]) -> tuple[EncodeFn, DecodeFn]:
     """``(encode_fn, decode_fn)`` of a Linen VAE of :mod:`vae_xai.models`, in eval mode.
 
-    ``encode_fn(x) = (mu, logvar)`` from ``model.encode(x, train=False)``; ``decode_fn(z)``
-    the logits of ``model.decode(z)``. For an NNX VAE write the two lambdas directly, e.g.
-    ``lambda x: model.encode(x)`` after ``model.eval()``.
+    For an NNX VAE write the two lambdas directly, e.g. ``lambda x: model.encode(x)`` after
+    ``model.eval()``.
+
+    Args:
+      model: the Linen VAE (``encode`` and ``decode`` methods).
+      variables: its variables.
+
+    Returns:
+      ``encode_fn(x) = (mu, logvar)`` from ``model.encode(x, train=False)`` and
+      ``decode_fn(z)``, the logits of ``model.decode(z)``.
     """
 
     def encode_fn(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -132,7 +139,18 @@ def model_fns(model: Any, variables: Mapping[str, Any]) -> tuple[EncodeFn, Decod
 
 
 def image_mean(out: ArrayLike, *, decoder_output: DecoderOutput = "logits") -> jax.Array:
-    """The decoded image mean ``(B, H, W, C)``: ``sigmoid(out)`` for logits, else ``out``."""
+    """The decoded image mean: ``sigmoid(out)`` for logits, else ``out``.
+
+    Args:
+      out: the decoder output ``(B, H, W, C)``.
+      decoder_output: ``"logits"`` or ``"mean"``.
+
+    Returns:
+      ``(B, H, W, C)``.
+
+    Raises:
+      ValueError: an unknown ``decoder_output``.
+    """
     _check_choice("decoder_output", decoder_output, DECODER_OUTPUTS)
     out = jnp.asarray(out)
     return jax.nn.sigmoid(out) if decoder_output == "logits" else out
@@ -147,12 +165,25 @@ def pixel_nll(
     decoder_output: DecoderOutput = "logits",
     eps: float = 1e-6,
 ) -> jax.Array:
-    """Per-pixel reconstruction NLL ``(B, H, W, C)``; its sum over pixels is
-    :func:`vae_xai.losses.reconstruction_nll`.
+    """Per-pixel reconstruction NLL, summing to :func:`vae_xai.losses.reconstruction_nll`.
 
     ``"gaussian"``: ``(x - mean)^2 / (2 variance)`` (the constant dropped, as in training);
     ``"bernoulli"``: the cross-entropy of ``x`` in [0, 1] (on the logits, or on the mean
     clipped to ``[eps, 1 - eps]`` when the decoder gives the mean).
+
+    Args:
+      out: the decoder output ``(B, H, W, C)``.
+      x: the images ``(B, H, W, C)`` in [0, 1].
+      likelihood: ``"gaussian"`` or ``"bernoulli"``, the training likelihood.
+      variance: the Gaussian's variance (unused for Bernoulli).
+      decoder_output: whether ``decode_fn`` gives ``"logits"`` or the image ``"mean"``.
+      eps: the clipping of the mean for Bernoulli on ``"mean"`` output.
+
+    Returns:
+      ``(B, H, W, C)``.
+
+    Raises:
+      ValueError: an unknown ``likelihood`` or ``decoder_output``.
     """
     _check_choice("likelihood", likelihood, LIKELIHOODS)
     _check_choice("decoder_output", decoder_output, DECODER_OUTPUTS)
@@ -202,10 +233,20 @@ def _loss_terms(
 
 
 def gaussian_kernel(kernel_size: int, sigma: float) -> np.ndarray:
-    """The normalized 2-D Gaussian kernel ``(k, k)`` of Zimmerer et al.'s ``smooth_tensor``.
+    """The normalized 2-D Gaussian kernel of Zimmerer et al.'s ``smooth_tensor``.
 
     As there, an even ``kernel_size`` is reduced by one (their default 8 becomes 7), so the
     kernel is centred; its entries sum to 1.
+
+    Args:
+      kernel_size: the side, >= 1 (even sizes reduced by one).
+      sigma: the standard deviation in pixels, > 0.
+
+    Returns:
+      ``(k, k)`` float32.
+
+    Raises:
+      ValueError: ``kernel_size < 1`` or ``sigma <= 0``.
     """
     if kernel_size < 1:
         raise ValueError(f"kernel_size must be >= 1; got {kernel_size}")
@@ -218,10 +259,21 @@ def gaussian_kernel(kernel_size: int, sigma: float) -> np.ndarray:
 
 
 def smooth_maps(maps: ArrayLike, *, kernel_size: int = 8, sigma: float = 3.0) -> jax.Array:
-    """Gaussian-smoothed maps ``(B, H, W)`` (:func:`gaussian_kernel`, zero padding, same size).
+    """Gaussian-smoothed maps (:func:`gaussian_kernel`, zero padding, same size).
 
     Zero padding as in Zimmerer et al.'s ``Conv2d(padding=kernel_size // 2)``, so values near
-    the border are pulled towards 0. ``kernel_size`` 0 or 1 returns the maps unchanged.
+    the border are pulled towards 0.
+
+    Args:
+      maps: ``(B, H, W)``.
+      kernel_size: the kernel side; 0 or 1 returns the maps unchanged.
+      sigma: the kernel's standard deviation.
+
+    Returns:
+      ``(B, H, W)``.
+
+    Raises:
+      ValueError: ``maps`` is not 3-D.
     """
     maps = jnp.asarray(maps)
     if maps.ndim != 3:
@@ -360,10 +412,19 @@ def input_gradient_maps(
     batch_size: int = 16,
     **kwargs: Any,
 ) -> np.ndarray:
-    """:func:`input_gradients` over a test set ``(N, H, W, C)`` -> ``(N, H, W)`` float32.
+    """:func:`input_gradients` over a test set, in padded batches (one compile).
 
-    ``kwargs`` are those of :func:`input_gradients`; batch ``b`` draws from
-    ``fold_in(key, b)`` when ``num_samples > 0``.
+    Args:
+      encode_fn: the VAE's encoder (module doc).
+      decode_fn: its decoder.
+      images: ``(N, H, W, C)`` in [0, 1].
+      key: noise for the latent draws; batch ``b`` draws from ``fold_in(key, b)`` when
+        ``num_samples > 0``; default ``jax.random.key(0)``.
+      batch_size: images per pass.
+      **kwargs: those of :func:`input_gradients`.
+
+    Returns:
+      ``(N, H, W)`` float32.
     """
     images = _check_images(images)
     key = jax.random.key(0) if key is None else key
@@ -379,10 +440,19 @@ def input_gradient_maps(
 
 
 def set_range(maps: ArrayLike) -> tuple[float, float]:
-    """``(min, max)`` of maps over the whole set ``(N, H, W)``: one range for every image.
+    """``(min, max)`` of maps over the whole set: one range for every image.
 
     The localization metrics pool pixels over the set, so a normalization must be one affine
     map for all images (per-image min-max would erase which images are anomalous at all).
+
+    Args:
+      maps: ``(N, H, W)``.
+
+    Returns:
+      ``(lo, hi)`` floats.
+
+    Raises:
+      ValueError: empty maps or a NaN or inf.
     """
     maps = np.asarray(maps)
     if maps.size == 0 or not np.all(np.isfinite(maps)):
@@ -391,11 +461,22 @@ def set_range(maps: ArrayLike) -> tuple[float, float]:
 
 
 def normalize_by_range(maps: ArrayLike, *, lo: float, hi: float) -> np.ndarray:
-    """``(maps - lo) / (hi - lo)`` float32, one range for the whole set (:func:`set_range`).
+    """``(maps - lo) / (hi - lo)``, one range for the whole set (:func:`set_range`).
 
     With ``hi == lo`` (a constant map) the result is all zeros. Maps outside the range (a
     range fixed on other images, e.g. the training set) fall outside [0, 1]; nothing is
     clipped, so the ordering of pixels is kept.
+
+    Args:
+      maps: any shape.
+      lo: the value mapped to 0.
+      hi: the value mapped to 1, ``>= lo``.
+
+    Returns:
+      float32, the shape of ``maps``.
+
+    Raises:
+      ValueError: ``hi < lo``.
     """
     maps = np.asarray(maps, np.float32)
     if not hi >= lo:
@@ -441,10 +522,22 @@ def additive_combination(
     a_range: tuple[float, float] | None = None,
     b_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """The additive form: ``norm(a) + norm(b)``, each normalized over the set, ``(N, H, W)``.
+    """The additive form: ``norm(a) + norm(b)``, each normalized over the set.
 
     Zimmerer et al.'s ``combi_add`` (KL-gradient map plus reconstruction error, each
-    min-max normalized over all evaluated pixels). Ranges default to :func:`set_range`.
+    min-max normalized over all evaluated pixels).
+
+    Args:
+      a: ``(N, H, W)``, e.g. the KL-gradient maps.
+      b: ``(N, H, W)``, e.g. the reconstruction error.
+      a_range: ``(lo, hi)`` of ``a``; default :func:`set_range` of ``a``.
+      b_range: likewise for ``b``.
+
+    Returns:
+      ``(N, H, W)`` float32.
+
+    Raises:
+      ValueError: the maps are not both ``(N, H, W)`` of one shape.
     """
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
@@ -470,10 +563,24 @@ def energy(
     variance: float = 0.5,
     decoder_output: DecoderOutput = "logits",
 ) -> jax.Array:
-    """Per-image energy ``(B,)``: ``L_rec(x, f(x)) + lam ||x - x0||_1 + kl_weight KL(x)``.
+    """Per-image energy ``L_rec(x, f(x)) + lam ||x - x0||_1 + kl_weight KL(x)``.
 
     ``f(x) = decode(mu(x))``, ``L_rec`` the summed :func:`pixel_nll` of the training
     likelihood (Dehaene et al.'s Eq. for ``E(x_t)``; the KL term is their VAE option).
+
+    Args:
+      encode_fn: the VAE's encoder (module doc).
+      decode_fn: its decoder.
+      x: the current images ``(B, H, W, C)``.
+      x0: the test images ``(B, H, W, C)``.
+      lam: weight of the L1 distance to ``x0``.
+      kl_weight: weight of the KL term.
+      likelihood: ``"gaussian"`` or ``"bernoulli"``, the training likelihood.
+      variance: the Gaussian's variance (unused for Bernoulli).
+      decoder_output: whether ``decode_fn`` gives ``"logits"`` or the image ``"mean"``.
+
+    Returns:
+      ``(B,)``.
     """
     e, _ = _energy_and_recon(
         encode_fn, decode_fn, x, x0, lam=lam, kl_weight=kl_weight, likelihood=likelihood,
@@ -519,12 +626,28 @@ def projection_step(
     decoder_output: DecoderOutput = "logits",
     clip: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
-    """One step ``x - step_size * dE/dx * (x - f(x))^2`` (clipped to [0, 1]); ``(x', E(x))``.
+    """One step ``x - step_size * dE/dx * (x - f(x))^2`` of Dehaene et al.'s projection.
 
     The gradient of :func:`energy` (through ``f`` too; the L1 term's subgradient
     ``lam * sign(x - x0)``, 0 at ``x = x0``) weighted per pixel and channel by the current
     squared reconstruction error (held constant), which is what makes the descent change
-    anomalous pixels and leave well-reconstructed ones alone. Returns ``E(x)`` ``(B,)`` too.
+    anomalous pixels and leave well-reconstructed ones alone.
+
+    Args:
+      encode_fn: the VAE's encoder (module doc).
+      decode_fn: its decoder.
+      x: the current images ``(B, H, W, C)``.
+      x0: the test images.
+      step_size: the step.
+      lam: see :func:`energy`.
+      kl_weight: see :func:`energy`.
+      likelihood: ``"gaussian"`` or ``"bernoulli"``, the training likelihood.
+      variance: the Gaussian's variance (unused for Bernoulli).
+      decoder_output: whether ``decode_fn`` gives ``"logits"`` or the image ``"mean"``.
+      clip: clip the new images to [0, 1].
+
+    Returns:
+      ``(x', E(x))``: the new images and the energy ``(B,)`` before the step.
     """
     x = jnp.asarray(x)
     x0 = jnp.asarray(x0)
@@ -565,21 +688,38 @@ def project(
     decoder_output: DecoderOutput = "logits",
     clip: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
-    """Dehaene et al.'s iterative energy-based projection of ``x0`` ``(B, H, W, C)``.
+    """Dehaene et al.'s iterative energy-based projection of ``x0``.
 
     ``steps`` iterations of :func:`projection_step` in one ``lax.scan`` (jit-able); with
     ``threshold``, an image whose energy is already ``<= threshold`` is frozen (a per-image
     mask inside the loop, so the batch keeps one shape).
-
-    Returns:
-      ``(x_T, energies)``: the projected images ``(B, H, W, C)`` and the energy of every
-      image before each step and after the last, ``(steps + 1, B)``.
 
     There is no official code; a third-party port (``ForrestPi/AnomalyDetection``,
     ``anomalyLocalization/code/eval.py``) uses the BCE loss, reuses the first step's gradient
     in later steps and L2-normalizes it; we follow the paper's algorithm: a fresh gradient of
     the full energy each step, weighted by ``(x_t - f(x_t))^2``, no normalization, and the
     likelihood the model was trained with. Clipping to [0, 1] (``clip``) is our addition.
+
+    Args:
+      encode_fn: the VAE's encoder (module doc).
+      decode_fn: its decoder.
+      x0: the test images ``(B, H, W, C)``.
+      steps: iterations, >= 0.
+      step_size: see :func:`projection_step`.
+      lam: see :func:`energy`.
+      kl_weight: see :func:`energy`.
+      threshold: freeze an image once its energy is ``<= threshold``; ``None`` never.
+      likelihood: ``"gaussian"`` or ``"bernoulli"``, the training likelihood.
+      variance: the Gaussian's variance (unused for Bernoulli).
+      decoder_output: whether ``decode_fn`` gives ``"logits"`` or the image ``"mean"``.
+      clip: clip to [0, 1] after each step.
+
+    Returns:
+      ``(x_T, energies)``: the projected images ``(B, H, W, C)`` and the energy of every
+      image before each step and after the last, ``(steps + 1, B)``.
+
+    Raises:
+      ValueError: ``steps < 0`` or ``x0`` not 4-D.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
@@ -606,7 +746,16 @@ def project(
 def projection_map(
     x0: ArrayLike, x_t: ArrayLike, *, channel_reduce: ChannelReduce = "sum"
 ) -> jax.Array:
-    """``|x0 - x_T|`` reduced over channels, ``(B, H, W)``: what the projection changed."""
+    """``|x0 - x_T|`` reduced over channels: what the projection changed.
+
+    Args:
+      x0: the test images ``(B, H, W, C)``.
+      x_t: the projected images.
+      channel_reduce: ``"sum"``, ``"mean"`` or ``"max"``.
+
+    Returns:
+      ``(B, H, W)``.
+    """
     return _reduce_channels(jnp.abs(jnp.asarray(x0) - jnp.asarray(x_t)), channel_reduce)
 
 
@@ -619,10 +768,21 @@ def projection_maps(
     channel_reduce: ChannelReduce = "sum",
     **kwargs: Any,
 ) -> np.ndarray:
-    """:func:`project` over a test set ``(N, H, W, C)``; maps :func:`projection_map` ``(N, H, W)``.
+    """:func:`project` over a test set, each batch's map :func:`projection_map`.
 
-    ``kwargs`` are those of :func:`project`. Each padded batch is one jitted ``lax.scan``;
-    memory is that of one forward and backward pass of ``batch_size`` images.
+    Each padded batch is one jitted ``lax.scan``; memory is that of one forward and backward
+    pass of ``batch_size`` images.
+
+    Args:
+      encode_fn: the VAE's encoder (module doc).
+      decode_fn: its decoder.
+      images: ``(N, H, W, C)`` in [0, 1].
+      batch_size: images per pass.
+      channel_reduce: ``"sum"``, ``"mean"`` or ``"max"``.
+      **kwargs: those of :func:`project`.
+
+    Returns:
+      ``(N, H, W)`` float32.
     """
     images = _check_images(images)
     _check_choice("channel_reduce", channel_reduce, CHANNEL_REDUCTIONS)
@@ -646,11 +806,21 @@ def released_attention_maps(
     layer: str,
     batch_size: int = 16,
 ) -> np.ndarray:
-    """The released-code attention variant (:func:`vae_xai.attention.released_code_attention`)
-    at encoder ``layer`` over a test set, ``(N, H, W)`` float32 at the input resolution.
+    """The released-code attention variant at encoder ``layer`` over a test set.
 
-    As in the authors' code, the gradient is RMS-normalized over the whole *batch*, so the
-    maps depend on ``batch_size`` (padding rows included).
+    :func:`vae_xai.attention.released_code_attention`. As in the authors' code, the gradient
+    is RMS-normalized over the whole *batch*, so the maps depend on ``batch_size`` (padding
+    rows included).
+
+    Args:
+      model: the VAE module.
+      variables: its variables.
+      images: ``(N, H, W, C)`` in [0, 1].
+      layer: the encoder layer.
+      batch_size: images per pass.
+
+    Returns:
+      ``(N, H, W)`` float32 at the input resolution.
     """
     images = _check_images(images)
     size = tuple(images.shape[1:3])
@@ -705,13 +875,22 @@ def _check_finite(field: str, value: Any, *, minimum: float | None = None) -> No
 
 
 def map_producers() -> dict[str, type]:
-    """``{name in eval.maps: producer class}`` over the registered classes with ``map_names``,
-    in registration order."""
+    """The producer class of every name ``eval.maps`` accepts.
+
+    Returns:
+      ``{name: class}`` over the registered classes with ``map_names``, in registration order.
+    """
     return {name: cls for cls in PRODUCERS.values() for name in getattr(cls, "map_names", ())}
 
 
 def eval_maps(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
     """``eval.maps`` (default none): names of :func:`map_producers`, each at most once.
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      The names, in order.
 
     Raises:
       ConfigError: naming ``eval.maps``, for an unknown or repeated name.
@@ -725,6 +904,12 @@ def eval_maps(eval_config: Mapping[str, Any]) -> tuple[str, ...]:
 @dataclasses.dataclass(frozen=True)
 class GradientSettings:
     """The ``eval.grad`` block shared by the input-gradient maps and their combinations.
+
+    Attributes:
+      num_samples: latent draws averaged (0: ``z = mu``), see :func:`input_gradients`.
+      channel_reduce: ``"sum"``, ``"mean"`` or ``"max"``.
+      smooth_kernel: Gaussian smoothing kernel side (0: none; 8 becomes 7, Zimmerer's).
+      smooth_sigma: its standard deviation.
 
     Raises:
       ConfigError: naming the ``eval.grad.<key>`` that is out of range.
@@ -746,7 +931,17 @@ class GradientSettings:
 
     @classmethod
     def from_config(cls, eval_config: Mapping[str, Any]) -> GradientSettings:
-        """``eval.grad`` over :data:`GRAD_DEFAULTS` (read whether or not a map uses it)."""
+        """``eval.grad`` over :data:`GRAD_DEFAULTS` (read whether or not a map uses it).
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+
+        Returns:
+          The settings.
+
+        Raises:
+          ConfigError: an unknown key or a value out of range.
+        """
         return cls(**_block(eval_config, "grad", GRAD_DEFAULTS))
 
 
@@ -787,6 +982,7 @@ class InputGradient:
 
     @property
     def name(self) -> str:
+        """``grad_<term>``."""
         return f"grad_{self.term}"
 
     @property
@@ -795,6 +991,14 @@ class InputGradient:
         return self.name
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`input_gradient_maps` of ``ctx.test_images`` with the model's training loss.
+
+        Args:
+          ctx: the shared context (model, test set, key, likelihood, variance, beta).
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         encode_fn, decode_fn = model_fns(ctx.model, ctx.variables)
         s = self.settings
         return input_gradient_maps(
@@ -881,6 +1085,7 @@ class GradientCombination:
 
     @property
     def name(self) -> str:
+        """``combi`` (product) or ``combi_add`` (sum)."""
         return "combi" if self.mode == "product" else "combi_add"
 
     @property
@@ -889,6 +1094,14 @@ class GradientCombination:
         return self.name
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """The combination of the KL-gradient map and ``recon``, both reused from ``ctx``.
+
+        Args:
+          ctx: the shared context.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         kl_producer, rec_producer = InputGradient("kl", self.settings), ReconstructionError()
         kl, rec = ctx.map_of(kl_producer), ctx.map_of(rec_producer)
         kl_range = _range_on(ctx, kl_producer, self.normalize_on, self.max_norm_images)
@@ -903,7 +1116,15 @@ class GradientCombination:
 class EnergyProjection:
     """:func:`projection_maps` (Dehaene et al.); named ``projection``.
 
-    ``threshold`` 0 or below means no early stop (run all ``steps``).
+    Attributes:
+      steps: iterations of :func:`projection_step`.
+      step_size: the step.
+      lam: weight of the L1 distance to the test image.
+      kl_weight: weight of the KL term in the energy.
+      threshold: freeze an image once its energy is at most this; 0 or below means no early
+        stop (run all ``steps``).
+      clip: clip to [0, 1] after each step.
+      channel_reduce: ``"sum"``, ``"mean"`` or ``"max"`` for :func:`projection_map`.
 
     Raises:
       ConfigError: naming the ``eval.projection.<key>`` that is out of range.
@@ -949,6 +1170,14 @@ class EnergyProjection:
         return [cls(**block)] if cls.map_name in eval_maps(eval_config) else []
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`projection_maps` of ``ctx.test_images`` with the model's training likelihood.
+
+        Args:
+          ctx: the shared context.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         encode_fn, decode_fn = model_fns(ctx.model, ctx.variables)
         return projection_maps(
             encode_fn,
@@ -979,9 +1208,18 @@ class ReleasedAttention:
 
     @property
     def name(self) -> str:
+        """``attention_released_<layer>``."""
         return f"attention_released_{self.layer}"
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`released_attention_maps` of ``ctx.test_images``.
+
+        Args:
+          ctx: the shared context.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         return released_attention_maps(
             ctx.model, ctx.variables, ctx.test_images, layer=self.layer, batch_size=ctx.batch_size
         )
@@ -1063,6 +1301,11 @@ class AttentionWeightedRecon:
         ]
 
     def attention(self) -> Any:
+        """The producer of the attention map used as the weight.
+
+        Returns:
+          A :class:`ReleasedAttention` or :class:`~vae_xai.localization.maps.AnomalyAttention`.
+        """
         if self.variant == "released":
             return ReleasedAttention(self.layer)
         return AnomalyAttention(
@@ -1075,9 +1318,18 @@ class AttentionWeightedRecon:
 
     @property
     def name(self) -> str:
+        """``recon_x_<attention map name>``."""
         return f"recon_x_{self.attention().name}"
 
     def produce(self, ctx: Context) -> np.ndarray:
+        """The set-normalized attention map times ``recon``, both reused from ``ctx``.
+
+        Args:
+          ctx: the shared context.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
         weight = ctx.map_of(self.attention())
         return product_combination(weight, ctx.map_of(ReconstructionError()))
 
@@ -1133,5 +1385,12 @@ def producers_from_config(eval_config: Mapping[str, Any]) -> list[Any]:
 
 
 def producer_names(eval_config: Mapping[str, Any]) -> list[str]:
-    """The names of :func:`producers_from_config` (the keys of their maps in results)."""
+    """The names of :func:`producers_from_config` (the keys of their maps in results).
+
+    Args:
+      eval_config: the ``config.eval`` mapping.
+
+    Returns:
+      The names, in order.
+    """
     return [p.name for p in producers_from_config(eval_config)]
