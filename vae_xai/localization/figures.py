@@ -20,7 +20,17 @@ def save_roc_figure(
     *,
     title: str | None = None,
 ) -> pathlib.Path:
-    """Pooled pixel ROC curves of several map types on one PNG."""
+    """Pooled pixel ROC curves of several map types on one PNG.
+
+    Args:
+      path: the PNG to write.
+      maps_by_name: ``{name: (N, H, W) maps}``, one curve each (AUROC in the legend).
+      masks: ``(N, H, W)`` ground truth.
+      title: figure title.
+
+    Returns:
+      The path written.
+    """
     masks = np.asarray(masks).astype(bool)
     curves = {}
     for name, maps in maps_by_name.items():
@@ -45,6 +55,19 @@ def save_overlays(
     Heat maps share one colour scale per map type over the whole test set (the 99.5th
     percentile), so that colours are comparable across images and defect types, as the
     pooled metrics are.
+
+    Args:
+      folder: where the PNGs go.
+      images: ``(N, H, W, C)`` in [0, 1].
+      masks: ``(N, H, W)``.
+      groups: ``(N,)`` group of each image; one figure per distinct group, sorted.
+      maps_by_name: ``{name: (N, H, W) maps}``, one row each.
+      per_group: the first images of each group shown (columns).
+      prefix: file names are ``<prefix>_<group>.png``.
+      title: prefix of each figure's title.
+
+    Returns:
+      The paths written.
     """
     images = np.asarray(images)
     masks = np.asarray(masks)

@@ -3,8 +3,8 @@
 :func:`train_on_normal` and :func:`evaluate_test_set` are what the one-class experiments
 (MNIST localization control, MVTec-AD, UCSD Ped1) call: the first trains (or resumes) through
 :func:`vae_xai.train.train`, the second evaluates through :func:`evaluate` with the producers
-and evaluators that ``config.eval``
-selects (:func:`vae_xai.localization.producers.producers_from_config`,
+and evaluators that ``config.eval`` selects
+(:func:`vae_xai.localization.producers.producers_from_config`,
 :func:`vae_xai.localization.evaluators.evaluators_from_config`). :func:`check_config` builds
 both from the config before any work, so a bad entry fails in seconds, naming the field.
 """
@@ -54,7 +54,14 @@ TRAIN_KEYS = (
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:
-    """``{"params": ..., **model_state}``: the variables for ``model.apply`` in eval mode."""
+    """The variables for ``model.apply`` in eval mode.
+
+    Args:
+      state: a trained :class:`~vae_xai.train.TrainState`.
+
+    Returns:
+      ``{"params": ..., **model_state}``.
+    """
     return {"params": state.params, **state.model_state}
 
 
@@ -154,12 +161,21 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Produce every map, run every evaluator over them, nest their pairs.
 
-    Returns ``(results, maps)``: ``results`` from :func:`~vae_xai.localization.evaluators.
-    collect` (``"metrics"``, ``"latent_detection"``, ``"figures"``, ...) plus
-    ``"eval_wall_s"`` and ``"map_cost"``: for each map, ``{"wall_s", "ms_per_image"}``, the
-    seconds it costs on its own (:meth:`~vae_xai.localization.maps.Context.map_of`: its
-    wall time, jit compilation included, plus the maps it reused) and per test image;
-    ``maps`` the ``(N, H, W)`` maps by name, in producer order.
+    Args:
+      ctx: the shared :class:`~vae_xai.localization.maps.Context`.
+      producers: the map producers, in results order (names must be distinct).
+      evaluators: the evaluators, in run order.
+
+    Returns:
+      ``(results, maps)``: ``results`` from :func:`~vae_xai.localization.evaluators.collect`
+      (``"metrics"``, ``"latent_detection"``, ``"figures"``, ...) plus ``"eval_wall_s"`` and
+      ``"map_cost"``: for each map, ``{"wall_s", "ms_per_image"}``, the seconds it costs on its
+      own (:meth:`~vae_xai.localization.maps.Context.map_of`: its wall time, jit compilation
+      included, plus the maps it reused) and per test image; ``maps`` the ``(N, H, W)`` maps by
+      name, in producer order.
+
+    Raises:
+      ValueError: two producers share a name.
     """
     t0 = time.perf_counter()
     maps: dict[str, np.ndarray] = {}

@@ -34,14 +34,28 @@ RESULT_NAMES_NOTE = (
 
 
 def save_results(evaluation: workdir_lib.Evaluation, results: Mapping[str, Any]) -> dict[str, Any]:
-    """Write a launcher's results to the evaluation's ``results.json`` (atomically, with the
-    run's identity and the evaluation's config) and link it as ``workdir/results.json``;
-    returns what was written (see :meth:`vae_xai.workdir.Evaluation.save_results`)."""
+    """Write a launcher's results to the evaluation's ``results.json``.
+
+    Atomically, with the run's identity and the evaluation's config, and linked as
+    ``workdir/results.json`` (see :meth:`vae_xai.workdir.Evaluation.save_results`).
+
+    Args:
+      evaluation: the evaluation folder.
+      results: the launcher's results.
+
+    Returns:
+      What was written.
+    """
     return evaluation.save_results(results)
 
 
 def print_report(results: Mapping[str, Any], path: str | pathlib.Path) -> None:
-    """Print a one-class launcher's :func:`summary_table` and where its results.json is."""
+    """Print a one-class launcher's :func:`summary_table` and where its results.json is.
+
+    Args:
+      results: the results (``metrics``, optionally ``latent_detection``).
+      path: the results.json path printed.
+    """
     print(summary_table(results.get("metrics", {}), results.get("latent_detection")))
     print(f"results: {path}")
 
@@ -52,8 +66,15 @@ def summary_table(
 ) -> str:
     """A plain-text table of the overall metrics of each map type (for logs).
 
-    With ``latent_detection`` (from :func:`latent_detection`), one more line per reference
-    gives the image AUROC of the latent code's KL score.
+    Args:
+      metrics_by_map: ``results["metrics"]``
+        (:func:`~vae_xai.localization.evaluators.evaluate_maps`).
+      latent_detection: ``results["latent_detection"]``
+        (:func:`~vae_xai.localization.evaluators.latent_detection`); one more line per reference
+        gives the image AUROC of the latent code's KL score.
+
+    Returns:
+      The table, one line per map.
     """
     cols = ("pixel_auroc", "best_iou", "aupro", "image_auroc")
     width = max((len(n) for n in metrics_by_map), default=3) + 2
