@@ -25,8 +25,7 @@ any work (no data loading, model init or compilation):
   evaluation is listed in ``run.json``'s ``evaluations``. Each evaluation folder also holds a
   TensorBoard event file with its numbers and figures (:mod:`vae_xai.metric_writer`).
 
-A workdir that holds outputs but no ``run.json`` (made before run records, or by something
-else) is refused: its config cannot be checked.
+A workdir that holds outputs but no ``run.json`` is refused: its config cannot be checked.
 
 The package, one job a module (everything below is importable from ``vae_xai.workdir``):
 

@@ -18,14 +18,14 @@ CHECKSUMS_FILE = "vae_xai_checksums.json"
 
 
 def checkpoint_digest(step_dir: str | os.PathLike[str]) -> str | None:
-    """A short hash of a checkpoint step's checksum file (so of the exact files saved), or
-    ``None`` when the step has none (saved by an older version, or not saved).
+    """A short hash of a checkpoint step's checksum file, so of the exact files saved.
 
     Args:
       step_dir: the step folder (``workdir/checkpoints/<step>``).
 
     Returns:
-      10 hex digits, or ``None``.
+      10 hex digits, or ``None`` when the step has no readable checksum file (saved without
+      checksums, or not saved).
     """
     path = pathlib.Path(step_dir) / CHECKSUMS_FILE
     try:
@@ -39,7 +39,13 @@ def trained_step(workdir: str | os.PathLike[str]) -> int | None:
     """The highest checkpointed step under ``workdir/checkpoints`` or ``workdir/*/checkpoints``.
 
     Reads folder names only (orbax names step folders by their step; unfinished saves carry a
-    suffix and are skipped), so it costs nothing. ``None`` when nothing is checkpointed.
+    suffix and are skipped), so it costs nothing.
+
+    Args:
+      workdir: the run folder.
+
+    Returns:
+      The step, or ``None`` when nothing is checkpointed.
     """
     workdir = pathlib.Path(workdir)
     steps = [

@@ -59,10 +59,18 @@ def _same_tree(a: pathlib.Path, b: pathlib.Path) -> bool:
 
 
 def copied_outputs(workdir: str | os.PathLike[str]) -> set[str]:
-    """The names of the real files and folders at the top of ``workdir`` that are copies of
-    some evaluation's output (``workdir/evaluations/*/<name>``): links that a ``cp -rL``
-    turned into copies. Taken before an evaluation writes, since a rerun of the same
-    evaluation rewrites the very output the copy was made of."""
+    """The top-level files and folders of ``workdir`` that are copies of an evaluation's output.
+
+    Real files and folders equal to some ``workdir/evaluations/*/<name>``: links that a
+    ``cp -rL`` turned into copies. Taken before an evaluation writes, since a rerun of the same
+    evaluation rewrites the very output the copy was made of.
+
+    Args:
+      workdir: the run folder.
+
+    Returns:
+      Their names.
+    """
     workdir = pathlib.Path(workdir)
     outputs = workdir / EVALUATIONS
     if not workdir.is_dir() or not outputs.is_dir():
@@ -87,10 +95,19 @@ def replace_link(
     """Point ``link`` at ``target`` (relative to the link's folder), atomically.
 
     A symlink is replaced. A real file or folder there (a workdir copied with ``cp -rL``
-    turns the links into copies) is replaced when its name is in ``copies`` (found by
-    :func:`copied_outputs` before the evaluation wrote) or it is a copy of some output under
-    ``outputs`` (any evaluation's file of that name); anything else is a user's own file:
-    left alone, with a warning. Returns whether the link now points at ``target``.
+    turns the links into copies) is replaced when its name is in ``copies`` or it is a copy of
+    some output under ``outputs`` (any evaluation's file of that name); anything else is a
+    user's own file: left alone, with a warning.
+
+    Args:
+      link: the path in the workdir.
+      target: where it points, relative to ``link.parent``.
+      outputs: the ``workdir/evaluations`` folder.
+      copies: names known to be copies (:func:`copied_outputs`, taken before the evaluation
+        wrote).
+
+    Returns:
+      Whether the link now points at ``target``.
     """
     if link.exists() and not link.is_symlink() and link.name not in copies:
         found = [p for p in outputs.glob(f"*/{link.name}") if _same_tree(link, p)]
@@ -158,7 +175,15 @@ class RunRecord(Protocol):
 
 
 class Evaluation:
-    """One evaluation of a run: its own folder, config and results."""
+    """One evaluation of a run: its own folder, config and results.
+
+    Args:
+      run: the run it evaluates (:class:`vae_xai.workdir.Run`).
+      folder: its folder (created), ``workdir/evaluations/<folder_name>``.
+      config: the evaluation config, as plain JSON values.
+      step: the step of the model evaluated.
+      checkpoint: the checkpoint's digest, or ``None``.
+    """
 
     def __init__(
         self,
@@ -177,6 +202,7 @@ class Evaluation:
 
     @property
     def results_path(self) -> pathlib.Path:
+        """The evaluation's ``results.json``."""
         return self.dir / "results.json"
 
     def header(self) -> dict[str, Any]:
@@ -202,14 +228,24 @@ class Evaluation:
         extra: Mapping[str, Any] | None = None,
         publish: bool = True,
     ) -> dict[str, Any]:
-        """Write ``results.json`` in the evaluation folder through the results schema
-        (:func:`vae_xai.results.write`, atomically), record the evaluation in ``run.json``
-        and, with ``publish``, link its outputs from the workdir.
+        """Write the evaluation's ``results.json`` and record the evaluation in ``run.json``.
 
-        ``results`` are one seed's numbers (``seed`` defaults to the config's ``seed``, else
-        0); a run that trains several seeds itself passes ``per_seed`` instead. The schema's
-        ``config`` and ``data`` are the run record's; ``extra`` (e.g. ``paper``, ``notes``)
-        follows the :meth:`header` entries. Returns what was written, with ``results_path``.
+        Written through the results schema (:func:`vae_xai.results.write`, atomically), together
+        with a TensorBoard event file of its numbers and figures. The schema's ``config`` and
+        ``data`` are the run record's; ``extra`` follows the :meth:`header` entries.
+
+        Args:
+          results: one seed's numbers.
+          per_seed: ``{seed: numbers}`` instead, for a run that trains several seeds itself.
+          seed: the seed of ``results``; default the config's ``seed``, else 0.
+          extra: more top-level entries (e.g. ``paper``, ``notes``).
+          publish: link the outputs from the workdir (:meth:`publish`).
+
+        Returns:
+          What was written, with ``results_path``.
+
+        Raises:
+          ValueError: both or neither of ``results`` and ``per_seed``.
         """
         if (results is None) == (per_seed is None):
             raise ValueError("pass one of results (one seed) and per_seed")
@@ -256,10 +292,15 @@ class Evaluation:
                     writer.write_images(self.step, {png.relative_to(self.dir).as_posix(): data})
 
     def publish(self) -> list[pathlib.Path]:
-        """Point ``workdir/<name>`` at every output of this evaluation (symlinks, replaced
-        atomically); links of an earlier evaluation that this one lacks are removed. A real
-        file or folder of that name in the workdir is left alone. With several processes,
-        process 0 links; the others return ``[]``."""
+        """Point ``workdir/<name>`` at every output of this evaluation.
+
+        Symlinks, replaced atomically; links of an earlier evaluation that this one lacks are
+        removed. A real file or folder of that name in the workdir is left alone
+        (:func:`replace_link`).
+
+        Returns:
+          The links made; ``[]`` on processes other than 0 (process 0 links).
+        """
         if jax.process_index() != 0:
             return []
         workdir = self.run.workdir

@@ -32,9 +32,8 @@ class Fields:
         often to checkpoint and log, where to cache decoded data); recorded when they change.
       labels: dotted paths that only name a set of other fields' values (the config
         ``variant``); recorded when they change, never compared: the fields they stand for
-        are. So a workdir started as ``mvtec_localization.py:small`` continues under the
-        variant's canonical name ``cpu`` (same fields), and ``:smoke`` -> ``:cpu`` on one
-        workdir is refused by the fields that differ (batch size, ...), not by the name.
+        are. So ``:smoke`` -> ``:cpu`` on one workdir is refused by the fields that differ
+        (batch size, ...), not by the name.
     """
 
     num_steps: str = "num_steps"
@@ -43,8 +42,14 @@ class Fields:
     labels: tuple[str, ...] = ("variant",)
 
     def kind(self, key: str) -> str:
-        """``"num_steps"``, ``"eval"``, ``"schedule"``, ``"label"`` or ``"train"`` for a
-        dotted key."""
+        """What a dotted config key is to the record.
+
+        Args:
+          key: a dotted key of the flattened config.
+
+        Returns:
+          ``"num_steps"``, ``"eval"``, ``"schedule"``, ``"label"`` or ``"train"`` (compared).
+        """
         if key == self.num_steps:
             return "num_steps"
         for name, prefixes in (
@@ -58,13 +63,28 @@ class Fields:
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    """A ConfigDict (or mapping) as plain JSON values (tuples become lists)."""
+    """A ConfigDict (or mapping) as plain JSON values (tuples become lists).
+
+    Args:
+      config: a ConfigDict or mapping.
+
+    Returns:
+      A plain dict.
+    """
     raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     return json.loads(json.dumps(raw, default=str))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves)."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty mappings are leaves).
+
+    Args:
+      tree: nested mappings.
+      prefix: prepended to every key.
+
+    Returns:
+      The flat dict.
+    """
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -76,14 +96,24 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def select(tree: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
-    """The flattened entries of ``tree`` at or under the dotted ``paths``."""
+    """The flattened entries of ``tree`` at or under the dotted ``paths``.
+
+    Args:
+      tree: nested mappings.
+      paths: dotted paths (a subtree or a leaf).
+
+    Returns:
+      ``{dotted key: value}``.
+    """
     flat = flatten(tree)
     return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in paths)}
 
 
 def check_values(config: Any) -> None:
-    """Every float of the config is finite and a ``seed`` is an integer the random key holds
-    (seeds equal modulo 2**32 would train the same run twice).
+    """Check that every float of the config is finite and ``seed`` fits the random key.
+
+    ``seed`` must be an integer in [0, 2**32): seeds equal modulo 2**32 would train the same
+    run twice.
 
     Args:
       config: a ConfigDict or mapping.

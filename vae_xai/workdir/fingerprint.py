@@ -143,8 +143,16 @@ def split_listings(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def changed_files(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """``added X``, ``removed X``, ``changed X`` lines between two per-file tables (by the
-    dotted key of their fingerprint), at most 20."""
+    """``added X``, ``removed X``, ``changed X`` lines between two sets of per-file tables.
+
+    Args:
+      old: ``{dotted key of a fingerprint: per-file table}`` recorded
+        (``workdir/data_files.json``).
+      new: the same for this start (:func:`split_listings`).
+
+    Returns:
+      At most 20 lines (then a count of the rest).
+    """
     lines = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key) or {}, new.get(key) or {}

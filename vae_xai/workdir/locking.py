@@ -44,8 +44,7 @@ def _pid_running(pid: int) -> bool:
 
 
 def lock(workdir: str | os.PathLike[str]) -> pathlib.Path:
-    """Make this process the one writer of ``workdir`` (created if missing) until it exits
-    (or :func:`release`).
+    """Make this process the one writer of ``workdir`` until it exits (or :func:`release`).
 
     An exclusive ``flock`` on ``workdir/.lock``, which records the holder's host, PID and
     start time. The kernel drops the lock when its process dies, so the lock of a killed run
@@ -54,13 +53,14 @@ def lock(workdir: str | os.PathLike[str]) -> pathlib.Path:
     processes (:mod:`vae_xai.distributed`) only process 0 locks.
 
     Args:
-      workdir: the run folder.
+      workdir: the run folder (created if missing).
 
     Returns:
       The lock file's path.
 
     Raises:
-      WorkdirError: another process holds the lock; names its host and PID.
+      WorkdirError: another process holds the lock (names its host and PID), or the folder
+        cannot be written.
     """
     workdir = pathlib.Path(workdir)
     path = workdir / LOCK_FILE
@@ -126,8 +126,10 @@ def _release_all() -> None:
 
 
 def release(workdir: str | os.PathLike[str]) -> None:
-    """Release this process's lock on ``workdir`` (a no-op when it holds none). The lock file
-    stays (marked released): removing it could let two later starts lock two files.
+    """Release this process's lock on ``workdir`` (a no-op when it holds none).
+
+    The lock file stays (marked released): removing it could let two later starts lock two
+    files.
 
     Args:
       workdir: the run folder.

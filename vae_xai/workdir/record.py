@@ -45,7 +45,15 @@ def _diff_lines(diffs: Sequence[tuple[str, Any, Any]]) -> str:
 
 
 class Run:
-    """A started run: its workdir, record (``run.json``) and declared fields."""
+    """A started run: its workdir, record (``run.json``) and declared fields.
+
+    Made by :func:`start` and :func:`open_trained`.
+
+    Args:
+      workdir: the run folder.
+      record: the content of ``run.json``.
+      fields: the config module's :class:`~vae_xai.workdir.Fields`.
+    """
 
     def __init__(self, workdir: pathlib.Path, record: dict[str, Any], fields: Fields):
         self.workdir = workdir
@@ -57,13 +65,18 @@ class Run:
 
     @property
     def path(self) -> pathlib.Path:
+        """``workdir/run.json``."""
         return self.workdir / RUN_FILE
 
     def _write(self) -> None:
         write_json_atomic(self.path, self.record)
 
     def summary(self) -> dict[str, Any]:
-        """What a results file should say about the run (identity, not the evaluation)."""
+        """What a results file says about the run (identity, not the evaluation).
+
+        Returns:
+          ``{"workdir", "experiment", "data", "created", "git", "versions", "device", "starts"}``.
+        """
         r = self.record
         return {
             "workdir": str(self.workdir),
@@ -77,7 +90,14 @@ class Run:
         }
 
     def eval_config(self, config: Any) -> dict[str, Any]:
-        """The evaluation-only fields of ``config`` (flattened), as declared in ``Fields``."""
+        """The evaluation-only fields of ``config``, as declared in ``Fields.eval``.
+
+        Args:
+          config: the experiment config.
+
+        Returns:
+          ``{dotted key: value}``.
+        """
         return select(config_dict(config), self.fields.eval)
 
     def evaluation(
@@ -85,10 +105,20 @@ class Run:
     ) -> Evaluation:
         """The folder of the evaluation of the model at ``step`` with ``eval_config``.
 
-        ``eval_config`` is whatever changes the evaluation's outputs (e.g.
-        :meth:`eval_config` plus the images it is scored on). The same model and
-        configuration give the same folder (redoing it replaces identical outputs); any other
-        gives a new one.
+        The same model (checkpoint digest) and configuration give the same folder (redoing it
+        replaces identical outputs); any other gives a new one.
+
+        Args:
+          eval_config: whatever changes the evaluation's outputs (e.g. :meth:`eval_config` plus
+            the images it is scored on).
+          step: the step of the model evaluated.
+          label: the folder name's prefix.
+
+        Returns:
+          The :class:`~vae_xai.workdir.Evaluation`.
+
+        Raises:
+          TypeError: ``step`` is not an integer.
         """
         if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
             raise TypeError(f"step must be an integer; got {step!r}")
@@ -139,7 +169,7 @@ def _check(
             try:
                 old_tables = json.loads((workdir / DATA_FILES).read_text())
             except (OSError, ValueError):
-                old_tables = None  # not recorded (a run started before data_files.json)
+                old_tables = None  # not recorded: no file names to report
             if isinstance(old_tables, dict):
                 names = changed_files(old_tables, tables)
                 files = "".join(f"\n  {n}" for n in names)
@@ -191,10 +221,19 @@ def check(
 ) -> dict[str, Any] | None:
     """What :func:`start` would refuse, checked without writing anything.
 
-    Returns the recorded run (``None`` when ``workdir`` holds no ``run.json``); ``data``
-    ``None`` skips the data comparison (the caller compares it at :func:`start`).
+    Args:
+      workdir: the run folder.
+      config: the resolved experiment config.
+      experiment: the launcher's name.
+      fields: the config module's ``FIELDS``.
+      data: the data identity; ``None`` skips the data comparison (the caller compares it at
+        :func:`start`).
+
+    Returns:
+      The recorded run, or ``None`` when ``workdir`` holds no ``run.json``.
 
     Raises:
+      ConfigError: as :func:`start`.
       WorkdirError: as :func:`start` (outputs without a record included).
     """
     workdir = pathlib.Path(workdir)
@@ -400,7 +439,7 @@ def _start_locked(
     entry["data_location"] = data_location
     record["starts"] = [*record.get("starts", []), entry]
     record["last_config"] = new_config
-    if tables and not (workdir / DATA_FILES).exists():  # a run recorded before data_files.json
+    if tables and not (workdir / DATA_FILES).exists():  # a record without its per-file table
         write_json_atomic(workdir / DATA_FILES, tables)
     run = Run(workdir, record, fields)
     run._write()
@@ -418,7 +457,21 @@ def open_trained(
     """The run of a trained ``workdir`` for a tool that only evaluates it (records no start).
 
     Checks what :func:`start` checks (same experiment, training-relevant fields and, when
-    given, the data identity) and that the workdir holds a checkpoint at ``num_steps``.
+    given, the data identity) and takes the workdir's lock.
+
+    Args:
+      workdir: the run folder.
+      config: the resolved experiment config.
+      experiment: the launcher's name.
+      fields: the config module's ``FIELDS``.
+      data: the data identity; ``None`` skips the data comparison.
+
+    Returns:
+      The :class:`Run`.
+
+    Raises:
+      WorkdirError: no ``run.json``, another run, or no checkpoint at ``num_steps``.
+      StateFileError: ``run.json`` cannot be read.
     """
     workdir = pathlib.Path(workdir)
     path = workdir / RUN_FILE
