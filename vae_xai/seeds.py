@@ -67,7 +67,18 @@ def parse_seeds(values: str | Sequence[str | int] | None) -> list[int] | None:
 
 
 def seed_config(config: Any, seed: int) -> Any:
-    """A copy of ``config`` with ``seed`` set (the config itself is not changed)."""
+    """A copy of ``config`` with ``seed`` set (the config itself is not changed).
+
+    Args:
+      config: a ConfigDict or mapping with a ``seed`` field.
+      seed: the seed.
+
+    Returns:
+      The copy (a ConfigDict for a ConfigDict, else a plain dict).
+
+    Raises:
+      ConfigError: the config has no ``seed`` field.
+    """
     import ml_collections
 
     if isinstance(config, ml_collections.ConfigDict):
@@ -193,7 +204,12 @@ def run_seeds(
 
     Returns:
       The aggregate results document (schema :mod:`vae_xai.results`), with ``runs``: each
-      seed's own ``results.json``.
+      seed's own ``results.json``; ``None`` when ``run_one`` only trained.
+
+    Raises:
+      ConfigError: bad ``seeds`` (:func:`parse_seeds`) or config values.
+      WorkdirError: ``workdir`` holds a single run, another experiment's seeds, or other
+        files, or a seed's run refuses the config (:func:`vae_xai.workdir.check`).
     """
     workdir = pathlib.Path(workdir)
     seeds = parse_seeds(list(seeds))
