@@ -57,7 +57,14 @@ FIELDS = Fields(
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Every field that could fail later, checked before any work (names the field)."""
+    """Check every field that could fail later, before any work.
+
+    Args:
+      config: the experiment config (``experiments/configs/dsprites_disentanglement.py``).
+
+    Raises:
+      ConfigError: naming the first bad field.
+    """
     validation.one_of(config, "method", METHODS)
     # L_AD and the figure need two latent dims
     validation.at_least(config, "model.latent_dim", 2)
@@ -104,8 +111,19 @@ DATA_SEED_OFFSET = 1_000_003  # data stream != the per-step key stream of jit_st
 def build(config: ml_collections.ConfigDict, seed: int):
     """Model, initial state and update function of ``config.method`` for one seed.
 
-    Returns ``(model, state, update_fn, batch_keys)``; ``state.params`` is the VAE's params
-    for beta-VAE and ``{"vae": ..., "disc": ...}`` otherwise.
+    Args:
+      config: the experiment config.
+      seed: the seed of the parameter initialization.
+
+    Returns:
+      ``(model, state, update_fn, batch_keys)``; ``state.params`` is the VAE's params for
+      beta-VAE and ``{"vae": ..., "disc": ...}`` otherwise; ``batch_keys`` the image keys each
+      batch holds (a second, independent batch for the discriminator with
+      ``train.disc_batch="independent"``).
+
+    Raises:
+      ValueError: an unknown method, or a method and ``ad.weight``/``train.disc_batch`` that
+        do not go together.
     """
     if config.method not in METHODS:
         raise ValueError(f"config.method must be one of {METHODS}; got {config.method!r}")
@@ -166,7 +184,14 @@ def build(config: ml_collections.ConfigDict, seed: int):
 
 
 def vae_params_of(state: TrainState) -> Any:
-    """The VAE's parameters from a beta-VAE or (AD-)FactorVAE state."""
+    """The VAE's parameters from a beta-VAE or (AD-)FactorVAE state.
+
+    Args:
+      state: a state of :func:`build`.
+
+    Returns:
+      The VAE's params (without the discriminator's).
+    """
     params = state.params
     return params["vae"] if isinstance(params, dict) and "disc" in params else params
 
@@ -175,6 +200,11 @@ def train_seed(
     config: ml_collections.ConfigDict, workdir: pathlib.Path, seed: int
 ) -> tuple[Any, TrainState, float]:
     """Train (or resume) one seed in ``workdir``.
+
+    Args:
+      config: the experiment config.
+      workdir: the seed's run folder.
+      seed: the seed (initialization, data stream, step keys).
 
     Returns:
       ``(model, state, total training wall seconds)``; :func:`vae_xai.train.train`
@@ -202,10 +232,16 @@ ENSEMBLE_DIR = "ensemble"
 
 
 def train_ensemble(config: ml_collections.ConfigDict, workdir: pathlib.Path, seeds: Sequence[int]):
-    """Train (or resume) all ``seeds`` as one vmapped step (:mod:`vae_xai.ensemble`) in
-    ``workdir/ensemble``; each member is exported as the ordinary checkpoint of
-    ``workdir/seed_N``, so :func:`train_seed` then finds it trained. Member ``i`` equals
-    the separate run of its seed to float tolerance (``tests/test_ensemble.py``).
+    """Train (or resume) all ``seeds`` as one vmapped step (:mod:`vae_xai.ensemble`).
+
+    Trained in ``workdir/ensemble``; each member is exported as the ordinary checkpoint of
+    ``workdir/seed_N``, so :func:`train_seed` then finds it trained. Member ``i`` equals the
+    separate run of its seed to float tolerance (``tests/test_ensemble.py``).
+
+    Args:
+      config: the experiment config (shared by the seeds).
+      workdir: the folder of one run per seed.
+      seeds: the seeds.
 
     Raises:
       WorkdirError: a seed was trained separately and there is no ensemble checkpoint.
@@ -240,8 +276,13 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: pathlib.Path, see
 
 
 def check_compare_run(workdir: pathlib.Path, seeds: Sequence[int]) -> None:
-    """Another finished run, checked before any work: ``workdir/seed_N`` must be a trained
-    ``dsprites_disentanglement`` run for every seed in ``seeds``.
+    """Check another finished run before any work.
+
+    ``workdir/seed_N`` must be a trained ``dsprites_disentanglement`` run for every seed.
+
+    Args:
+      workdir: the other run's folder (``--compare_workdir``).
+      seeds: the seeds that will run.
 
     Raises:
       FileNotFoundError: a seed's ``run.json`` is missing.
@@ -252,7 +293,19 @@ def check_compare_run(workdir: pathlib.Path, seeds: Sequence[int]) -> None:
 
 
 def load_config(workdir: pathlib.Path, seed: int) -> ml_collections.ConfigDict:
-    """The recorded config of seed ``seed`` of another finished run (``seed_N/run.json``)."""
+    """The recorded config of one seed of another finished run (``seed_N/run.json``).
+
+    Args:
+      workdir: the other run's folder.
+      seed: the seed.
+
+    Returns:
+      Its last config.
+
+    Raises:
+      FileNotFoundError: no ``seed_N/run.json``.
+      ValueError: another experiment's run, or not trained to its ``train.num_steps``.
+    """
     seed_dir = pathlib.Path(workdir) / f"seed_{seed}"
     path = seed_dir / workdir_lib.RUN_FILE
     if not path.exists():
@@ -277,7 +330,15 @@ def load_config(workdir: pathlib.Path, seed: int) -> ml_collections.ConfigDict:
 
 
 def load_run(workdir: pathlib.Path, seed: int) -> tuple[Any, Any, ml_collections.ConfigDict]:
-    """``(model, vae_params, config)`` of a finished seed of another run."""
+    """The model and trained VAE parameters of one seed of another finished run.
+
+    Args:
+      workdir: the other run's folder.
+      seed: the seed.
+
+    Returns:
+      ``(model, vae_params, config)``.
+    """
     config = load_config(workdir, seed)
     model, state, _, _ = build(config, seed)
     state = restore_params(pathlib.Path(workdir) / f"seed_{seed}", state)
@@ -294,10 +355,25 @@ def evaluate(
     seed: int,
     gt: DSpritesGroundTruth | None = None,
 ) -> dict[str, Any]:
-    """The three metrics on the encoder mean, plus the mean top-2 attention overlap.
+    """The metrics on the encoder mean, plus the mean top-2 attention overlap.
 
-    ``gt`` defaults to the renderer; pass ``DSpritesGroundTruth.from_official(path)`` to
-    score on the official images.
+    Scores ``config.eval.metrics`` (FactorVAE score, beta-VAE score, MIG;
+    :mod:`vae_xai.metrics.disentanglement`) with their ``config.eval.<metric>`` settings.
+
+    Args:
+      config: the experiment config.
+      model: the VAE.
+      vae_params: its parameters.
+      seed: the seed (offsets the metrics' random stream by ``eval.seed_offset``).
+      gt: the ground truth the metrics sample from; default the renderer, or
+        ``DSpritesGroundTruth.from_official(path)`` to score on the official images.
+
+    Returns:
+      ``{metric: result, "attention_overlap", "eval_wall_s": {metric: seconds},
+      "eval_images"}``.
+
+    Raises:
+      ValueError: an unknown metric.
     """
     gt = DSpritesGroundTruth() if gt is None else gt
     rep = dis.representation_fn(model, vae_params)
@@ -351,7 +427,17 @@ def _maps_and_pairs(config, model, vae_params, x):
 
 
 def attention_overlap(config, model, vae_params, seed: int) -> dict[str, float]:
-    """Mean / std over images of L_AD between the two top latent dims (lower = separated)."""
+    """Mean / std over images of L_AD between the two top latent dims (lower = separated).
+
+    Args:
+      config: the experiment config (``eval.overlap_batch`` images, ``ad`` settings).
+      model: the VAE.
+      vae_params: its parameters.
+      seed: the seed (offsets the inputs' stream).
+
+    Returns:
+      ``{"mean", "std", "num_images"}``.
+    """
     x = _inputs(config.eval.overlap_batch, 20_000 + seed)
     _, _, l_ad = jax.jit(lambda p, x: _maps_and_pairs(config, model, p, x))(vae_params, x)
     l_ad = np.asarray(l_ad)
@@ -359,7 +445,14 @@ def attention_overlap(config, model, vae_params, seed: int) -> dict[str, float]:
 
 
 def save_traversal(path: pathlib.Path, config, model, vae_params) -> None:
-    """Latent traversals of one input: a row per dim (sorted by KL), values in +-limit."""
+    """Latent traversals of one input: a row per dim (sorted by KL), values in +-limit.
+
+    Args:
+      path: the PNG.
+      config: the experiment config (``figure.*``).
+      model: the VAE.
+      vae_params: its parameters.
+    """
     x = _inputs(1, config.figure.input_seed)
     enc = model.apply({"params": vae_params}, x, method="encode")
     mu, logvar = np.asarray(enc["mu"][0]), np.asarray(enc["logvar"][0])
@@ -389,7 +482,10 @@ _SHORT = {"beta_vae": "bVAE", "factorvae": "FV", "ad_factorvae": "AD-FV"}
 def save_attention_pairs(path: pathlib.Path, runs: Sequence[tuple[str, Any, Any, Any]]) -> None:
     """Figure 8: for each run, the maps of its two top latent dims over the same inputs.
 
-    ``runs`` = ``[(label, config, model, vae_params), ...]``; inputs from the first config.
+    Args:
+      path: the PNG.
+      runs: ``[(label, config, model, vae_params), ...]``; the inputs come from the first
+        config's ``figure`` settings.
     """
     config0 = runs[0][1]
     x = _inputs(config0.figure.num_inputs, config0.figure.input_seed)
@@ -425,9 +521,20 @@ def save_pairs_figure(
     seed: int,
     compare_workdir: str | pathlib.Path | None,
 ) -> None:
-    """``seed_dir/attention_pairs.png`` (this run), or with ``compare_workdir``'s same seed
-    beside it, ``seed_dir/attention_pairs_vs_<its folder name>.png`` (so a comparison never
-    replaces the plain figure or another comparison)."""
+    """Write the Figure 8 attention pairs of this run, alone or beside another run's.
+
+    Args:
+      seed_dir: the folder written to.
+      config: this run's config.
+      model: the VAE.
+      vae_params: its parameters.
+      seed: the seed (the other run's same seed is drawn).
+      compare_workdir: another finished run, or ``None``.
+
+    Writes ``attention_pairs.png``, or with ``compare_workdir``
+    ``attention_pairs_vs_<its folder name>.png``, so a comparison never replaces the plain
+    figure or another comparison.
+    """
     runs = [(config.method, config, model, vae_params)]
     name = "attention_pairs.png"
     if compare_workdir is not None:
@@ -450,9 +557,18 @@ HEADLINE = {  # results name -> (metric, key) of one seed's eval.json
 
 
 def curve_steps(config: ml_collections.ConfigDict, every: int) -> list[int]:
-    """The steps scored along training: the multiples of ``every`` up to ``train.num_steps``,
-    and ``train.num_steps``. ``every`` must be a multiple of ``config.train.keep_every``
-    (only kept checkpoints can be scored after training moved on).
+    """The steps scored along training.
+
+    The multiples of ``every`` up to ``train.num_steps``, and ``train.num_steps``. ``every``
+    must be a multiple of ``config.train.keep_every``: only kept checkpoints can be scored
+    after training moved on.
+
+    Args:
+      config: the experiment config.
+      every: the scoring period (``--curve_every``).
+
+    Returns:
+      The steps, sorted.
 
     Raises:
       ConfigError (``curve_every``): ``every`` is not a positive multiple of ``keep_every``.
@@ -471,7 +587,14 @@ def curve_steps(config: ml_collections.ConfigDict, every: int) -> list[int]:
 
 
 def headline(result: Mapping[str, Any]) -> dict[str, float]:
-    """The headline numbers of one seed's evaluation (:data:`HEADLINE`)."""
+    """The headline numbers of one seed's evaluation (:data:`HEADLINE`).
+
+    Args:
+      result: one seed's evaluation (:func:`evaluate`).
+
+    Returns:
+      ``{name: value}`` of the metrics present.
+    """
     return {name: result[m][k] for name, (m, k) in HEADLINE.items() if m in result}
 
 
@@ -482,10 +605,22 @@ def evaluate_step(
     step: int,
     gt: DSpritesGroundTruth,
 ) -> dict[str, Any] | None:
-    """The metrics of the run at an earlier kept ``step`` (no figures): read from the step's
-    evaluation folder when already there, else computed from the kept checkpoint and written
-    there (``results.json``, not linked from the workdir). ``None`` (logged) when the run has
-    no checkpoint of that step."""
+    """The metrics of the run at an earlier kept ``step`` (no figures).
+
+    Read from the step's evaluation folder when already there, else computed from the kept
+    checkpoint and written there (``results.json``, not linked from the workdir).
+
+    Args:
+      config: the seed's config.
+      run_: the seed's run.
+      eval_config: the evaluation config (the folder's identity).
+      step: a kept step.
+      gt: the ground truth the metrics sample from.
+
+    Returns:
+      The seed's evaluation at ``step``, or ``None`` (logged) when the run has no checkpoint
+      of that step.
+    """
     evaluation = run_.evaluation(eval_config, step=step)
     seed = int(config.seed)
     if evaluation.results_path.exists():
@@ -511,9 +646,19 @@ def curve_record(
     per_step: Mapping[int, Mapping[str, Mapping[str, float]]],
     train_s_per_step: Mapping[str, float],
 ) -> dict[str, Any]:
-    """The scores along training: per step, each seed's headline numbers (``per_step[step]
-    [seed]``, :func:`headline`) and their mean / std (ddof=0) / values over seeds; plus the
-    training seconds per step of each seed."""
+    """The scores along training, as written to ``curve.json``.
+
+    Args:
+      config: the experiment config.
+      steps: the steps scored.
+      per_step: ``per_step[step][seed]``, each seed's headline numbers (:func:`headline`).
+      train_s_per_step: training seconds per step of each seed.
+
+    Returns:
+      ``{"method", "variant", "num_steps", "steps", "curve", "train_s_per_step", "paper"}``;
+      each ``curve`` row holds the step, the per-seed numbers and their mean / std (ddof=0) /
+      values over seeds.
+    """
     rows = []
     for step in steps:
         seeds = per_step.get(step, {})
@@ -535,10 +680,15 @@ CURVE_METRICS = {"factor_vae_score": "FactorVAE score", "beta_vae_score": "beta-
 
 
 def save_curve_figure(path: pathlib.Path, curves: Mapping[str, Mapping[str, Any]]) -> None:
-    """Score against step, one panel per metric, a line (mean over seeds) and band (min to
-    max over seeds) per method, with the paper's Table 3 values and the independent
-    reproduction's FactorVAE plateau as reference lines. ``curves``: label -> curve record
-    (:func:`curve_record`)."""
+    """Score against step, one panel per metric, a line and band per method.
+
+    The line is the mean over seeds, the band min to max over seeds; the paper's Table 3
+    values and the independent reproduction's FactorVAE plateau are reference lines.
+
+    Args:
+      path: the PNG.
+      curves: label -> curve record (:func:`curve_record`).
+    """
     panels: dict[str, dict[str, tuple]] = {title: {} for title in CURVE_METRICS.values()}
     for label, record in curves.items():
         for name, title in CURVE_METRICS.items():
@@ -589,8 +739,14 @@ def _train_s_per_step(workdir: pathlib.Path, seeds: Sequence[int]) -> dict[str, 
 
 
 def summarize(per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean / std (ddof=0) / values over seeds of the headline numbers of each seed's
-    evaluation."""
+    """Mean / std (ddof=0) / values over seeds of each seed's headline numbers.
+
+    Args:
+      per_seed: ``{seed: evaluation}``.
+
+    Returns:
+      ``{headline name: {"mean", "std", "values"}}``.
+    """
     return _summary({seed: headline(result) for seed, result in per_seed.items()})
 
 
@@ -621,10 +777,26 @@ def inputs(
     ensemble: bool = False,
     curve_every: int = 0,
 ) -> template.Inputs:
-    """The launcher's arguments, checked before any work: ``curve_every`` against the kept
-    checkpoints, ``compare_workdir`` must be a finished run of the same seeds, and
-    ``official_dsprites`` is loaded (a bad path fails fast). ``compare_seeds``: the seeds that
-    will run (each must be a finished seed of ``compare_workdir``)."""
+    """The launcher's arguments, checked before any work.
+
+    ``curve_every`` is checked against the kept checkpoints, ``compare_workdir`` must be a
+    finished run of the same seeds, and ``official_dsprites`` is loaded (a bad path fails
+    fast).
+
+    Args:
+      config: the experiment config.
+      compare_workdir: see :func:`train_and_evaluate`.
+      compare_seeds: the seeds that will run (each must be a finished seed of
+        ``compare_workdir``).
+      skip_eval: only train (the official images are then not loaded).
+      official_dsprites: see :func:`train_and_evaluate`.
+      ensemble: see :func:`train_and_evaluate`.
+      curve_every: see :func:`train_and_evaluate`.
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Inputs` (data identity, values, evaluation
+      identity).
+    """
     if curve_every:
         curve_steps(config, curve_every)
     if compare_workdir is not None:
@@ -649,7 +821,16 @@ def inputs(
 def train_run(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
 ) -> template.Trained:
-    """Train (or resume) one seed in the run's folder."""
+    """Train (or resume) one seed in the run's folder.
+
+    Args:
+      config: the seed's config.
+      run: the seed's run.
+      inputs: unused.
+
+    Returns:
+      The trained step, ``(model, state)`` and the training wall time.
+    """
     model, state, wall = train_seed(config, run.workdir, int(config.seed))
     step = int(state.step)
     logging.info("seed %d: trained to step %d (%.0f s of training)", config.seed, step, wall)
@@ -661,7 +842,13 @@ def train_seeds(
     workdir: pathlib.Path,
     inputs: template.Inputs,
 ) -> None:
-    """With ``--ensemble``, train every seed as one vmapped step first (:func:`train_ensemble`)."""
+    """With ``--ensemble``, train every seed as one vmapped step first (:func:`train_ensemble`).
+
+    Args:
+      configs: ``{seed: config}``.
+      workdir: the folder of one run per seed.
+      inputs: the launcher's arguments (``ensemble``).
+    """
     if inputs.values["ensemble"]:
         train_ensemble(next(iter(configs.values())), workdir, list(configs))
 
@@ -673,9 +860,23 @@ def evaluate_run(
     inputs: template.Inputs,
     evaluation: workdir_lib.Evaluation,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The three metrics, the attention overlap, the traversal and Figure 8 of one seed (read
-    back when this evaluation exists), and with ``curve_every`` the metrics at each kept
-    step (:func:`evaluate_step`) under ``curve``."""
+    """Evaluate one seed: the metrics, the attention overlap, the traversal and Figure 8.
+
+    Read back when this evaluation exists (only the comparison figure is redrawn); with
+    ``curve_every``, the metrics at each kept step (:func:`evaluate_step`) go under
+    ``curve``.
+
+    Args:
+      config: the seed's config.
+      run: the seed's run.
+      trained: the trained step and ``(model, state)``.
+      inputs: the launcher's arguments.
+      evaluation: the evaluation folder.
+
+    Returns:
+      ``(result, extra)``: the seed's numbers and the top-level entries of its results.json
+      (``method``, ``variant``, ``summary``).
+    """
     model, state = trained.model
     seed = int(config.seed)
     v = inputs.values
@@ -716,9 +917,19 @@ def aggregate(
     folder: pathlib.Path,
     inputs: template.Inputs,
 ) -> dict[str, Any]:
-    """The aggregate's ``method``, ``variant``, ``summary`` (mean / std over seeds of the
-    headline numbers) and paper numbers; with ``curve_every``, ``curve.json``
-    (:func:`curve_record`) and ``curve.png`` in ``folder``."""
+    """The aggregate's entries over seeds; with ``curve_every``, the curve files too.
+
+    Args:
+      config: the experiment config.
+      docs: each seed's results document.
+      folder: the aggregate's folder; gets ``curve.json`` (:func:`curve_record`) and
+        ``curve.png`` when the seeds were scored along training.
+      inputs: unused.
+
+    Returns:
+      ``method``, ``variant``, ``summary`` (mean / std over seeds of the headline numbers) and
+      ``paper``.
+    """
     per_seed = {str(s): results_lib.per_seed_entry(d) for s, d in docs.items()}
     extra = {
         "method": config.method,
@@ -764,10 +975,9 @@ def train_and_evaluate(
     ensemble: bool = False,
     curve_every: int = 0,
 ) -> dict[str, Any]:
-    """Train and evaluate every seed, one run per seed in ``workdir/seed_N``
-    (:func:`template.run`); returns the aggregate ``results.json`` (the results schema: the
-    seeds' numbers under ``per_seed``, the headline numbers' mean / std / values under
-    ``summary``).
+    """Train and evaluate every seed, one run per seed in ``workdir/seed_N``.
+
+    Through :func:`vae_xai.experiments.template.run`.
 
     Args:
       config: the experiment config (``experiments/configs/dsprites_disentanglement.py``).
@@ -778,8 +988,9 @@ def train_and_evaluate(
       skip_eval: only train.
       official_dsprites: the official ``dsprites_ndarray_...npz`` (or its folder): score the
         metrics on its images instead of the renderer's.
-      ensemble: train the seeds as one vmapped step first (:func:`train_ensemble`; pays on
-        accelerators, not on a 2-core CPU).
+      ensemble: train the seeds as one vmapped step first (:func:`train_ensemble`; whether it
+        pays depends on the device, measured in RESULTS.md, section "Seed ensembles and
+        several steps per dispatch on CPU").
       curve_every: a multiple of ``config.train.keep_every`` (0: off): also score every seed
         at each kept step that is a multiple of it (:func:`curve_steps`), each in the
         evaluation folder of its step (reused, never scored twice), and write ``curve.json``
@@ -788,7 +999,11 @@ def train_and_evaluate(
         ``python -m experiments.dsprites_curves``.
 
     Returns:
-      The aggregate ``results.json`` written.
+      The aggregate ``results.json`` written (the results schema: the seeds' numbers under
+      ``per_seed``, the headline numbers' mean / std / values under ``summary``).
+
+    Raises:
+      ConfigError: no seed, or a bad config field or argument.
     """
     seeds = seeds_lib.parse_seeds(list(DEFAULT_SEEDS if seeds is None else seeds))
     if not seeds:
