@@ -23,19 +23,34 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent
 
 
 def get_config(name: str, arg: str | None = None):
-    """``experiments/configs/NAME.py``'s ``get_config(arg)`` (what ``--config=...NAME.py:arg``
-    gives); passed to the libraries that build several experiments' configs
-    (:func:`vae_xai.experiments.reproduce.run`)."""
+    """``experiments/configs/NAME.py``'s ``get_config(arg)``.
+
+    What ``--config=...NAME.py:arg`` gives; passed to the libraries that build several
+    experiments' configs (:func:`vae_xai.experiments.reproduce.run`).
+
+    Args:
+      name: the config module's name.
+      arg: its argument (variant), or ``None`` for its default.
+
+    Returns:
+      The config.
+    """
     return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
 
 
 def resolve_config_path(spec: str) -> str:
     """``PATH[:variant]`` unchanged if ``PATH`` exists, else the packaged config of that name.
 
-    ``experiments/configs/quickstart.py:small`` (or ``configs/quickstart.py``, or
-    ``quickstart.py``) becomes ``<installed experiments/configs>/quickstart.py:small`` when
+    ``experiments/configs/quickstart.py:smoke`` (or ``configs/quickstart.py``, or
+    ``quickstart.py``) becomes ``<installed experiments/configs>/quickstart.py:smoke`` when
     the relative path does not exist from the current directory. Anything else is returned
     unchanged, so ml_collections reports the missing file as usual.
+
+    Args:
+      spec: the ``--config`` value.
+
+    Returns:
+      The path to open, with its ``:variant``.
     """
     path, sep, variant = spec.partition(":")
     if not path or os.path.exists(path):

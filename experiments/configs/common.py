@@ -66,6 +66,9 @@ def parse_variant(
       default_option: the option when ``arg`` is empty.
       config: the config's name, for error messages.
 
+    Returns:
+      The parsed :class:`Variant`.
+
     Raises:
       ValueError: an unknown option or variant (the message lists the valid ones), or more
         than one variant.

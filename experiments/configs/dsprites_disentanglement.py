@@ -9,16 +9,15 @@
 betas (0.5, 0.9); beta = 4 for beta-VAE and gamma = 40 for (AD-)FactorVAE as in the paper's
 Table 3; the metrics at disentanglement_lib's standard sizes.
 
-``cpu``: 300 steps at batch 32 with a 10x larger VAE learning rate (so
-that something is learnt in so few steps); metrics on 1/10 (FactorVAE) and 1/20 (beta-VAE)
-of the standard votes, MIG at its standard 10,000 points. Minutes per seed on a 2-core CPU.
-Its numbers say that the pipeline runs, not what the methods achieve.
+``cpu``: 300 steps at batch 32 with a 10x larger VAE learning rate (so that something is
+learnt in so few steps); metrics on 1/10 (FactorVAE) and 1/20 (beta-VAE) of the standard
+votes, MIG at its standard 10,000 points. Minutes per seed on a CPU. Its numbers say that
+the pipeline runs, not what the methods achieve.
 
-``cpu_long``: the longest
-schedule we afford on a 2-core CPU -- 5,000 steps at batch 64 (320k images, ~1.7% of the
-paper's 3e5 x 64; hours), VAE lr 1e-3 as in ``cpu``, scored with the *standard* metric sizes
-(as ``full``), so its numbers are comparable with the metric's literature even though the
-training is short.
+``cpu_long``: the longest schedule we plan for a 2-core CPU -- 5,000 steps at batch 64
+(320k images, ~1.7% of the paper's 3e5 x 64; hours), VAE lr 1e-3 as in ``cpu``, scored with
+the *standard* metric sizes (as ``full``), so its numbers are comparable with the metric's
+literature even though the training is short.
 
 ``smoke``: seconds, for tests -- 2 steps of batch 8, a 2x16 discriminator, a few dozen
 metric points.
@@ -40,7 +39,17 @@ VARIANTS = ("smoke", "cpu", "cpu_long", "full")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``arg``: ``"method[,variant]"`` (default ``ad_factorvae``, ``full``); see the module doc."""
+    """Build the config of one method and variant.
+
+    Args:
+      arg: ``"method[,variant]"`` (default ``ad_factorvae``, ``full``); see the module doc.
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: an unknown method or variant (:func:`experiments.configs.common.parse_variant`).
+    """
     parsed = parse_variant(
         arg,
         variants=VARIANTS,

@@ -1,10 +1,13 @@
 """Config for experiments/mnist_attention.py (paper Fig. 4: one-class MNIST VAEs).
 
-Variants (:mod:`experiments.configs.common`):
-``--config=experiments/configs/mnist_attention.py`` is the ``full`` run (6000 steps of batch
-128 per digit, for an accelerator); ``...:cpu`` is a shortened schedule for a 2-core CPU
-(1000 steps of batch 64 per digit, ~10 epochs of one digit; ~30 minutes for both digits);
-``...:smoke`` is a smoke run (one digit, 150 steps, about a minute).
+Variants (:mod:`experiments.configs.common`), each training one model per digit of
+``train_digits`` (1 and 3):
+
+* ``full`` (default) -- 6,000 steps of batch 128 per digit (~110 epochs of one digit), for
+  an accelerator.
+* ``cpu`` -- a shortened schedule for a CPU: 1,000 steps of batch 64 per digit (~10 epochs
+  of one digit).
+* ``smoke`` -- digit 1 only, 150 steps of batch 64, scored on 1,000 test images.
 """
 
 import ml_collections
@@ -15,6 +18,18 @@ VARIANTS = ("smoke", "cpu", "full")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Build the mnist_attention config.
+
+    Args:
+      arg: what follows ``:`` in ``--config=PATH:arg``: ``smoke``, ``cpu`` or ``full``,
+        default ``full``; see the module doc.
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: an unknown variant (:func:`experiments.configs.common.parse_variant`).
+    """
     variant = parse_variant(arg, variants=VARIANTS, default="full", config="mnist_attention").name
     c = ml_collections.ConfigDict()
     c.variant = variant

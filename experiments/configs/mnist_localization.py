@@ -11,8 +11,7 @@ reconstruction error and anomaly-attention maps are scored with the MVTec-AD met
   training images), Adam 1e-3: minutes on a laptop CPU.
 * ``"full"`` -- 6,000 steps of batch 128 (~120 epochs), the schedule of
   ``experiments/configs/mnist_attention.py``; for an accelerator.
-* ``"smoke"`` -- seconds-long test config (3 steps of batch 8,
-  latent 4, 16 test images).
+* ``"smoke"`` -- seconds-long test config (3 steps of batch 8, latent 4, 16 test images).
 
 ``normal_digit`` is 3, an ink-heavy digit (so an ``"erase"`` square often removes ink); an
 ink-light digit can be tried with ``--config.normal_digit=1``. Evaluation (all variants):
@@ -37,6 +36,18 @@ VARIANTS = ("smoke", "cpu", "full")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Build the mnist_localization config.
+
+    Args:
+      arg: what follows ``:`` in ``--config=PATH:arg``: ``smoke``, ``cpu`` or ``full``,
+        default ``cpu``; see the module doc.
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: an unknown variant (:func:`experiments.configs.common.parse_variant`).
+    """
     variant = parse_variant(arg, variants=VARIANTS, default="cpu", config="mnist_localization").name
     c = ml_collections.ConfigDict()
     c.variant = variant
@@ -90,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.latent_dim = 4
         c.train.num_steps = 3
         c.train.batch_size = 8
-        c.train.checkpoint_every = 3  # only the final step (each orbax save costs ~1 s)
+        c.train.checkpoint_every = 3  # only the final step (each orbax save takes time)
         c.train.log_every = 1
         c.anomaly.max_test_images = 16
         c.eval.batch_size = 8

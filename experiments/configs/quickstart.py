@@ -1,8 +1,8 @@
 """Config for experiments/quickstart.py: a small beta-VAE on rendered dSprites (paper Fig. 1).
 
-Variants (:mod:`experiments.configs.common`): ``cpu`` (default; 800 steps, ~8 minutes on a
-2-core CPU) and ``smoke`` (30 steps, seconds). Fig. 1 is qualitative and has no paper-scale
-setting, so there is no separate ``full``.
+Variants (:mod:`experiments.configs.common`): ``cpu`` (default; 800 steps of batch 64,
+minutes on a CPU) and ``smoke`` (30 steps, seconds). Fig. 1 is qualitative and has no
+paper-scale setting, so there is no separate ``full``.
 """
 
 import ml_collections
@@ -13,6 +13,18 @@ VARIANTS = ("smoke", "cpu")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Build the quickstart config.
+
+    Args:
+      arg: what follows ``:`` in ``--config=PATH:arg``: ``smoke`` or ``cpu``, default ``cpu``;
+        see the module doc.
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: an unknown variant (:func:`experiments.configs.common.parse_variant`).
+    """
     variant = parse_variant(arg, variants=VARIANTS, default="cpu", config="quickstart").name
     c = ml_collections.ConfigDict()
     c.variant = variant

@@ -1,15 +1,14 @@
-"""UCSD Ped1 anomaly localization ablation (paper Table 1): reconstruction vs attention at
-conv1/conv2/conv3 of a three-conv VAE on 100x100 grayscale frames.
+"""UCSD Ped1 anomaly localization ablation (paper Table 1).
 
-``get_config(arg)`` with ``arg`` one of (:mod:`experiments.configs.common`):
+Reconstruction vs attention at conv1/conv2/conv3 of a three-conv VAE on 100x100 grayscale
+frames. ``get_config(arg)`` with ``arg`` one of (:mod:`experiments.configs.common`):
 
 * ``None`` / ``"full"`` -- 100x100 frames, channels (32, 64, 128), fc 512, latent 32,
   Gaussian likelihood (``variance=0.5``: loss = SSE + KL), Adam 3e-4, batch 64, 20,000 steps
   (~190 epochs of the 6,800 training frames). No augmentation (fixed camera). The paper does
   not give the step count, widths or learning rate: these are our choices.
-* ``"cpu"`` -- a CPU run: 3,000 steps at batch 32.
-* ``"smoke"`` -- seconds-long test config (28x28 frames, a few
-  channels, 2 steps).
+* ``"cpu"`` -- a CPU run: 3,000 steps at batch 32, Adam 1e-3.
+* ``"smoke"`` -- seconds-long test config (28x28 frames, a few channels, 2 steps).
 """
 
 from __future__ import annotations
@@ -22,6 +21,18 @@ VARIANTS = ("smoke", "cpu", "full")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Build the ucsd_localization config.
+
+    Args:
+      arg: what follows ``:`` in ``--config=PATH:arg``: ``smoke``, ``cpu`` or ``full``,
+        default ``full``; see the module doc.
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: an unknown variant (:func:`experiments.configs.common.parse_variant`).
+    """
     variant = parse_variant(arg, variants=VARIANTS, default="full", config="ucsd_localization").name
     c = ml_collections.ConfigDict()
     c.variant = variant
