@@ -24,6 +24,7 @@ from vae_xai import results as results_lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     flags.DEFINE_string("a", None, "The first results.json (or the workdir holding it).")
     flags.DEFINE_string("b", None, "The second results.json (or the workdir holding it).")
 
@@ -41,6 +42,11 @@ def _load(value: str, name: str) -> dict:
 
 
 def main(argv: Sequence[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.require("a", "--a is required: a results.json (or its workdir)")
     launch.require("b", "--b is required: a results.json (or its workdir)")

@@ -1,6 +1,6 @@
 """Table 3 along training: dSprites score curves of several runs, side by side.
 
-Usage (each workdir trained with ``--config.keep_every=K`` and scored with
+Usage (each workdir trained with ``--config.train.keep_every=K`` and scored with
 ``--curve_every=K`` by ``python -m experiments.dsprites_disentanglement``)::
 
     python -m experiments.dsprites_curves --out=results/dsprites_curves \
@@ -23,6 +23,7 @@ from vae_xai.experiments import dsprites_curves as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     flags.DEFINE_list("runs", None, "label=workdir entries, comma-separated.")
     flags.DEFINE_string("out", None, "Output folder (curves.json, curves.md, curves.png).")
     flags.DEFINE_list(
@@ -32,6 +33,11 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.require("runs", "--runs is required (label=workdir,...)")
     launch.require("out", "--out is required")

@@ -27,6 +27,7 @@ from vae_xai.experiments import dsprites_disentanglement as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     launch.define_common_flags(
         "dsprites_disentanglement",
         default_arg="ad_factorvae",
@@ -62,6 +63,11 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.start_distributed()
     launch.require_workdir()

@@ -20,6 +20,7 @@ from vae_xai.experiments import dsprites_fidelity as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     flags.DEFINE_string("data_dir", None, "folder holding dsprites_reference/ (required)")
     flags.DEFINE_string("out", "dsprites_fidelity.json", "output JSON; the PNG goes next to it")
     flags.DEFINE_integer("every", 1, "match every k-th frame (1 = all 320)")
@@ -28,6 +29,11 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.require("data_dir", "--data_dir is required (the folder holding dsprites_reference/)")
     FLAGS = flags.FLAGS

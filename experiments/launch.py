@@ -61,11 +61,22 @@ def define_common_flags(
     seeds: bool = True,
     seeds_default: Sequence[str] | None = None,
 ) -> None:
-    """``--config`` (``experiments/configs/<config_name>.py[:default_arg]``), ``--workdir``,
-    ``--seeds`` (unless ``seeds`` is false) and, with ``data_dir_help``, ``--data_dir``.
+    """Define ``--config``, ``--workdir``, ``--seeds`` and ``--data_dir`` as every launcher does.
 
     ``--config=experiments/configs/NAME.py`` then also works from any directory after a
-    non-editable install (:func:`experiments.configs.install_config_path_fallback`)."""
+    non-editable install (:func:`experiments.configs.install_config_path_fallback`). Without
+    ``--config`` on the command line, the default config and its overrides are read here, so a
+    bad override fails here, as one line (exit 2). Also defines the distributed flags
+    (:func:`define_distributed_flags`).
+
+    Args:
+      config_name: the config module, ``experiments/configs/<config_name>.py``.
+      default_arg: the default variant (``:default_arg``), or ``None`` for the config's own.
+      workdir_default: the default ``--workdir``.
+      data_dir_help: defines ``--data_dir`` with this help text; ``None``: no data flag.
+      seeds: define ``--seeds``.
+      seeds_default: the default seeds; ``None`` runs ``config.seed`` in the workdir itself.
+    """
     install_config_path_fallback()
     path = str(CONFIG_DIR / f"{config_name}.py") + (f":{default_arg}" if default_arg else "")
     try:  # without --config, the default config and its overrides are read here
@@ -112,10 +123,18 @@ def define_distributed_flags() -> None:
 
 
 def start_distributed() -> bool:
-    """Start ``jax.distributed`` as the flags say (a no-op without them); a bad combination
-    is a usage error before anything connects. Also sets ``--steps_per_dispatch`` as the
-    default of every training call (:func:`vae_xai.train.set_default_steps_per_dispatch`).
-    Returns whether several processes run."""
+    """Start ``jax.distributed`` as the flags say (a no-op without them).
+
+    A bad combination is a usage error before anything connects. Also sets
+    ``--steps_per_dispatch`` as the default of every training call
+    (:func:`vae_xai.train.set_default_steps_per_dispatch`).
+
+    Returns:
+      Whether several processes run.
+
+    Raises:
+      app.UsageError: a bad combination of the distributed flags.
+    """
     train.set_default_steps_per_dispatch(FLAGS.steps_per_dispatch)
 
     try:
@@ -130,31 +149,61 @@ def start_distributed() -> bool:
 
 
 def no_arguments(argv: Sequence[str]) -> None:
-    """Refuse positional arguments (a mistyped flag ends up there)."""
+    """Refuse positional arguments (a mistyped flag ends up there).
+
+    Args:
+      argv: the command line left after flag parsing.
+
+    Raises:
+      app.UsageError: anything besides the program name.
+    """
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
 
 
 def require(name: str, message: str) -> None:
-    """A usage error ``message`` unless flag ``--name`` is set."""
+    """Require flag ``--name`` to be set.
+
+    Args:
+      name: the flag.
+      message: the usage error's text.
+
+    Raises:
+      app.UsageError: the flag is not set.
+    """
     if not FLAGS[name].value:
         raise app.UsageError(message)
 
 
 def require_workdir() -> None:
-    """``--workdir`` must be given (checkpoints, results.json and figures go there)."""
+    """Require ``--workdir`` (checkpoints, results.json and figures go there).
+
+    Raises:
+      app.UsageError: ``--workdir`` is not set.
+    """
     require("workdir", "--workdir is required (checkpoints, results.json, figures)")
 
 
 def print_localization_report(results: dict[str, Any]) -> None:
-    """Each seed's localization table (:func:`vae_xai.localization.print_report`)."""
+    """Print each seed's localization table (:func:`vae_xai.localization.print_report`).
+
+    Args:
+      results: the aggregate results document (``per_seed``, ``results_path``).
+    """
     for seed, entry in results["per_seed"].items():
         print(f"seed {seed}:")
         localization.print_report(entry, results["results_path"])
 
 
 def seeds() -> list[int] | None:
-    """``--seeds`` as integers (``None`` when not given); a bad value is a usage error."""
+    """``--seeds`` as integers.
+
+    Returns:
+      The seeds, or ``None`` when not given.
+
+    Raises:
+      app.UsageError: a bad value (:func:`vae_xai.seeds.parse_seeds`).
+    """
     try:
         return parse_seeds(FLAGS.seeds)
     except ConfigError as err:
@@ -224,8 +273,16 @@ def _fail_override(err: Exception, argv: Sequence[str]) -> NoReturn:
 
 
 def check_config_values(config: Any) -> None:
-    """Every float of ``config`` is finite (``--config.beta=nan`` is a usage error now, not
-    a divergence later); raises :class:`ConfigError` naming the field."""
+    """Check that every float of ``config`` is finite.
+
+    ``--config.train.beta=nan`` is a usage error at the start, not a divergence later.
+
+    Args:
+      config: the launcher's config.
+
+    Raises:
+      ConfigError: naming the first non-finite field.
+    """
     for key, value in flatten(config_dict(config)).items():
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
@@ -292,5 +349,9 @@ def _guard(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """``app.run(main)`` with the launchers' error handling (see the module doc)."""
+    """``app.run(main)`` with the launchers' error handling (see the module doc).
+
+    Args:
+      main: the launcher's ``main(argv)``.
+    """
     app.run(_guard(main), flags_parser=_parse_flags)

@@ -24,11 +24,17 @@ from vae_xai.experiments import localization_table as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     flags.DEFINE_list("runs", None, "label=workdir[:group] entries, comma-separated.")
     flags.DEFINE_string("out", None, "Output folder (maps_table.json, maps_table.md).")
 
 
 def main(argv: Sequence[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.require("runs", "--runs is required (label=workdir[:group],...)")
     launch.require("out", "--out is required")

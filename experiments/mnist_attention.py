@@ -20,6 +20,7 @@ from vae_xai.experiments import mnist_attention as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     launch.define_common_flags(
         "mnist_attention", data_dir_help="Folder with the four MNIST IDX files."
     )
@@ -27,6 +28,11 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.start_distributed()
     FLAGS = flags.FLAGS

@@ -20,12 +20,18 @@ from vae_xai.experiments import mnist_localization as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     launch.define_common_flags(
         "mnist_localization", data_dir_help="Folder with the four MNIST IDX files."
     )
 
 
 def main(argv: list[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.start_distributed()
     launch.require(

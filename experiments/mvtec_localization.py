@@ -22,6 +22,7 @@ from vae_xai.experiments import mvtec_localization as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     launch.define_common_flags(
         "mvtec_localization",
         data_dir_help="Folder holding the MVTec-AD category folders (<data_dir>/<category>/...).",
@@ -30,6 +31,11 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.start_distributed()
     launch.require(

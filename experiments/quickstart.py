@@ -8,7 +8,7 @@ map over several samples), ``workdir/reconstructions.png`` and ``workdir/results
 results schema: final losses and the KL of each latent dimension under ``per_seed``); these
 are links into the evaluation's own folder ``workdir/evaluations/step<N>_<hash>/``
 (:func:`vae_xai.experiments.quickstart.train_and_evaluate`). A second run on the same workdir
-resumes from its checkpoint; a larger ``--config.num_steps`` continues it, and a change of
+resumes from its checkpoint; a larger ``--config.train.num_steps`` continues it, and a change of
 anything that changes training is refused (see :mod:`vae_xai.workdir`).
 """
 
@@ -23,10 +23,16 @@ from vae_xai.experiments import quickstart as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     launch.define_common_flags("quickstart", workdir_default="workdirs/quickstart")
 
 
 def main(argv: list[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.start_distributed()
     launch.require("workdir", "--workdir is required (default workdirs/quickstart)")

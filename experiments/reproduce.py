@@ -22,6 +22,7 @@ from vae_xai.workdir import write_json_atomic
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     flags.DEFINE_string("workdir", None, "Root folder: one subfolder per job.")
     flags.DEFINE_string("data_dir", None, "Folder with mnist/, mvtec_ad/, UCSD_...v1p2/.")
     flags.DEFINE_list("jobs", None, "Jobs or tables to run (default: all), e.g. table3,fig1.")
@@ -48,6 +49,11 @@ def _overrides(items: list[str]) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.start_distributed()
     FLAGS = flags.FLAGS

@@ -26,6 +26,7 @@ from vae_xai.experiments import ucsd_localization as lib
 
 
 def define_flags() -> None:
+    """Define this launcher's flags (only when it runs as a script)."""
     launch.define_common_flags(
         "ucsd_localization",
         data_dir_help="UCSD_Anomaly_Dataset.v1p2 folder (or UCSDped1, or a folder holding it).",
@@ -33,6 +34,11 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
+    """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+    """
     launch.no_arguments(argv)
     launch.start_distributed()
     launch.require(
