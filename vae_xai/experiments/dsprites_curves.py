@@ -1,7 +1,7 @@
 """Table 3 along training: several dSprites runs' score curves side by side.
 
 The library side of ``python -m experiments.dsprites_curves`` (usage there). Each run is a
-``dsprites_disentanglement`` workdir trained with ``--config.keep_every`` and scored with
+``dsprites_disentanglement`` workdir trained with ``--config.train.keep_every`` and scored with
 ``--curve_every`` (its ``curve.json``, :func:`vae_xai.experiments.dsprites_disentanglement.
 curve_record`). This module puts them in one table (mean +- std over seeds at each step),
 one figure (score against step, the paper's values and the independent reproduction's
@@ -30,7 +30,18 @@ METRICS = ("factor_vae_score", "beta_vae_score", "mig")
 
 
 def load_curve(workdir: str | pathlib.Path) -> dict[str, Any]:
-    """The ``curve.json`` of a dSprites workdir (a clear error naming the file if missing)."""
+    """The ``curve.json`` of a dSprites workdir.
+
+    Args:
+      workdir: a ``dsprites_disentanglement`` workdir scored with ``--curve_every``.
+
+    Returns:
+      The curve record (:func:`vae_xai.experiments.dsprites_disentanglement.curve_record`).
+
+    Raises:
+      FileNotFoundError: no ``curve.json`` (the message names the file and the command).
+      ValueError: the file is not valid JSON.
+    """
     path = pathlib.Path(workdir) / ds.CURVE_FILE
     if not path.exists():
         raise FileNotFoundError(
@@ -44,11 +55,19 @@ def load_curve(workdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, Any] | None:
-    """``a - b`` over the seeds both have: mean, sample std (ddof=1), standard error, the 95%
-    t-interval of the mean difference (Student t, n-1 dof) and the per-seed differences.
+    """``a - b`` over the seeds both have, with a 95% t-interval of the mean difference.
 
     Seeds are paired because a seed fixes the data stream and the VAE's initial weights in
-    every method. ``None`` with fewer than one shared seed; with one, no interval.
+    every method.
+
+    Args:
+      a: ``{seed: score}`` of one method.
+      b: ``{seed: score}`` of the other.
+
+    Returns:
+      ``{"n", "seeds", "differences", "mean"}`` and, with two or more shared seeds,
+      ``"std"`` (ddof=1), ``"se"``, ``"ci95"`` (Student t, n-1 dof) and ``"verdict"``;
+      ``None`` without a shared seed.
     """
     seeds = sorted(set(a) & set(b), key=int)
     if not seeds:
@@ -151,9 +170,17 @@ def _diff_cell(d: Mapping[str, Any] | None) -> str:
 
 
 def table_markdown(out: Mapping[str, Any]) -> str:
-    """The Markdown tables of :func:`compare`'s result: scores per step and method (mean +-
-    std over seeds, ddof=0), the paired differences with 95% t-intervals, and the training
-    cost per step."""
+    """The Markdown tables of :func:`compare`'s result.
+
+    Scores per step and method (mean +- std over seeds, ddof=0), the paired differences with
+    95% t-intervals, and the training cost per step.
+
+    Args:
+      out: :func:`compare`'s result.
+
+    Returns:
+      The Markdown text.
+    """
     lines = ["| method | step | FactorVAE score | beta-VAE score | MIG | paper FactorVAE score |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for label, c in out["curves"].items():
@@ -184,7 +211,17 @@ def table_markdown(out: Mapping[str, Any]) -> str:
 
 
 def parse_runs(values: Sequence[str]) -> dict[str, str]:
-    """``["label=workdir", ...]`` -> ``{label: workdir}`` (a clear error on a bad entry)."""
+    """``["label=workdir", ...]`` -> ``{label: workdir}``.
+
+    Args:
+      values: the ``--runs`` entries.
+
+    Returns:
+      ``{label: workdir}``, in order.
+
+    Raises:
+      ValueError: an entry without ``=`` or a label given twice.
+    """
     runs: dict[str, str] = {}
     for v in values:
         label, sep, path = v.partition("=")

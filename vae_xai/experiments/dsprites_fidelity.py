@@ -5,7 +5,7 @@ recorded (``dsprites_reference/dsprites_gif_frames.npy``: 320 frames, uint8 {0, 
 every frame we search the official factor grid for the rendered combination with the highest
 IoU and report per-frame, mean, min and per-shape IoU, plus a PNG of real vs best rendered.
 
-Search (brute force over all 737,280 combinations costs ~20 s per frame on 2 CPU cores):
+Search (brute force over all 737,280 combinations is too slow to run on every frame):
 
 1. shape: all 3; orientation: all 40.
 2. scale: classes whose continuous area (``dsprites.shape_area``) is within a factor
@@ -55,7 +55,18 @@ _POSITIONS = dsprites.LATENT_VALUES[4]
 
 
 def load_reference_frames(data_dir: str | pathlib.Path) -> np.ndarray:
-    """Real frames as bool (F, 64, 64) from ``<data_dir>/dsprites_reference/...npy``."""
+    """The real frames from ``<data_dir>/dsprites_reference/dsprites_gif_frames.npy``.
+
+    Args:
+      data_dir: the folder holding ``dsprites_reference/``.
+
+    Returns:
+      ``(F, 64, 64)`` bool.
+
+    Raises:
+      FileNotFoundError: no reference file.
+      ValueError: not ``(F, 64, 64)`` binary frames.
+    """
     path = pathlib.Path(data_dir) / REFERENCE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"reference frames not found: {path}")
@@ -93,7 +104,15 @@ def _ious(shape: int, frame: jax.Array, cls: jax.Array) -> jax.Array:
 
 
 def score_candidates(frame: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """IoU (M,) of a bool frame (64, 64) with each (shape, scale, orient, posX, posY) row."""
+    """IoU of one frame with the render of each candidate factor class.
+
+    Args:
+      frame: ``(64, 64)`` bool.
+      candidates: ``(M, 5)`` rows (shape, scale, orientation, posX, posY).
+
+    Returns:
+      ``(M,)`` IoUs.
+    """
     candidates = np.asarray(candidates, np.int64).reshape(-1, 5)
     out = np.zeros(len(candidates))
     f = jnp.asarray(frame, jnp.float32)
@@ -115,7 +134,20 @@ def _position_window(centre: float, radius: int) -> np.ndarray:
 def narrowed_candidates(
     frame: np.ndarray, *, radius: int = 1, area_band: tuple[float, float] = (0.7, 1.45)
 ) -> np.ndarray:
-    """Candidate factor classes (M, 5) for one bool frame (see module docstring, steps 1-3)."""
+    """Candidate factor classes for one frame (see the module doc, steps 1-3).
+
+    Args:
+      frame: ``(64, 64)`` bool.
+      radius: position classes searched either side of the frame's centroid.
+      area_band: the accepted ratio of the frame's area to a candidate scale's sprite area;
+        every scale when none falls in it.
+
+    Returns:
+      ``(M, 5)`` int64 rows (shape, scale, orientation, posX, posY).
+
+    Raises:
+      ValueError: an empty frame.
+    """
     area = float(frame.sum())
     if area == 0:
         raise ValueError("empty frame: every dSprites image has a sprite")
@@ -150,7 +182,15 @@ def _neighbourhood(best: Sequence[int]) -> np.ndarray:
 
 
 def match_frame(frame: np.ndarray, *, radius: int = 1) -> FrameMatch:
-    """Best-IoU factor classes for one bool (64, 64) frame (narrowed + certified search)."""
+    """Best-IoU factor classes for one frame (narrowed search, then certified by neighbours).
+
+    Args:
+      frame: ``(64, 64)`` bool.
+      radius: see :func:`narrowed_candidates`.
+
+    Returns:
+      The :class:`FrameMatch`.
+    """
     cands = narrowed_candidates(frame, radius=radius)
     ious = score_candidates(frame, cands)
     i = int(np.argmax(ious))
@@ -167,7 +207,14 @@ def match_frame(frame: np.ndarray, *, radius: int = 1) -> FrameMatch:
 
 
 def exhaustive_match(frame: np.ndarray) -> tuple[tuple[int, ...], float]:
-    """Brute force over all 737,280 combinations (about 20 s per frame on 2 CPU cores)."""
+    """Brute force over all 737,280 factor combinations (slow; a check of :func:`match_frame`).
+
+    Args:
+      frame: ``(64, 64)`` bool.
+
+    Returns:
+      ``(classes, iou)`` of the best combination.
+    """
     grid = np.stack(
         np.meshgrid(*[np.arange(s) for s in dsprites.FACTOR_SIZES], indexing="ij"), -1
     ).reshape(-1, 5)
@@ -177,12 +224,28 @@ def exhaustive_match(frame: np.ndarray) -> tuple[tuple[int, ...], float]:
 
 
 def match_frames(frames: Iterable[np.ndarray], *, radius: int = 1) -> list[FrameMatch]:
-    """:func:`match_frame` for each frame."""
+    """:func:`match_frame` for each frame.
+
+    Args:
+      frames: ``(64, 64)`` bool frames.
+      radius: see :func:`narrowed_candidates`.
+
+    Returns:
+      One :class:`FrameMatch` per frame.
+    """
     return [match_frame(f, radius=radius) for f in frames]
 
 
 def summarize(matches: Sequence[FrameMatch], frame_ids: Sequence[int]) -> dict:
-    """Mean/min/per-shape IoU and per-frame rows, JSON-ready."""
+    """Mean/min/per-shape IoU and per-frame rows, JSON-ready.
+
+    Args:
+      matches: one :class:`FrameMatch` per frame.
+      frame_ids: the frames' indices in the reference file.
+
+    Returns:
+      The summary.
+    """
     ious = np.array([m.iou for m in matches])
     shapes = np.array([m.classes[0] + 1 for m in matches])
     per_shape = {
@@ -225,8 +288,17 @@ def save_figure(
     frame_ids: Sequence[int],
     n_show: int = 16,
 ) -> None:
-    """Real (top), best render (middle) and XOR (bottom): the worst ``n_show // 2`` frames
-    plus evenly spread ones, in frame order."""
+    """Real (top), best render (middle) and XOR (bottom) of some frames, in frame order.
+
+    The worst ``n_show // 2`` frames plus evenly spread ones.
+
+    Args:
+      path: the PNG.
+      frames: the matched frames ``(F, 64, 64)``.
+      matches: one :class:`FrameMatch` per frame.
+      frame_ids: the frames' indices in the reference file.
+      n_show: frames shown.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,7 +341,19 @@ def run(
     radius: int = 1,
     exhaustive: int = 0,
 ) -> dict:
-    """Match frames ``0, every, 2*every, ...``; write JSON + PNG; return the summary."""
+    """Match frames ``0, every, 2*every, ...``; write JSON and PNG.
+
+    Args:
+      data_dir: the folder holding ``dsprites_reference/``.
+      out: the JSON path (the figure goes next to it, ``.png``).
+      every: the frame stride.
+      radius: see :func:`narrowed_candidates`.
+      exhaustive: also brute-force this many frames (:func:`exhaustive_match`) to check the
+        search; 0: none.
+
+    Returns:
+      The summary (:func:`summarize`).
+    """
     t0 = time.time()
     all_frames = load_reference_frames(data_dir)
     frame_ids = np.arange(0, len(all_frames), every)

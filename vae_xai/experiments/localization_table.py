@@ -40,8 +40,18 @@ def _load(workdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def parse_columns(values: Sequence[str]) -> list[tuple[str, str, str]]:
-    """``["label=workdir[:group]", ...]`` -> ``[(label, workdir, group)]``; ``group`` (a
-    defect type, e.g. ``square``) defaults to ``overall``."""
+    """``["label=workdir[:group]", ...]`` -> ``[(label, workdir, group)]``.
+
+    Args:
+      values: the ``--runs`` entries; ``group`` (a defect type, e.g. ``square``) defaults to
+        ``overall``.
+
+    Returns:
+      The columns, in order.
+
+    Raises:
+      ValueError: a malformed entry or repeated labels.
+    """
     out = []
     for v in values:
         label, sep, rest = v.partition("=")
@@ -56,9 +66,21 @@ def parse_columns(values: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 def collect(columns: Sequence[tuple[str, str | pathlib.Path, str]]) -> dict[str, Any]:
-    """Per column (data) and map: each metric's ``{mean, std, n}`` over seeds, and the map's
-    own cost ``ms_per_image`` (mean over seeds; the wall time of producing it over the test
-    set, compilation and the maps it reuses included, per test image)."""
+    """Per column (data) and map: each metric's ``{mean, std, n}`` over seeds, and the map's cost.
+
+    The cost ``ms_per_image`` is the mean over seeds of the wall time of producing the map
+    over the test set (compilation and the maps it reuses included), per test image.
+
+    Args:
+      columns: ``(label, workdir, group)`` of :func:`parse_columns`.
+
+    Returns:
+      The table.
+
+    Raises:
+      FileNotFoundError: a workdir without ``results.json``.
+      ValueError: an invalid results file, or no metrics for the group.
+    """
     table: dict[str, Any] = {"columns": [], "maps": []}
     for label, workdir, group in columns:
         results = _load(workdir)
@@ -102,9 +124,18 @@ def _cell(v: Mapping[str, Any] | None, best: bool) -> str:
 
 
 def markdown(table: Mapping[str, Any], *, metric: str = "pixel_auroc") -> str:
-    """Maps as rows, data as columns: ``metric`` mean +- std over seeds (the best map per
-    column in bold), and each map's cost per test image in each distinct run (``recon``'s
-    is the cost of one encode-decode pass: the extra cost of a map is its cost minus that)."""
+    """Maps as rows, data as columns: ``metric`` mean +- std over seeds (best per column in bold).
+
+    Each map's cost per test image in each distinct run follows (``recon``'s is the cost of
+    one encode-decode pass: the extra cost of a map is its cost minus that).
+
+    Args:
+      table: :func:`collect`'s result.
+      metric: the metric shown.
+
+    Returns:
+      The Markdown text.
+    """
     cols = table["columns"]
     head = [f"{c['label']} (n={len(c['seeds'] or [])})" for c in cols]
     lines = [f"{_SHORT.get(metric, metric)}, mean +- std over seeds", "",
@@ -129,8 +160,18 @@ def markdown(table: Mapping[str, Any], *, metric: str = "pixel_auroc") -> str:
 def write(
     columns: Sequence[tuple[str, str | pathlib.Path, str]], out_dir: str | pathlib.Path
 ) -> dict[str, Any]:
-    """:func:`collect`, written to ``out_dir/maps_table.json`` and ``maps_table.md`` (one
-    Markdown table per metric, and the paper's MVTec bottle row with its baselines)."""
+    """:func:`collect`, written to ``out_dir/maps_table.json`` and ``maps_table.md``.
+
+    The Markdown has one table per metric, and the paper's MVTec bottle row with its
+    baselines.
+
+    Args:
+      columns: ``(label, workdir, group)`` of :func:`parse_columns`.
+      out_dir: the output folder.
+
+    Returns:
+      The table.
+    """
     table = collect(columns)
     table["references"] = {
         "paper_table2_bottle": paper.TABLE2_MVTEC["bottle"],

@@ -43,7 +43,14 @@ FIELDS = Fields(
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Every field that could fail later, checked before any work (names the field)."""
+    """Check every field that could fail later, before any work.
+
+    Args:
+      config: the experiment config.
+
+    Raises:
+      ConfigError: naming the first bad field.
+    """
     validation.digits(config, "train_digits")
     figure_digits = config.eval.figure_digits
     for key in figure_digits.keys():
@@ -78,6 +85,12 @@ def train_digit(
 ) -> tuple[ConvVAE, train.TrainState]:
     """Train (or resume) one digit's ConvVAE on ``train_images`` in ``workdir``.
 
+    Args:
+      cfg: the experiment config.
+      train_images: the digit's training images ``(N, 28, 28, 1)``.
+      workdir: the digit's run folder.
+      progress: show a progress bar.
+
     Returns:
       ``(model, state)``.
     """
@@ -110,6 +123,16 @@ def score_digit(
     out_dir: pathlib.Path,
 ) -> dict[str, Any]:
     """Score digit ``digit``'s model on the test set and draw its figure in ``out_dir``.
+
+    Args:
+      cfg: the experiment config.
+      digit: the training (normal) digit.
+      model: its VAE.
+      state: its trained state.
+      train_images: its training images (reference statistics).
+      test_images: the test images.
+      test_labels: their digit labels.
+      out_dir: where the figure goes.
 
     Returns:
       ``{"digit", "test_auroc_normal_vs_other_digits", "num_test_images"[, "figure"]}``: the
@@ -200,7 +223,21 @@ def inputs(
     source: str = "idx",
     progress: bool = True,
 ) -> template.Inputs:
-    """The data identity, checked before any work (a missing IDX file is an error)."""
+    """The data identity, checked before any work.
+
+    Args:
+      config: the experiment config.
+      data_dir: the MNIST folder.
+      source: ``"idx"`` (the MNIST files in ``data_dir``, fingerprinted) or another source
+        the loader knows (recorded by name).
+      progress: show progress bars.
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Inputs`.
+
+    Raises:
+      FileNotFoundError: a missing MNIST file.
+    """
     values = {"data_dir": data_dir, "source": source, "progress": progress}
     location = None if data_dir is None else str(pathlib.Path(data_dir).absolute())
     if source != "idx":
@@ -221,7 +258,16 @@ def inputs(
 def train_digits(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
 ) -> template.Trained:
-    """Train (or resume) one model per training digit in ``workdir/digit_N``."""
+    """Train (or resume) one model per training digit in ``workdir/digit_N``.
+
+    Args:
+      config: the experiment config.
+      run: the run.
+      inputs: the launcher's arguments (:func:`inputs`).
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Trained` of all digits.
+    """
     v = inputs.values
     all_train, train_labels = mnist.load(v["data_dir"], "train", source=v["source"])
     models = {}
@@ -241,7 +287,18 @@ def evaluate(
     inputs: template.Inputs,
     evaluation: workdir_lib.Evaluation,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Score every digit's model and draw its figure (:func:`score_digit`)."""
+    """Score every digit's model and draw its figure (:func:`score_digit`).
+
+    Args:
+      config: the experiment config.
+      run: the run.
+      trained: the trained models.
+      inputs: the launcher's arguments.
+      evaluation: the evaluation folder.
+
+    Returns:
+      ``(result, extra)``: the seed's numbers and the top-level entries of its results.json.
+    """
     v = inputs.values
     test_images, test_labels = mnist.load(v["data_dir"], "test", source=v["source"])
     digits = [

@@ -48,13 +48,31 @@ FIELDS = Fields(
 
 
 def dense_after(layer: str) -> str | None:
-    """The Dense that consumes ``flatten(layer)`` in the MNIST ConvVAE (attention fast path)."""
+    """The Dense that consumes ``flatten(layer)`` in the MNIST ConvVAE (attention fast path).
+
+    Args:
+      layer: an encoder layer.
+
+    Returns:
+      ``"fc1"`` for ``conv2``, else ``None``.
+    """
     return "fc1" if layer == "conv2" else None
 
 
 def mnist_files(data_dir: str | pathlib.Path | None) -> list[pathlib.Path]:
-    """The four MNIST IDX files in ``data_dir`` (each ``NAME`` or ``NAME.gz``), or an error
-    naming the missing one: checked before any work."""
+    """The four MNIST IDX files in ``data_dir`` (each ``NAME`` or ``NAME.gz``).
+
+    Checked before any work.
+
+    Args:
+      data_dir: the MNIST folder.
+
+    Returns:
+      Their paths.
+
+    Raises:
+      FileNotFoundError: naming the missing file.
+    """
     root = validation.existing_path(data_dir, "data_dir")
     found = []
     for stem in (f for pair in mnist.FILES.values() for f in pair):
@@ -73,9 +91,18 @@ def synthetic_test_set(
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """The test set: ``clean`` split into one disjoint chunk per kind, one kind pasted in each.
 
-    Returns ``({"image", "mask", "label", "defect"}, stats)``; ``stats[kind]`` counts the
-    chunk's images and anomalies, the mean mask size, and the anomalous images whose square
-    changed nothing (empty mask: a square pasted over ink, or an erase over background).
+    Args:
+      clean: clean test images of the normal digit ``(N, 28, 28, 1)``.
+      anomaly: ``config.anomaly`` (kinds, fraction, size, margin).
+      seed: the seed of the pasting.
+
+    Returns:
+      ``({"image", "mask", "label", "defect"}, stats)``; ``stats[kind]`` counts the chunk's
+      images and anomalies, the mean mask size, and the anomalous images whose square changed
+      nothing (empty mask: a square pasted over ink, or an erase over background).
+
+    Raises:
+      ValueError: empty or repeated kinds, or too few images to split.
     """
     kinds = tuple(anomaly.kinds)
     if not kinds or len(set(kinds)) != len(kinds):
@@ -109,7 +136,14 @@ NAME = "mnist_localization"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Every field that could fail later, checked before any work (names the field)."""
+    """Check every field that could fail later, before any work.
+
+    Args:
+      config: the experiment config.
+
+    Raises:
+      ConfigError: naming the first bad field.
+    """
     validation.digits(config, "normal_digit")
     if not isinstance(config.normal_digit, int):
         raise validation.ConfigError(
@@ -134,7 +168,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def inputs(
     config: ml_collections.ConfigDict, *, data_dir: str | pathlib.Path, progress: bool = True
 ) -> template.Inputs:
-    """The four MNIST files, found and fingerprinted before any work."""
+    """The four MNIST files, found and fingerprinted before any work.
+
+    Args:
+      config: the experiment config.
+      data_dir: the MNIST folder.
+      progress: show progress bars.
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Inputs`.
+    """
     files = mnist_files(data_dir)
     return template.Inputs(
         data={"dataset": "MNIST", "files": workdir_lib.fingerprint_files(data_dir, files=files)},
@@ -146,8 +189,17 @@ def inputs(
 def load(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
 ) -> one_class.Data:
-    """The normal digit's training images and the synthetic test set built from its test
-    images (:func:`synthetic_test_set`)."""
+    """The normal digit's training images and the synthetic test set built from its
+    test images (:func:`synthetic_test_set`).
+
+    Args:
+      config: the experiment config.
+      run: the run (its workdir holds the decoded-data cache where there is one).
+      inputs: the launcher's arguments (:func:`inputs`).
+
+    Returns:
+      The :class:`~vae_xai.experiments.one_class.Data` (train images, test set, facts, notes).
+    """
     data_dir = inputs.values["data_dir"]
     digit = int(config.normal_digit)
     train_images, _ = mnist.load_one_class(data_dir, "train", digit)

@@ -43,6 +43,14 @@ FIELDS = Fields(
 
 
 def build_model(config: ml_collections.ConfigDict) -> ResNetVAE:
+    """The ResNet18-encoder VAE of ``config.model``.
+
+    Args:
+      config: the experiment config.
+
+    Returns:
+      The model.
+    """
     m = config.model
     return ResNetVAE(
         image_size=config.image_size,
@@ -60,7 +68,14 @@ NAME = "mvtec_localization"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """The config, checked before any work (:func:`vae_xai.localization.check_config`)."""
+    """Check the config before any work (:func:`vae_xai.localization.check_config`).
+
+    Args:
+      config: the experiment config.
+
+    Raises:
+      ConfigError: naming the first bad field.
+    """
     localization.check_config(build_model(config), config, (config.image_size,) * 2 + (3,))
 
 
@@ -72,6 +87,15 @@ def inputs(
     progress: bool = True,
 ) -> template.Inputs:
     """The category's files, listed and fingerprinted before any work.
+
+    Args:
+      config: the experiment config.
+      category: the MVTec-AD category.
+      data_dir: the folder of the categories.
+      progress: show progress bars.
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Inputs`.
 
     Raises:
       FileNotFoundError / ValueError: ``data_dir`` or the category's split is missing or
@@ -100,7 +124,16 @@ def inputs(
 def load(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
 ) -> one_class.Data:
-    """The category's train and test images (decoded once into ``cache_dir``)."""
+    """The category's train and test images (decoded once into ``cache_dir``).
+
+    Args:
+      config: the experiment config.
+      run: the run (its workdir holds the decoded-data cache where there is one).
+      inputs: the launcher's arguments (:func:`inputs`).
+
+    Returns:
+      The :class:`~vae_xai.experiments.one_class.Data` (train images, test set, facts, notes).
+    """
     category, data_dir = inputs.values["category"], inputs.values["data_dir"]
     cache = config.cache_dir or str(run.workdir / "data_cache")
     load_split = functools.partial(
@@ -120,7 +153,14 @@ def load(
 
 
 def augment(config: ml_collections.ConfigDict):
-    """Random mirror + rotation of the training batches (``config.augment``)."""
+    """Random mirror + rotation of the training batches (``config.augment``).
+
+    Args:
+      config: the experiment config.
+
+    Returns:
+      ``(key, images) -> images``.
+    """
     a = config.augment
     return functools.partial(
         augment_batch,

@@ -35,7 +35,14 @@ LAYERS = ("stage1", "stage2", "stage3", "stage4")
 
 
 def top_percent_position(maps: np.ndarray) -> list[float]:
-    """Mean (row, col) of each map's top 1% pixels, as fractions of the image size."""
+    """Mean (row, col) of each map's top 1% pixels, as fractions of the image size.
+
+    Args:
+      maps: ``(N, H, W)``.
+
+    Returns:
+      ``[mean row, mean col]`` over all the maps' top pixels.
+    """
     n, h, w = maps.shape
     k = max(1, h * w // 100)
     idx = np.argsort(maps.reshape(n, -1), axis=1)[:, -k:]
@@ -50,9 +57,21 @@ def evaluate(
     data_dir: str | pathlib.Path,
     layers: Sequence[str] = LAYERS,
 ) -> dict[str, Any]:
-    """The position check of a finished ``mvtec_localization`` run (module doc); writes its
-    own evaluation's ``results.json`` (the results schema, not linked from the workdir) and
-    returns what was written."""
+    """The position check of a finished ``mvtec_localization`` run (module doc).
+
+    Writes its own evaluation's ``results.json`` (the results schema, not linked from the
+    workdir).
+
+    Args:
+      cfg: the config the run was trained with.
+      workdir: the run.
+      category: the MVTec-AD category.
+      data_dir: the folder of the categories.
+      layers: the encoder layers checked.
+
+    Returns:
+      What was written.
+    """
     layers = list(layers)
     model = build_model(cfg)
     validation.model_layers(model, (cfg.image_size, cfg.image_size, 3), layers, "--layers",

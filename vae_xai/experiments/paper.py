@@ -56,9 +56,15 @@ TABLE3_INDEPENDENT_CURVES = {
 
 
 def for_experiment(experiment: str, *, category: str | None = None, method: str | None = None):
-    """The paper's numbers for one run of ``experiment`` (``None`` where the paper has none).
+    """The paper's numbers for one run of ``experiment``.
 
-    ``category`` selects the MVTec-AD row, ``method`` the dSprites column.
+    Args:
+      experiment: the experiment's name.
+      category: the MVTec-AD row.
+      method: the dSprites column.
+
+    Returns:
+      ``{"table", ...numbers}``, or ``None`` where the paper has none.
     """
     if experiment == "ucsd_localization":
         return {"table": 1, "pixel_auroc": dict(TABLE1_UCSD_PED1_PIXEL_AUROC)}

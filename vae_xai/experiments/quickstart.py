@@ -45,7 +45,14 @@ FIELDS = Fields(
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Every field that could fail later, checked before any work (names the field)."""
+    """Check every field that could fail later, before any work.
+
+    Args:
+      config: the experiment config.
+
+    Raises:
+      ConfigError: naming the first bad field.
+    """
     validation.at_least(config, "model.latent_dim", 1)
     for field in ("batch_size", "num_steps", "checkpoint_every", "log_every"):
         validation.at_least(config, f"train.{field}", 1)
@@ -63,7 +70,15 @@ NAME = "quickstart"
 
 
 def inputs(config: ml_collections.ConfigDict, *, progress: bool = True) -> template.Inputs:
-    """The renderer's identity (images are rendered on the fly: nothing to check on disk)."""
+    """The renderer's identity (images are rendered on the fly: nothing to check on disk).
+
+    Args:
+      config: the experiment config.
+      progress: show progress bars.
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Inputs`.
+    """
     return template.Inputs(
         data={"dataset": "dSprites, rendered", **renderer_identity()},
         values={"progress": progress},
@@ -73,7 +88,16 @@ def inputs(config: ml_collections.ConfigDict, *, progress: bool = True) -> templ
 def train(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
 ) -> template.Trained:
-    """Train (or resume) the beta-VAE on batches rendered from random factors."""
+    """Train (or resume) the beta-VAE on batches rendered from random factors.
+
+    Args:
+      config: the experiment config.
+      run: the run.
+      inputs: the launcher's arguments (:func:`inputs`).
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Trained`.
+    """
     t = config.train
     model = dsprites_vae(config.model.latent_dim)
     batch_fn = dsprites_gt.make_batch_fn(config.seed, t.batch_size)
@@ -99,8 +123,18 @@ def evaluate(
     inputs: template.Inputs,
     evaluation: workdir_lib.Evaluation,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Held-out ELBO and per-latent KL; the per-latent attention figure (Fig. 1) and the
-    reconstructions."""
+    """Held-out ELBO and per-latent KL; the per-latent attention figure (Fig. 1), reconstructions.
+
+    Args:
+      config: the experiment config.
+      run: the run.
+      trained: the trained model.
+      inputs: the launcher's arguments.
+      evaluation: the evaluation folder (the figures go there).
+
+    Returns:
+      ``(result, extra)``: the seed's numbers and the top-level entries of its results.json.
+    """
     model, state = trained.model
     e = config.eval
     variables = {"params": state.params}
@@ -165,7 +199,13 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train (or resume) and explain each latent (:func:`template.run`).
 
-    ``config`` is ``experiments/configs/quickstart.py``'s; ``workdir``, ``seeds`` and the
-    returned ``results.json`` are :func:`template.run`'s; ``progress`` shows progress bars.
+    Args:
+      config: ``experiments/configs/quickstart.py``'s config.
+      workdir: the run folder (one per seed with ``seeds``).
+      seeds: several seeds, each a run in ``workdir/seed_N``; ``None``: ``config.seed``.
+      progress: show progress bars.
+
+    Returns:
+      The ``results.json`` written (:func:`template.run`).
     """
     return template.run(EXPERIMENT, config, workdir, seeds=seeds, progress=progress)

@@ -74,7 +74,15 @@ class Job:
     seeds: tuple[int, ...] | None = None
 
     def config(self, get_config: GetConfig, overrides: Mapping[str, Any] | None = None) -> Any:
-        """``get_config(experiment, config_arg)`` with ``overrides`` (dotted keys) applied."""
+        """``get_config(experiment, config_arg)`` with ``overrides`` applied.
+
+        Args:
+          get_config: ``(config name, arg) -> config``.
+          overrides: ``{dotted key: value}``.
+
+        Returns:
+          The job's config.
+        """
         config = get_config(self.experiment, self.config_arg)
         for key, value in (overrides or {}).items():
             node = config
@@ -85,13 +93,31 @@ class Job:
         return config
 
     def trainings(self, config: Any) -> int:
-        """How many models the job trains (seeds x per-digit models)."""
+        """How many models the job trains (seeds x per-digit models).
+
+        Args:
+          config: the job's config.
+
+        Returns:
+          The count.
+        """
         n = len(self.seeds) if self.seeds else 1
         if self.experiment == "mnist_attention":
             n *= len(config.train_digits)
         return n
 
     def data_dir(self, root: str | pathlib.Path | None) -> pathlib.Path | None:
+        """The job's data folder under ``root``.
+
+        Args:
+          root: the ``--data_dir`` holding every dataset, or ``None``.
+
+        Returns:
+          The folder, or ``None`` for a job without data.
+
+        Raises:
+          FileNotFoundError: the job needs data and ``root`` is missing or lacks it.
+        """
         if self.data is None:
             return None
         if root is None:
@@ -106,7 +132,17 @@ class Job:
     def launch(
         self, config: Any, workdir: pathlib.Path, data_root: Any, *, progress: bool = True
     ) -> dict[str, Any]:
-        """This job's ``train_and_evaluate(config, workdir, ...)``."""
+        """This job's ``train_and_evaluate(config, workdir, ...)``.
+
+        Args:
+          config: the job's config.
+          workdir: the job's workdir.
+          data_root: the ``--data_dir`` holding every dataset.
+          progress: show progress bars.
+
+        Returns:
+          The job's results document.
+        """
         lib = importlib.import_module(f"vae_xai.experiments.{self.experiment}")
         kwargs: dict[str, Any] = {"seeds": list(self.seeds) if self.seeds else None}
         if self.data is not None:
@@ -138,12 +174,30 @@ JOBS: tuple[Job, ...] = (
 
 
 def num_steps(config: Any) -> int:
-    """A config's training steps (``train.num_steps``)."""
+    """A config's training steps (``train.num_steps``).
+
+    Args:
+      config: an experiment config.
+
+    Returns:
+      The steps.
+    """
     return int(config.train.num_steps)
 
 
 def select(names: Sequence[str] | None, jobs: Sequence[Job] = JOBS) -> list[Job]:
-    """The jobs named (by job name or table, e.g. ``table3`` or ``table3_factorvae``)."""
+    """The jobs named, by job name or table (e.g. ``table3`` or ``table3_factorvae``).
+
+    Args:
+      names: the names; ``None`` or empty: every job.
+      jobs: the jobs to choose from.
+
+    Returns:
+      The jobs, in ``jobs`` order.
+
+    Raises:
+      ValueError: an unknown name.
+    """
     if not names:
         return list(jobs)
     chosen = []
@@ -164,7 +218,19 @@ def estimate(
     overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Time a few steps of each job here and project its training time (module docstring)."""
+    """Time a few steps of each job here and project its training time (module docstring).
+
+    Args:
+      jobs: the jobs.
+      get_config: ``(config name, arg) -> config``.
+      data_dir: the folder holding every dataset (jobs without their data are skipped).
+      steps: steps timed per job.
+      overrides: ``{dotted key: value}`` applied to every job's config.
+      log: where progress lines go.
+
+    Returns:
+      The projection per job, per table and in total.
+    """
     out: dict[str, Any] = {"jobs": {}, "tables": {}, "probe_steps": steps}
     for job in jobs:
         config = job.config(get_config, overrides)
@@ -223,7 +289,14 @@ def _fmt_entry(entry: Mapping[str, Any]) -> str:
 
 
 def format_estimate(est: Mapping[str, Any]) -> str:
-    """A plain-text table of :func:`estimate`'s projection."""
+    """A plain-text table of :func:`estimate`'s projection.
+
+    Args:
+      est: :func:`estimate`'s result.
+
+    Returns:
+      The table.
+    """
     lines = [f"device: {est['provenance']['device']}"]
     for name, entry in est["jobs"].items():
         lines.append(f"  {name:34s} {_fmt_entry(entry)}")
@@ -260,7 +333,20 @@ def run(
     overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train and evaluate each job in ``workdir/<job>`` (resumable), then write the tables."""
+    """Train and evaluate each job in ``workdir/<job>`` (resumable), then write the tables.
+
+    Args:
+      jobs: the jobs.
+      workdir: the folder of one workdir per job; ``reproduction.md`` goes there.
+      get_config: ``(config name, arg) -> config``.
+      data_dir: the folder holding every dataset (jobs without their data are skipped).
+      overrides: ``{dotted key: value}`` applied to every job's config.
+      log: where progress lines go.
+
+    Returns:
+      The document written to ``workdir/reproduction.json`` (``jobs``: every job's headline
+      numbers next to the paper's; ``provenance``).
+    """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, Any] = {}

@@ -45,6 +45,14 @@ FIELDS = Fields(
 
 
 def build_model(config: ml_collections.ConfigDict) -> UCSDVAE:
+    """The three-conv VAE of ``config.model``.
+
+    Args:
+      config: the experiment config.
+
+    Returns:
+      The model.
+    """
     m = config.model
     return UCSDVAE(
         input_size=config.image_size,
@@ -58,15 +66,31 @@ NAME = "ucsd_localization"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """The config, checked before any work (:func:`vae_xai.localization.check_config`)."""
+    """Check the config before any work (:func:`vae_xai.localization.check_config`).
+
+    Args:
+      config: the experiment config.
+
+    Raises:
+      ConfigError: naming the first bad field.
+    """
     localization.check_config(build_model(config), config, (config.image_size,) * 2 + (1,))
 
 
 def inputs(
     config: ml_collections.ConfigDict, *, data_dir: str | pathlib.Path, progress: bool = True
 ) -> template.Inputs:
-    """The Ped1 folder and exactly the files the loaders read, fingerprinted before any work
-    (stray files, other clips, notes are not the data).
+    """The Ped1 folder and exactly the files the loaders read, fingerprinted before any work.
+
+    Stray files, other clips and notes are not the data.
+
+    Args:
+      config: the experiment config.
+      data_dir: the UCSD dataset folder.
+      progress: show progress bars.
+
+    Returns:
+      The :class:`~vae_xai.experiments.template.Inputs`.
 
     Raises:
       FileNotFoundError: ``data_dir`` or its ``Train/``/``Test/`` folder is missing.
@@ -93,7 +117,16 @@ def inputs(
 def load(
     config: ml_collections.ConfigDict, run: workdir_lib.Run, inputs: template.Inputs
 ) -> one_class.Data:
-    """Every training frame, and the test clips that have pixel masks."""
+    """Every training frame, and the test clips that have pixel masks.
+
+    Args:
+      config: the experiment config.
+      run: the run (its workdir holds the decoded-data cache where there is one).
+      inputs: the launcher's arguments (:func:`inputs`).
+
+    Returns:
+      The :class:`~vae_xai.experiments.one_class.Data` (train images, test set, facts, notes).
+    """
     data_dir = inputs.values["data_dir"]
     size = (config.image_size, config.image_size)
     train = ucsd_ped1.load_train(data_dir, image_size=size)
