@@ -49,8 +49,8 @@ def define_flags() -> None:
     flags.DEFINE_integer(
         "curve_every",
         0,
-        "Also score every seed at each kept checkpoint (--config.keep_every) whose step is a "
-        "multiple of this: scores along training in workdir/curve.json and curve.png (0: off).",
+        "Also score every seed at each kept checkpoint (--config.train.keep_every) whose step is "
+        "a multiple of this: scores along training in workdir/curve.json, curve.png (0: off).",
         lower_bound=0,
     )
     flags.DEFINE_string(

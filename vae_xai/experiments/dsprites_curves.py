@@ -46,7 +46,7 @@ def load_curve(workdir: str | pathlib.Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: score the run along training first (python -m "
-            "experiments.dsprites_disentanglement ... --config.keep_every=K --curve_every=K)"
+            "experiments.dsprites_disentanglement ... --config.train.keep_every=K --curve_every=K)"
         )
     try:
         return json.loads(path.read_text())
