@@ -1,4 +1,4 @@
-"""Parity of the PyTorch twins (benchmarks/torch_models.py) with our JAX training steps.
+"""Parity of the PyTorch twins (benchmarks/torch_twins/) with our JAX training steps.
 
 For each model: our Flax initial parameters (biases, BatchNorm scales and running averages
 perturbed so that no gradient is trivially zero), a small batch, and the JAX reference computed
@@ -35,7 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import torch_models  # noqa: E402
+import torch_twins  # noqa: E402
 
 from vae_xai import disentangle as dis  # noqa: E402
 from vae_xai import losses  # noqa: E402
@@ -60,7 +60,7 @@ def _capture_grads() -> optax.GradientTransformation:
 def _perturb(tree, key, what="params"):
     """Biases += N(0, 0.05), BN scales = 1 + N(0, 0.2) (also un-zeroes the ResNet blocks' last
     BN), running means N(0, 0.1) and variances 1 + U(0, 0.5): every gradient is exercised."""
-    flat = torch_models.flatten_flax(tree)
+    flat = torch_twins.flatten_flax(tree)
     keys = jax.random.split(key, len(flat))
     out = {}
     for k, (path, v) in zip(keys, sorted(flat.items()), strict=True):
@@ -120,7 +120,7 @@ def _compare_terms(t_terms, j_terms):
 def _compare_tree(t_flat, j_tree):
     """Per-tensor relative error; a tensor whose gradient is ~0 by an invariance (a bias
     right before a train-mode BatchNorm) is measured against 1e-6 of the largest gradient."""
-    j_flat = torch_models.flatten_flax(j_tree)
+    j_flat = torch_twins.flatten_flax(j_tree)
     assert set(t_flat) == set(j_flat), sorted(set(t_flat) ^ set(j_flat))
     floor = 1e-6 * max(float(np.max(np.abs(v))) for v in j_flat.values())
     return {p: _rel(t_flat[p], j_flat[p], floor) for p in j_flat}
@@ -137,7 +137,7 @@ def _adam_check(step, opt, params, noise):
         upd, opt_state = opt.update(_unflatten(g), opt_state, expected)
         expected = optax.apply_updates(expected, upd)
     got = step.flax_params()
-    exp = torch_models.flatten_flax(expected)
+    exp = torch_twins.flatten_flax(expected)
     return max(float(np.max(np.abs(got[p] - exp[p]))) for p in exp)
 
 
@@ -230,16 +230,16 @@ def _parity_vae(name, x64):
     new_state, metrics = jax.jit(update)(state, batch, key)
 
     dtype = torch.float64 if x64 else torch.float32
-    step = torch_models.build(name, batch, flax_params=params, flax_batch_stats=stats, dtype=dtype)
+    step = torch_twins.build(name, batch, flax_params=params, flax_batch_stats=stats, dtype=dtype)
     eps = _eps(key, BATCH, step.latent_dim, ftype)
     terms, grads = step.loss_and_grads(eps=eps)
     report = {
         "terms": _compare_terms(terms, metrics),
         "grads": _compare_tree(grads, new_state.opt_state),
-        "_grads": (grads, torch_models.flatten_flax(new_state.opt_state)),
+        "_grads": (grads, torch_twins.flatten_flax(new_state.opt_state)),
     }
     if stats is not None:  # the twin's running averages after one step
-        step_bn = torch_models.build(
+        step_bn = torch_twins.build(
             name, batch, flax_params=params, flax_batch_stats=stats, dtype=dtype
         )
         step_bn.step(eps=eps)
@@ -273,7 +273,7 @@ def parity_factor(name):
         "eps_disc": _eps(k_z2, BATCH, d),
         "perm": _perm(k_perm, BATCH, d),
     }
-    step = torch_models.build(name, batch, flax_params=params)
+    step = torch_twins.build(name, batch, flax_params=params)
     terms, t_grads = step.loss_and_grads(**noise)
     report = {"terms": _compare_terms(terms, metrics), "grads": _compare_tree(t_grads, grads)}
     if ad_weight > 0:  # L_AD's own gradient (second order), tiny next to the ELBO's
@@ -337,7 +337,7 @@ def _check(name, report, *, term_rtol, grad_rtol, stats_rtol):
     assert report["adam_max_abs_over_lr"] < 1e-2, f"{name}: optimizer step differs"
 
 
-@pytest.mark.parametrize("name", torch_models.MODELS)
+@pytest.mark.parametrize("name", torch_twins.MODELS)
 def test_torch_twin_matches_jax(name):
     report = parity(name)
     if name not in FLOAT64_GRADS:
@@ -357,7 +357,7 @@ def test_torch_twin_matches_jax(name):
 def test_build_without_flax_params_runs_a_step():
     rng = np.random.default_rng(0)
     x = (rng.random((2, 64, 64, 1)) > 0.5).astype(np.float32)
-    step = torch_models.build("ad_factorvae", {"image": x, "image_disc": x[::-1].copy()})
+    step = torch_twins.build("ad_factorvae", {"image": x, "image_disc": x[::-1].copy()})
     before = step.flax_params()
     metrics = step.step()
     assert set(metrics) >= {"loss", "recon", "kl", "tc", "ad", "disc_loss", "disc_acc"}
@@ -371,7 +371,7 @@ def test_build_without_flax_params_runs_a_step():
 if __name__ == "__main__":
     import json
 
-    names = sys.argv[1:] or list(torch_models.MODELS)
+    names = sys.argv[1:] or list(torch_twins.MODELS)
     for n in names:
         print(n, "float32", json.dumps(_summary(parity(n))), flush=True)
         if n in FLOAT64_GRADS:

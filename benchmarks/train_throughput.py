@@ -7,7 +7,7 @@ For each model, the full jitted, donated training step that our launchers run
 ``conv_impl="xla"`` (plain Flax layers: what every model ran before issue 9) and ``"fast"``
 (:mod:`vae_xai.fast_conv`, the CPU default), and, when ``torch`` is installed (optional:
 ``pip install torch``), the PyTorch twin of the same architecture, loss and optimizer from
-``benchmarks/torch_models.py`` (``benchmarks/test_torch_parity.py`` checks the twins compute
+``benchmarks/torch_twins/`` (``benchmarks/test_torch_parity.py`` checks the twins compute
 the same loss and gradients from the same weights). All variants start from the same weights
 and batch, are warmed up, then timed in ``--rounds`` interleaved rounds of ``--steps`` steps
 (interleaving spreads a shared machine's load over all variants); the median round gives the
@@ -110,15 +110,15 @@ def make_batch(name: str, seed: int = 0) -> dict[str, np.ndarray]:
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 
-def _load_torch_models():
+def _load_torch_twins():
     try:
         import torch  # noqa: F401
     except ImportError:
         return None
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    import torch_models
+    import torch_twins
 
-    return torch_models
+    return torch_twins
 
 
 def _time(fn: Callable[[], Any], steps: int) -> float:
@@ -144,7 +144,7 @@ def main() -> None:
         parser.error(f"unknown models/impls {sorted(bad)}; models {MODELS}, impls {IMPLS}")
     if args.steps < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--steps and --rounds must be >= 1 and --warmup >= 0")
-    torch_models = None if args.no_torch else _load_torch_models()
+    torch_twins = None if args.no_torch else _load_torch_twins()
     mesh = make_mesh()
 
     runners: dict[str, dict[str, Callable[[], Any]]] = {}
@@ -171,8 +171,8 @@ def main() -> None:
             for _ in range(args.warmup):
                 jax.block_until_ready(run())
             runners[name][f"jax_{impl}"] = run
-        if torch_models is not None:
-            tstep = torch_models.build(name, batch, flax_params=jax.device_get(params))
+        if torch_twins is not None:
+            tstep = torch_twins.build(name, batch, flax_params=jax.device_get(params))
             t0 = time.perf_counter()
             tstep.step()
             first_call[name]["torch"] = time.perf_counter() - t0
@@ -212,7 +212,7 @@ def main() -> None:
         "steps_per_round": args.steps,
         "rounds": args.rounds,
     }
-    if torch_models is not None:
+    if torch_twins is not None:
         import torch
 
         info["torch"] = torch.__version__
