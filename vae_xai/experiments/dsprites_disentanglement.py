@@ -2,16 +2,16 @@
 
 The library side of ``python -m experiments.dsprites_disentanglement`` (usage there).
 
-Each seed trains in ``workdir/seed_N`` (resuming from its checkpoints), on batches rendered on
-device from uniformly random factors (``batch_fn(step)`` seeded by the step). Then the encoder
-mean is scored with the FactorVAE metric, the beta-VAE score and MIG
-(:mod:`vae_xai.metrics.disentanglement`) on images rendered from factor values, and the
-evaluation's folder ``workdir/evaluations/step<N>_<hash>/`` gets per seed ``seed_N/eval.json``,
-``traversal.png`` (latent traversals) and ``attention_pairs.png`` (Figure 8: attention maps of
-the two top latent dims for a few inputs; ``attention_pairs_vs_<other>.png`` with
-``--compare_workdir``), and ``results.json`` with per-seed results and mean/std over seeds
-next to the paper's numbers (linked as ``workdir/results.json``). The workdir is one run
-(:mod:`vae_xai.workdir`): another method or model on it is refused before any work.
+Each seed is one run in ``workdir/seed_N`` (``config.seed = N``; :mod:`vae_xai.seeds`),
+trained on batches rendered on device from uniformly random factors (``batch_fn(step)``
+seeded by the step). Then the encoder mean is scored with the FactorVAE metric, the beta-VAE
+score and MIG (:mod:`vae_xai.metrics.disentanglement`) on images rendered from factor values;
+the seed's evaluation folder ``workdir/seed_N/evaluations/step<N>_<hash>/`` gets
+``results.json``, ``traversal.png`` (latent traversals) and ``attention_pairs.png`` (Figure 8:
+attention maps of the two top latent dims for a few inputs; ``attention_pairs_vs_<other>.png``
+with ``--compare_workdir``), and ``workdir/results.json`` aggregates the seeds (``summary``:
+mean / std of the headline numbers) next to the paper's numbers. Another method or model on
+a trained seed's run is refused before any work (:mod:`vae_xai.workdir`).
 """
 
 from __future__ import annotations
@@ -548,7 +548,7 @@ def save_pairs_figure(
 
 CURVE_FILE = "curve.json"
 CURVE_FIGURE = "curve.png"
-HEADLINE = {  # results name -> (metric, key) of one seed's eval.json
+HEADLINE = {  # results name -> (metric, key) of one seed's evaluation
     "factor_vae_score": ("factor_vae", "eval_accuracy"),
     "beta_vae_score": ("beta_vae", "eval_accuracy"),
     "mig": ("mig", "discrete_mig"),
