@@ -324,6 +324,24 @@ def test_run_seeds_one_run_per_seed_and_the_aggregate(tmp_path):
     assert pathlib.Path(again["results_path"]) != first and first.exists()
     assert again["per_seed"]["0"] == out["per_seed"]["0"]
 
+    # an aggregate hook's files are linked from the workdir; a later aggregate without them
+    # unlinks them (the files stay in the earlier aggregate's folder)
+    def with_curve(docs, folder):
+        (folder / "curve.json").write_text(json.dumps(sorted(docs)))
+        return {"curve_seeds": sorted(docs)}
+
+    doc = seeds_lib.run_seeds(
+        tmp_path, cfg, [2, 0], run_one, experiment="toy", fields=fields, aggregate=with_curve
+    )
+    assert doc["curve_seeds"] == [0, 2] and json.loads((tmp_path / "curve.json").read_text()) == [
+        0,
+        2,
+    ]
+    curve = pathlib.Path(doc["results_path"]).parent / "curve.json"
+    seeds_lib.run_seeds(tmp_path, cfg, [2], run_one, experiment="toy", fields=fields)
+    assert not (tmp_path / "curve.json").exists() and curve.exists()
+    assert (tmp_path / "results.json").is_symlink()
+
     # a training change is refused for every seed before any seed runs
     calls.clear()
     changed = ml_collections.ConfigDict(dict(cfg.to_dict(), lr=0.1))

@@ -282,7 +282,18 @@ def run_seeds(
         per_seed={s: results_lib.per_seed_entry(d) for s, d in docs.items()},
         extra={**extra, "runs": runs},
     )
-    for path in sorted(target.parent.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            _link(workdir, path, copies)
+    names = {p.name for p in target.parent.iterdir() if p.is_file() and not p.name.startswith(".")}
+    for link in workdir.iterdir():  # an earlier aggregate's output this one lacks is unlinked
+        if link.name not in names and _links_to_aggregate(link):
+            link.unlink()
+    for name in sorted(names):
+        _link(workdir, target.parent / name, copies)
     return written
+
+
+def _links_to_aggregate(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a link into an aggregate's folder (``evaluations/seeds...``)."""
+    if not path.is_symlink():
+        return False
+    parts = pathlib.PurePath(os.readlink(path)).parts
+    return len(parts) == 3 and parts[0] == workdir_lib.EVALUATIONS and parts[1].startswith("seeds")
