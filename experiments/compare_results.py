@@ -13,11 +13,10 @@ behind "this change of code leaves the results bit-identical" (RESULTS.md).
 from __future__ import annotations
 
 import json
-import pathlib
 import sys
 from collections.abc import Sequence
 
-from absl import flags
+from absl import app, flags
 
 from experiments import launch
 from vae_xai import results as results_lib
@@ -29,18 +28,6 @@ def define_flags() -> None:
     flags.DEFINE_string("b", None, "The second results.json (or the workdir holding it).")
 
 
-def _load(value: str, name: str) -> dict:
-    path = pathlib.Path(value)
-    if path.is_dir():
-        path = path / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--{name}: {path} not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--{name}: {path} is not valid JSON ({err})") from err
-
-
 def main(argv: Sequence[str]) -> None:
     """Run the launcher once its flags are parsed (the entry point of :func:`launch.run`).
 
@@ -50,10 +37,13 @@ def main(argv: Sequence[str]) -> None:
     launch.no_arguments(argv)
     launch.require("a", "--a is required: a results.json (or its workdir)")
     launch.require("b", "--b is required: a results.json (or its workdir)")
-    a, b = _load(flags.FLAGS.a, "a"), _load(flags.FLAGS.b, "b")
-    for name, doc in (("a", a), ("b", b)):
-        if "per_seed" not in doc:
-            raise ValueError(f"--{name}: not a results.json of the results schema (no per_seed)")
+    docs = {}
+    for name in ("a", "b"):
+        try:
+            docs[name] = results_lib.read(flags.FLAGS[name].value)
+        except (OSError, ValueError) as err:
+            raise app.UsageError(f"--{name}: {err}") from err
+    a, b = docs["a"], docs["b"]
     out = results_lib.differences(a, b)
     print(json.dumps(out, indent=2))
     if out["differ"] or out["only_a"] or out["only_b"]:

@@ -400,10 +400,12 @@ def test_compare_results_launcher_exit_codes(tmp_path):
     import subprocess
     import sys
 
-    doc = {"per_seed": {"0": {"score": 0.5}}}
+    doc = {"per_seed": {"0": {"score": 0.5}}, "mean_std": {}}
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "results.json").write_text(json.dumps(doc))
-    (tmp_path / "b.json").write_text(json.dumps({"per_seed": {"0": {"score": 0.6}}}))
+    (tmp_path / "b.json").write_text(
+        json.dumps({"per_seed": {"0": {"score": 0.6}}, "mean_std": {}})
+    )
 
     def run(*args):
         return subprocess.run(

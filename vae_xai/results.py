@@ -51,6 +51,7 @@ __all__ = [
     "mean_std",
     "numeric_leaves",
     "per_seed_entry",
+    "read",
     "write",
 ]
 
@@ -193,6 +194,42 @@ def write(path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     doc = {**document(**kwargs), "results_path": str(path)}
     provenance_lib.write_json_atomic(path, doc)
     return _plain(doc)
+
+
+def read(
+    path: str | os.PathLike[str],
+    *,
+    hint: str = "",
+    require: Sequence[str] = ("per_seed", "mean_std"),
+) -> dict[str, Any]:
+    """Read a ``results.json`` (or the one in the folder ``path``), checked.
+
+    Args:
+      path: the file, or a workdir / evaluation folder holding ``results.json``.
+      hint: added to the not-found message (e.g. what kind of run was expected).
+      require: the top-level entries the caller reads; one missing is an error.
+
+    Returns:
+      The document.
+
+    Raises:
+      FileNotFoundError: no such file (names it).
+      ValueError: not valid JSON, or an entry of ``require`` missing (not a results-schema
+        document); names the file.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found" + (f": {hint}" if hint else ""))
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rerun its evaluation") from err
+    missing = [k for k in require if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)}: not a results-schema file")
+    return doc
 
 
 def per_seed_entry(doc: Mapping[str, Any], seed: int | str | None = None) -> dict[str, Any]:

@@ -11,11 +11,11 @@ image (``recon``'s is one encode-decode pass; a map's extra cost is its cost min
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vae_xai import results as results_lib
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import paper
 
@@ -27,16 +27,11 @@ _SHORT = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "best_iou": "best IoU"
 
 
 def _load(workdir: str | pathlib.Path) -> dict[str, Any]:
-    path = pathlib.Path(workdir) / "results.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} an evaluated localization run?")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); rerun its evaluation") from err
-    if "mean_std" not in results:
-        raise ValueError(f"{path} has no mean_std: not a results-schema file")
-    return results
+    return results_lib.read(
+        pathlib.Path(workdir) / "results.json",
+        hint=f"is {workdir} an evaluated localization run?",
+        require=("mean_std",),
+    )
 
 
 def parse_columns(values: Sequence[str]) -> list[tuple[str, str, str]]:
