@@ -46,6 +46,7 @@ def test_registries_name_every_producer_and_evaluator():
     assert set(loc.PRODUCERS) == {
         "recon", "attention", "center_prior", "intensity",  # the paper's and the baselines
         "grad", "combination", "projection", "attention_x_recon", "released_attention",
+        "residual",
     }  # fmt: skip
     assert set(loc.EVALUATORS) == {"localization", "latent_detection", "roc_figure", "overlays"}
     assert loc.PRODUCERS["intensity"] is loc.Intensity and loc.Intensity.kind == "intensity"

@@ -110,9 +110,12 @@ def test_configs_build_their_producers_and_evaluators():
         assert names[len(names) - len(extra) - len(want) :] == want + extra
         assert tuple(e.criteria) == ("difference", "kl")
         assert [type(v).kind for v in evaluators] == list(loc.DEFAULT_EVALUATORS)
-    # MVTec computes every VAE map: gradients, combinations, projection, attention x recon
+    # MVTec computes every VAE map: residuals, gradients, combinations, projection,
+    # attention x recon
     e = mvtec_cfg.get_config("cpu").eval
     extra = [p.name for p in vae_maps.producers_from_config(e.to_dict())]
+    assert extra[:3] == ["recon_smooth", "ssim", "ssim_smooth"]
+    extra = extra[3:]
     assert extra[:6] == ["grad_elbo", "grad_kl", "grad_rec", "combi", "combi_add", "projection"]
     want = [
         f"recon_x_{loc.attention_map_name(c, r, layer)}"

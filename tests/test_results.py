@@ -145,7 +145,7 @@ def test_every_config_gives_the_values_it_gave_before_the_renames():
     assert checked == 28
 
 
-_MAPS_KEYS = ("maps", "grad", "combi", "projection", "attention_x_recon")
+_MAPS_KEYS = ("maps", "grad", "combi", "projection", "attention_x_recon", "residual")
 
 
 def test_smoke_variants_are_short():

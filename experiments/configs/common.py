@@ -99,12 +99,17 @@ def parse_variant(
 def vae_maps_eval() -> dict:
     """The ``config.eval`` entries of the VAE anomaly maps beyond the paper
     (:mod:`vae_xai.localization.vae_maps`), shared by the localization configs: every map
-    (``maps``), input gradients at ``z = mu`` with Zimmerer et al.'s smoothing (kernel 8 ->
-    7, sigma 3), combinations normalized over the test set, 100 projection steps of size
-    0.05 with lambda 1, and the attention as a weight on the reconstruction error at every
-    evaluated layer. A config overrides single entries after calling this."""
+    (``maps``), the reconstruction error smoothed with Zimmerer et al.'s kernel (8 -> 7,
+    sigma 3) and the SSIM residual (window 11, sigma 1.5; raw and smoothed), input gradients
+    at ``z = mu`` with the same smoothing, combinations normalized over the test set, 100
+    projection steps of size 0.05 with lambda 1, and the attention as a weight on the
+    reconstruction error at every evaluated layer. A config overrides single entries after
+    calling this."""
     return dict(
         maps=(
+            "recon_smooth",
+            "ssim",
+            "ssim_smooth",
             "grad_elbo",
             "grad_kl",
             "grad_rec",
@@ -125,4 +130,5 @@ def vae_maps_eval() -> dict:
             channel_reduce="sum",
         ),  # fmt: skip
         attention_x_recon=dict(variants=("difference", "kl", "released"), layers=None),
+        residual=dict(smooth_kernel=8, smooth_sigma=3.0, ssim_window=11, ssim_sigma=1.5),
     )

@@ -11,7 +11,9 @@ and load data. Split along what each piece does:
   ``encode_fn``/``decode_fn`` (any Linen or NNX VAE) and as producers selected by
   ``config.eval.maps``: input gradients of the ELBO / KL / reconstruction term and their
   combinations with the reconstruction error (Zimmerer et al., MICCAI 2019), iterative
-  energy-based projection (Dehaene et al., ICLR 2020), attention-weighted reconstruction error.
+  energy-based projection (Dehaene et al., ICLR 2020), attention-weighted reconstruction error,
+  the smoothed reconstruction error and the SSIM residual (:mod:`~vae_xai.localization.ssim`;
+  Bergmann et al.'s AE-SSIM, VISAPP 2019).
 * :mod:`~vae_xai.localization.evaluators` -- **evaluators** over the produced maps
   (localization metrics: pooled pixel AUROC, best IoU, AUPRO, image AUROC, overall and per
   defect type; latent detection; ROC figure; overlays), each a small object with a uniform
@@ -87,12 +89,14 @@ from vae_xai.localization.report import (
     save_results,
     summary_table,
 )
+from vae_xai.localization.ssim import ssim_map, ssim_residual
 from vae_xai.localization.vae_maps import (
     MAP_NAMES,
     AttentionWeightedRecon,
     EnergyProjection,
     GradientCombination,
     InputGradient,
+    ReconstructionResidual,
     ReleasedAttention,
     additive_combination,
     input_gradient_maps,
@@ -101,7 +105,9 @@ from vae_xai.localization.vae_maps import (
     product_combination,
     project,
     projection_maps,
+    reconstruction_residual,
     released_attention_maps,
+    residual_maps,
     set_range,
     smooth_maps,
 )
@@ -131,6 +137,7 @@ __all__ = [
     "MapProducer",
     "Overlays",
     "ReconstructionError",
+    "ReconstructionResidual",
     "ReleasedAttention",
     "RocFigure",
     "additive_combination",
@@ -160,17 +167,21 @@ __all__ = [
     "product_combination",
     "project",
     "projection_maps",
+    "reconstruction_residual",
     "reconstruction_error_maps",
     "reconstruction_nll",
     "reference_sets",
     "register_evaluator",
     "register_producer",
     "released_attention_maps",
+    "residual_maps",
     "save_overlays",
     "save_results",
     "save_roc_figure",
     "set_range",
     "smooth_maps",
+    "ssim_map",
+    "ssim_residual",
     "summary_table",
     "train_on_normal",
     "variables_of",

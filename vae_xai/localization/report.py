@@ -13,6 +13,9 @@ __all__ = ["RESULT_NAMES_NOTE", "print_report", "save_results", "summary_table"]
 # What the names in evaluate_one_class's results mean (copied into experiments' results.json).
 RESULT_NAMES_NOTE = (
     "recon = per-pixel squared reconstruction error at z=mu (summed over channels); "
+    "recon_smooth = recon Gaussian-smoothed (Zimmerer et al.'s kernel 8 -> 7, sigma 3); "
+    "ssim = 1 - SSIM(x, f(x)) at z=mu (11x11 Gaussian window, sigma 1.5, channels averaged; "
+    "the residual of Bergmann et al.'s AE-SSIM); ssim_smooth = ssim smoothed like recon_smooth; "
     "center_prior = a model-free map, minus the distance to the image centre (a floor); "
     "intensity (where computed) = another model-free map, the input's mean over channels; "
     "attention_<ref>_<layer> = anomaly attention (paper Eq. 5, sampled difference score) with "

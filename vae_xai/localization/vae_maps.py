@@ -21,12 +21,15 @@ Both must act per sample (eval mode: BatchNorm with running statistics). The map
   on ``E(x) = L_rec(x, f(x)) + lam * ||x - x0||_1 (+ kl_weight * KL)``, each step weighted per
   pixel by the current squared reconstruction error; the map is ``|x0 - x_T|``
   (:func:`projection_map`).
+* :func:`reconstruction_residual` -- the reconstruction error Gaussian-smoothed, and the SSIM
+  residual ``1 - SSIM(x, f(x))`` of Bergmann et al.'s AE-SSIM (VISAPP 2019;
+  :mod:`vae_xai.localization.ssim`), optionally smoothed.
 
 The ``*_maps`` functions run them over a test set in padded batches (one compile) and return
 ``(N, H, W)`` float32 NumPy, like :mod:`vae_xai.localization.maps`. The registered producers
 (:class:`InputGradient`, :class:`GradientCombination`, :class:`EnergyProjection`,
-:class:`AttentionWeightedRecon`) are selected by ``config.eval.maps``; see
-:func:`producers_from_config` for the fields and defaults.
+:class:`AttentionWeightedRecon`, :class:`ReconstructionResidual`) are selected by
+``config.eval.maps``; see :func:`producers_from_config` for the fields and defaults.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from vae_xai.localization.maps import (
     eval_sampling,
     register_producer,
 )
+from vae_xai.localization.ssim import ssim_residual
 from vae_xai.losses import kl_per_latent, reparameterize
 
 EncodeFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
@@ -83,6 +87,8 @@ __all__ = [
     "EnergyProjection",
     "GradientCombination",
     "InputGradient",
+    "RESIDUALS",
+    "ReconstructionResidual",
     "additive_combination",
     "energy",
     "eval_maps",
@@ -99,7 +105,9 @@ __all__ = [
     "projection_maps",
     "projection_step",
     "ReleasedAttention",
+    "reconstruction_residual",
     "released_attention_maps",
+    "residual_maps",
     "set_range",
     "smooth_maps",
 ]
@@ -1334,6 +1342,180 @@ class AttentionWeightedRecon:
         return product_combination(weight, ctx.map_of(ReconstructionError()))
 
 
+# ----------------------------------------------------------------------------- residuals
+
+RESIDUALS = ("l2", "ssim")
+
+
+def reconstruction_residual(
+    encode_fn: EncodeFn,
+    decode_fn: DecodeFn,
+    x: ArrayLike,
+    *,
+    residual: str = "l2",
+    decoder_output: DecoderOutput = "logits",
+    channel_reduce: ChannelReduce = "sum",
+    ssim_window: int = 11,
+    ssim_sigma: float = 1.5,
+    smooth_kernel: int = 0,
+    smooth_sigma: float = 3.0,
+) -> jax.Array:
+    """The residual between images and their reconstructions at ``z = mu``, per pixel.
+
+    ``residual="l2"``: the squared error ``(x - f(x))^2`` reduced over channels (with the
+    defaults, the ``recon`` map of :func:`~vae_xai.localization.maps.reconstruction_error_maps`).
+    ``residual="ssim"``: ``1 - SSIM(x, f(x))`` (:func:`vae_xai.localization.ssim.ssim_residual`,
+    channels averaged), the residual of Bergmann et al.'s AE-SSIM (VISAPP 2019). Ours is that
+    residual on a VAE trained with its own likelihood, not on an autoencoder trained with the
+    SSIM loss as theirs was. Then optionally :func:`smooth_maps` (Zimmerer et al.'s kernel).
+
+    Args:
+      encode_fn: the VAE's encoder (module doc).
+      decode_fn: its decoder.
+      x: ``(B, H, W, C)`` in [0, 1].
+      residual: ``"l2"`` or ``"ssim"``.
+      decoder_output: ``"logits"`` or ``"mean"`` (module doc).
+      channel_reduce: ``"sum"``, ``"mean"`` or ``"max"`` over channels (``"l2"`` only; SSIM
+        averages its per-channel maps).
+      ssim_window, ssim_sigma: the SSIM Gaussian window's side (odd) and sigma.
+      smooth_kernel, smooth_sigma: Gaussian smoothing after the residual (0 = none).
+
+    Returns:
+      ``(B, H, W)``.
+
+    Raises:
+      ValueError: an unknown ``residual``/``channel_reduce``/``decoder_output``, or a bad SSIM
+        window.
+    """
+    _check_choice("residual", residual, RESIDUALS)
+    x = jnp.asarray(x)
+    mu, _ = encode_fn(x)
+    recon = image_mean(decode_fn(mu), decoder_output=decoder_output)
+    if residual == "l2":
+        maps = _reduce_channels(jnp.square(x - recon), channel_reduce)
+    else:
+        maps = ssim_residual(x, recon, window=ssim_window, sigma=ssim_sigma)
+    return smooth_maps(maps, kernel_size=smooth_kernel, sigma=smooth_sigma)
+
+
+def residual_maps(
+    encode_fn: EncodeFn,
+    decode_fn: DecodeFn,
+    images: ArrayLike,
+    *,
+    batch_size: int = 16,
+    **kwargs: Any,
+) -> np.ndarray:
+    """:func:`reconstruction_residual` over a test set, in padded batches (one compile).
+
+    Args:
+      encode_fn: the VAE's encoder (module doc).
+      decode_fn: its decoder.
+      images: ``(N, H, W, C)`` in [0, 1].
+      batch_size: images per pass.
+      **kwargs: those of :func:`reconstruction_residual`.
+
+    Returns:
+      ``(N, H, W)`` float32.
+    """
+    images = _check_images(images)
+    return _over_set(
+        lambda x, k: reconstruction_residual(encode_fn, decode_fn, x, **kwargs),
+        images,
+        jax.random.key(0),
+        batch_size,
+    ).astype(np.float32)
+
+
+@register_producer("residual")
+@dataclasses.dataclass(frozen=True)
+class ReconstructionResidual:
+    """The smoothed squared error and the SSIM residual (:func:`residual_maps`).
+
+    ``map_name`` ``"recon_smooth"`` (the ``recon`` map smoothed), ``"ssim"`` (``1 - SSIM``
+    between the image and its reconstruction) or ``"ssim_smooth"`` (that, smoothed); the
+    smoothing is Zimmerer et al.'s Gaussian kernel (:func:`smooth_maps`).
+
+    Attributes:
+      map_name: the ``eval.maps`` entry, also the map's name.
+      smooth_kernel: the smoothing kernel side of the ``*_smooth`` maps (8 becomes 7).
+      smooth_sigma: its standard deviation.
+      ssim_window: the SSIM window side (odd; 11 as Wang et al. and scikit-image).
+      ssim_sigma: the SSIM window's standard deviation (1.5).
+
+    Raises:
+      ConfigError: naming the ``eval.residual.<key>`` that is out of range, or an unknown
+        ``map_name`` (``eval.maps``).
+    """
+
+    map_names: ClassVar[tuple[str, ...]] = ("recon_smooth", "ssim", "ssim_smooth")
+    map_name: str
+    smooth_kernel: int = 8
+    smooth_sigma: float = 3.0
+    ssim_window: int = 11
+    ssim_sigma: float = 1.5
+
+    def __post_init__(self) -> None:
+        check_entry(validation.one_of, "eval.maps", self.map_name, self.map_names)
+        value = _check_integer("eval.residual.smooth_kernel", self.smooth_kernel, 3)
+        object.__setattr__(self, "smooth_kernel", value)
+        window = _check_integer("eval.residual.ssim_window", self.ssim_window, 1)
+        if window % 2 == 0:
+            raise validation.ConfigError(
+                "eval.residual.ssim_window", f"must be odd (a centred window); got {window}"
+            )
+        object.__setattr__(self, "ssim_window", window)
+        for key in ("smooth_sigma", "ssim_sigma"):
+            check_entry(validation.positive, f"eval.residual.{key}", getattr(self, key))
+
+    @classmethod
+    def from_config(
+        cls, eval_config: Mapping[str, Any], **context: Any
+    ) -> list[ReconstructionResidual]:
+        """One per ``recon_smooth``/``ssim``/``ssim_smooth`` in ``eval.maps``, with
+        ``eval.residual`` (:data:`RESIDUAL_DEFAULTS`; checked whether or not a map uses it).
+
+        Args:
+          eval_config: the ``config.eval`` mapping.
+          **context: unused.
+
+        Returns:
+          The producers, in ``eval.maps`` order.
+        """
+        block = _block(eval_config, "residual", RESIDUAL_DEFAULTS)
+        cls(cls.map_names[0], **block)  # checks the block even when no map uses it
+        names = [n for n in eval_maps(eval_config) if n in cls.map_names]
+        return [cls(n, **block) for n in names]
+
+    @property
+    def name(self) -> str:
+        """The map's name: its ``eval.maps`` entry."""
+        return self.map_name
+
+    def produce(self, ctx: Context) -> np.ndarray:
+        """:func:`residual_maps` of ``ctx.test_images``.
+
+        Args:
+          ctx: the shared context.
+
+        Returns:
+          ``(N, H, W)`` float32.
+        """
+        encode_fn, decode_fn = model_fns(ctx.model, ctx.variables)
+        smooth = self.map_name.endswith("_smooth")
+        return residual_maps(
+            encode_fn,
+            decode_fn,
+            ctx.test_images,
+            batch_size=ctx.batch_size,
+            residual="ssim" if self.map_name.startswith("ssim") else "l2",
+            ssim_window=self.ssim_window,
+            ssim_sigma=self.ssim_sigma,
+            smooth_kernel=self.smooth_kernel if smooth else 0,
+            smooth_sigma=self.smooth_sigma,
+        )
+
+
 # ----------------------------------------------------------------------------- config
 
 # The names ``config.eval.maps`` may hold (of the classes registered above), and the defaults
@@ -1343,8 +1525,9 @@ GRAD_DEFAULTS = _defaults(GradientSettings)
 COMBI_DEFAULTS = _defaults(GradientCombination, "normalize_on", "max_norm_images")
 PROJECTION_DEFAULTS = _defaults(EnergyProjection)
 ATTENTION_X_RECON_DEFAULTS = dict(variants=("difference", "kl", "released"), layers=None)
+RESIDUAL_DEFAULTS = _defaults(ReconstructionResidual)
 # eval keys read here (one_class.EVAL_KEYS includes them)
-EVAL_KEYS = ("maps", "grad", "combi", "projection", "attention_x_recon")
+EVAL_KEYS = ("maps", "grad", "combi", "projection", "attention_x_recon", "residual")
 
 
 def producers_from_config(eval_config: Mapping[str, Any]) -> list[Any]:
@@ -1364,7 +1547,10 @@ def producers_from_config(eval_config: Mapping[str, Any]) -> list[Any]:
     * ``attention_x_recon`` -- :class:`AttentionWeightedRecon` for each of
       ``eval.attention_x_recon.variants`` x ``eval.references`` (the ``"released"`` variant
       has no reference: one each) x layers (``eval.attention_x_recon.layers``, default
-      ``eval.layers``), with ``eval.sample``/``eval.num_samples``.
+      ``eval.layers``), with ``eval.sample``/``eval.num_samples``;
+    * ``recon_smooth``, ``ssim``, ``ssim_smooth`` -- :class:`ReconstructionResidual` with
+      ``eval.residual`` (:data:`RESIDUAL_DEFAULTS`: Zimmerer's smoothing kernel 8 -> 7,
+      sigma 3; the SSIM window 11, sigma 1.5).
 
     Every class reads its blocks whether or not ``eval.maps`` names it, so an unknown key in
     any of them (or a bad ``eval.grad``) fails either way.
