@@ -135,6 +135,9 @@ def test_residual_producers_against_references(tiny):
         np.asarray(vm.smooth_maps(got["ssim"], kernel_size=5, sigma=1.0)),
         rtol=1e-4, atol=1e-6,
     )  # fmt: skip
+    # the smoothed maps reuse the kept unsmoothed ones, whose cost they include
+    assert ctx.seconds("ssim_smooth") >= ctx.seconds("ssim")
+    assert ctx.seconds("recon_smooth") >= ctx.seconds("recon")
     # the unsmoothed l2 residual from encode/decode functions is the recon map
     encode_fn, decode_fn = vm.model_fns(model, variables)
     np.testing.assert_allclose(

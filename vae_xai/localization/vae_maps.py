@@ -1434,7 +1434,8 @@ class ReconstructionResidual:
 
     ``map_name`` ``"recon_smooth"`` (the ``recon`` map smoothed), ``"ssim"`` (``1 - SSIM``
     between the image and its reconstruction) or ``"ssim_smooth"`` (that, smoothed); the
-    smoothing is Zimmerer et al.'s Gaussian kernel (:func:`smooth_maps`).
+    smoothing is Zimmerer et al.'s Gaussian kernel (:func:`smooth_maps`), applied to the
+    unsmoothed map kept in the evaluation's context (made once if both are evaluated).
 
     Attributes:
       map_name: the ``eval.maps`` entry, also the map's name.
@@ -1492,8 +1493,20 @@ class ReconstructionResidual:
         """The map's name: its ``eval.maps`` entry."""
         return self.map_name
 
+    def unsmoothed(self) -> Any:
+        """The producer of the map a ``*_smooth`` map smooths: ``recon``
+        (:class:`~vae_xai.localization.maps.ReconstructionError`) or ``ssim``.
+
+        Returns:
+          The producer.
+        """
+        if self.map_name == "recon_smooth":
+            return ReconstructionError()
+        return dataclasses.replace(self, map_name="ssim")
+
     def produce(self, ctx: Context) -> np.ndarray:
-        """:func:`residual_maps` of ``ctx.test_images``.
+        """``ssim``: :func:`residual_maps` of ``ctx.test_images``; a ``*_smooth`` map: the
+        :meth:`unsmoothed` map, reused from ``ctx`` (its cost still counted), smoothed.
 
         Args:
           ctx: the shared context.
@@ -1501,19 +1514,20 @@ class ReconstructionResidual:
         Returns:
           ``(N, H, W)`` float32.
         """
-        encode_fn, decode_fn = model_fns(ctx.model, ctx.variables)
-        smooth = self.map_name.endswith("_smooth")
-        return residual_maps(
-            encode_fn,
-            decode_fn,
-            ctx.test_images,
-            batch_size=ctx.batch_size,
-            residual="ssim" if self.map_name.startswith("ssim") else "l2",
-            ssim_window=self.ssim_window,
-            ssim_sigma=self.ssim_sigma,
-            smooth_kernel=self.smooth_kernel if smooth else 0,
-            smooth_sigma=self.smooth_sigma,
-        )
+        if self.map_name == "ssim":
+            encode_fn, decode_fn = model_fns(ctx.model, ctx.variables)
+            return residual_maps(
+                encode_fn,
+                decode_fn,
+                ctx.test_images,
+                batch_size=ctx.batch_size,
+                residual="ssim",
+                ssim_window=self.ssim_window,
+                ssim_sigma=self.ssim_sigma,
+            )
+        maps = ctx.map_of(self.unsmoothed())
+        smoothed = smooth_maps(maps, kernel_size=self.smooth_kernel, sigma=self.smooth_sigma)
+        return np.asarray(smoothed, np.float32)
 
 
 # ----------------------------------------------------------------------------- config
