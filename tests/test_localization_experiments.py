@@ -139,7 +139,7 @@ def test_configs_build_their_producers_and_evaluators():
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_mvtec_end_to_end_and_resume(tmp_path):
+def test_mvtec_end_to_end_and_resume(tmp_path, monkeypatch):
     make_mvtec_category(tmp_path / "data", "toy", size=40)
     workdir = tmp_path / "run"
     config = mvtec_cfg.get_config("smoke")
@@ -204,6 +204,32 @@ def test_mvtec_end_to_end_and_resume(tmp_path):
     assert len(record["starts"]) == 2
     assert set(on_disk["latent_detection"]) == {"kl_prior", "kl_empirical"}
     assert set(on_disk["latent_detection"]["kl_prior"]["per_defect"]) == {"crack", "hole"}
+
+    # the first config again: its evaluation is read back (nothing is evaluated) and linked
+    first_config = mvtec_cfg.get_config("smoke")
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a finished evaluation was computed again")
+
+    monkeypatch.setattr(loc, "evaluate_test_set", no_evaluation)
+    third = mvtec_localization.train_and_evaluate(
+        first_config, category="toy", data_dir=tmp_path / "data", workdir=workdir, progress=False
+    )
+    assert third == doc
+    assert snapshot(evaluation) == first
+    assert json.loads((workdir / "results.json").read_text())["evaluation"]["dir"] == str(
+        evaluation
+    )
+    assert (workdir / "figures").resolve() == (evaluation / "figures").resolve()
+    record = json.loads((workdir / "run.json").read_text())
+    assert [e["dir"] for e in record["evaluations"]] == [evaluation.name, second.name]
+    # a results file that does not read is evaluated again, not trusted
+    (evaluation / "results.json").write_text("{")
+    with pytest.raises(AssertionError, match="computed again"):
+        mvtec_localization.train_and_evaluate(
+            first_config, category="toy", data_dir=tmp_path / "data", workdir=workdir,
+            progress=False,
+        )
 
 
 def test_center_prior_maps():

@@ -961,6 +961,7 @@ EXPERIMENT = template.Experiment(
     paper=lambda config, inputs: paper.for_experiment(NAME, method=config.method),
     train_seeds=train_seeds,
     aggregate=aggregate,
+    reuse_results=False,  # evaluate_run reads its results itself and adds curve steps
 )
 
 

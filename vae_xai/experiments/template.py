@@ -15,7 +15,11 @@ workdir, a validation, and four steps (check the inputs, train, evaluate, the pa
 4. open the evaluation's own folder (``workdir/evaluations/step<N>_<hash>/``: the evaluation
    config, the step and the checkpoint's digest name it), evaluate, and write
    ``results.json`` through the results schema (:mod:`vae_xai.results`) with the paper's
-   numbers, linked from the workdir.
+   numbers, linked from the workdir. A folder that already holds its ``results.json`` was
+   this model evaluated this way: it is read back and linked, not computed again
+   (:meth:`~vae_xai.workdir.Evaluation.saved_results`), so rerunning a finished command, or
+   naming every seed to aggregate them, costs seconds. Move the folder aside to evaluate
+   again (after changing the code, say).
 
 A new experiment writes an :class:`Experiment` and a ``train_and_evaluate`` that calls
 :func:`run`; see ``docs/ARCHITECTURE.md``.
@@ -24,13 +28,14 @@ A new experiment writes an :class:`Experiment` and a ``train_and_evaluate`` that
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
-from vae_xai.workdir import Evaluation, Fields, Run
+from vae_xai.workdir import Evaluation, Fields, Run, flatten
 
 __all__ = ["Experiment", "Inputs", "Trained", "run"]
 
@@ -97,6 +102,9 @@ class Experiment:
       aggregate: with ``seeds``, ``(config, documents by seed, folder, inputs) -> extra``
         entries of the aggregate ``results.json`` (it may write files into ``folder``, linked
         from the workdir).
+      reuse_results: read back an evaluation whose folder already holds ``results.json``
+        instead of calling ``evaluate`` (``False`` for an experiment whose ``evaluate`` reads
+        its earlier results itself, e.g. to add steps to a learning curve).
     """
 
     name: str
@@ -111,6 +119,7 @@ class Experiment:
         Callable[[Any, Mapping[int, Mapping[str, Any]], pathlib.Path, Inputs], Mapping[str, Any]]
         | None
     ) = None
+    reuse_results: bool = True
 
 
 def _start(experiment: Experiment, config: Any, workdir: str | pathlib.Path, inputs: Inputs) -> Run:
@@ -135,6 +144,12 @@ def _run_one(
     evaluation = run_.evaluation(
         {**run_.eval_config(config), **inputs.eval_identity}, step=int(trained.step)
     )
+    if experiment.reuse_results:
+        saved = evaluation.saved_results(seed=flatten(config).get("seed", 0))
+        if saved is not None:  # this model, evaluated this way: read back, not recomputed
+            logging.info("%s: reusing the evaluation in %s", run_.workdir, evaluation.dir)
+            evaluation.publish()
+            return saved
     results, extra = experiment.evaluate(config, run_, trained, inputs, evaluation)
     if experiment.paper is not None:  # the paper's numbers, or None where it has none
         extra = {"paper": experiment.paper(config, inputs), **extra}

@@ -219,6 +219,38 @@ class Evaluation:
             },
         }
 
+    def saved_results(self, seed: int | None = None) -> dict[str, Any] | None:
+        """This evaluation's ``results.json`` as :meth:`save_results` returned it, if it was
+        written and can stand for a new evaluation; else ``None``.
+
+        The folder's name covers the step, the evaluation config and the checkpoint's
+        checksums, and ``results.json`` is written last (atomically), so a file there is the
+        complete outcome of evaluating this very model this very way. ``None`` (evaluate
+        again) for a step saved without checksums (its folder name cannot tell a retrained
+        step from the first), for several processes (each would have to see the same file),
+        for a file that does not read as a results document, and for one without ``seed``.
+
+        Args:
+          seed: the seed whose entry it must hold; ``None``: any.
+
+        Returns:
+          The document with ``results_path``, or ``None``.
+        """
+        if self.checkpoint is None or jax.process_count() > 1:
+            return None
+        if not self.results_path.is_file():
+            return None
+        try:
+            doc = results_lib.read(self.results_path)
+        except ValueError as err:
+            logging.warning("evaluating again: %s", err)
+            return None
+        if seed is not None and str(seed) not in doc["per_seed"]:
+            return None
+        if doc.get("evaluation", {}).get("checkpoint") != self.checkpoint:
+            return None
+        return {**doc, "results_path": str(self.results_path)}
+
     def save_results(
         self,
         results: Mapping[str, Any] | None = None,
