@@ -227,7 +227,10 @@ def test_mvtec_end_to_end_and_resume(tmp_path, monkeypatch):
     (evaluation / "results.json").write_text("{")
     with pytest.raises(AssertionError, match="computed again"):
         mvtec_localization.train_and_evaluate(
-            first_config, category="toy", data_dir=tmp_path / "data", workdir=workdir,
+            first_config,
+            category="toy",
+            data_dir=tmp_path / "data",
+            workdir=workdir,
             progress=False,
         )
 

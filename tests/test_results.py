@@ -136,6 +136,7 @@ def test_every_config_gives_the_values_it_gave_before_the_renames():
                 new.pop(key, None)
             if name == "dsprites_disentanglement":
                 assert new.pop("seed") == 0
+                assert new.pop("eval.tabulate") == "auto"  # added later (issue 20)
             if name.endswith("_localization"):  # maps added later (issue 19)
                 for key in [k for k in new if k.split(".")[:2][-1] in _MAPS_KEYS]:
                     new.pop(key)
