@@ -166,3 +166,20 @@ def test_residual_rejects_an_unknown_kind(tiny):
     encode_fn, decode_fn = vm.model_fns(model, variables)
     with pytest.raises(ValueError, match="residual"):
         vm.reconstruction_residual(encode_fn, decode_fn, x, residual="l1")
+
+
+def test_a_nan_image_is_named_before_any_map(tiny):
+    model, variables, x = tiny
+    bad = np.array(x)
+    bad[3, 2, 5, 0] = np.nan
+    bad[4, 0, 0, 1] = np.inf
+    encode_fn, decode_fn = vm.model_fns(model, variables)
+    for fn in (
+        lambda: vm.residual_maps(encode_fn, decode_fn, bad),
+        lambda: maps_lib.intensity_maps(bad),
+        lambda: maps_lib.encoder_statistics(model, variables, bad),
+    ):
+        with pytest.raises(
+            ValueError, match=r"NaN or inf values in 2 of 5 images \(first: index 3, 4\)"
+        ):
+            fn()
