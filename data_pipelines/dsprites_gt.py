@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import dsprites
+from vae_xai.metrics.disentanglement.ground_truth import check_factor_classes
 
 __all__ = ["DSpritesGroundTruth", "make_batch_fn"]
 
@@ -139,17 +140,7 @@ class DSpritesGroundTruth:
           TypeError: non-integer classes.
         """
         del rng
-        f = np.asarray(factors)
-        if f.ndim != 2 or f.shape[1] != self.num_factors:
-            raise ValueError(
-                f"factors must be (num, {self.num_factors}) classes of {self.factor_names}; "
-                f"got shape {f.shape}"
-            )
-        if f.dtype.kind not in "iu":
-            raise TypeError(f"factors must be integer classes; got dtype {f.dtype}")
-        sizes = np.asarray(self.factor_sizes)
-        if f.size and (f.min() < 0 or np.any(f >= sizes)):
-            raise ValueError(f"factor classes out of range; sizes are {self.factor_sizes}")
+        f = check_factor_classes(factors, self.factor_sizes, self.factor_names)
         if self.images is None:
             images = _render_nhwc(jnp.asarray(f, jnp.int32))
         else:

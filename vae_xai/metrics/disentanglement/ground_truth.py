@@ -75,6 +75,37 @@ def _num_factors(gt: GroundTruthData) -> int:
     return len(sizes)
 
 
+def check_factor_classes(
+    factors: Any, factor_sizes: Sequence[int], names: Sequence[str] = ()
+) -> np.ndarray:
+    """Check ``(num, F)`` integer factor classes against the factor sizes (for a ground
+    truth's ``sample_observations_from_factors``).
+
+    Args:
+      factors: the classes.
+      factor_sizes: each factor's number of classes.
+      names: the factor names, for the message (optional).
+
+    Returns:
+      ``factors`` as a NumPy array.
+
+    Raises:
+      ValueError: not ``(num, F)``, or a class out of range.
+      TypeError: non-integer classes.
+    """
+    f = np.asarray(factors)
+    if f.ndim != 2 or f.shape[1] != len(factor_sizes):
+        of = f" of {tuple(names)}" if names else ""
+        raise ValueError(
+            f"factors must be (num, {len(factor_sizes)}) classes{of}; got shape {f.shape}"
+        )
+    if f.dtype.kind not in "iu":
+        raise TypeError(f"factors must be integer classes; got dtype {f.dtype}")
+    if f.size and (f.min() < 0 or np.any(f >= np.asarray(factor_sizes))):
+        raise ValueError(f"factor classes out of range; sizes are {tuple(factor_sizes)}")
+    return f
+
+
 def _sample_factors(gt: GroundTruthData, num: int, rng: np.random.Generator) -> np.ndarray:
     """Calls ``gt.sample_factors`` and checks it returned ``(num, F)``."""
     factors = np.asarray(gt.sample_factors(num, rng))

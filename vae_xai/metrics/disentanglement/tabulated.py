@@ -36,6 +36,7 @@ from vae_xai.metrics.disentanglement.ground_truth import (
     RepresentationFn,
     _check_positive_int,
     _maybe_tqdm,
+    check_factor_classes,
 )
 
 __all__ = ["TabulatedGroundTruth", "num_combinations", "planned_encodings", "tabulate"]
@@ -135,16 +136,7 @@ class TabulatedGroundTruth:
           TypeError: non-integer classes.
         """
         del rng
-        f = np.asarray(factors)
-        if f.ndim != 2 or f.shape[1] != self.num_factors:
-            raise ValueError(
-                f"factors must be (num, {self.num_factors}) classes; got shape {f.shape}"
-            )
-        if f.dtype.kind not in "iu":
-            raise TypeError(f"factors must be integer classes; got dtype {f.dtype}")
-        sizes = np.asarray(self.factor_sizes)
-        if f.size and (f.min() < 0 or np.any(f >= sizes)):
-            raise ValueError(f"factor classes out of range; sizes are {self.factor_sizes}")
+        f = check_factor_classes(factors, self.factor_sizes, self.factor_names)
         return np.ravel_multi_index(tuple(f.T), self.factor_sizes).astype(np.int64)
 
     def representation_fn(self, rows: np.ndarray) -> np.ndarray:
