@@ -13,6 +13,10 @@ Variants:
   ad_factorvae   + lambda * L_AD of the top-2 attention pair at conv4, fast Dense path
   ad_generic     same, attention through the generic shift path (no dense_after)
   ad_all_pairs   same as ad_factorvae, L_AD averaged over all D(D-1)/2 pairs
+  config:METHOD  the step the Table 3 runs train: ``dsprites_disentanglement.build`` of the
+                 ``full`` config of METHOD (beta_vae, factorvae, ad_factorvae; its own batch
+                 keys, e.g. the discriminator's independent batch), e.g.
+                 ``--variants factorvae,config:factorvae,config:ad_factorvae,config:beta_vae``
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import time
 import jax
 
 from data_pipelines.dsprites_gt import make_batch_fn
+from experiments.configs.dsprites_disentanglement import get_config
 from vae_xai import disentangle as dis
+from vae_xai.experiments import dsprites_disentanglement as dd
 from vae_xai.models.conv_vae import dsprites_vae
 from vae_xai.models.factor_vae import FactorDiscriminator, init_factor_vae
 from vae_xai.sharding import make_mesh, shard_batch
@@ -51,9 +57,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = set(names) - set(VARIANTS)
+    methods = ("beta_vae", "factorvae", "ad_factorvae")
+    unknown = {n for n in names if n not in VARIANTS and n not in {f"config:{m}" for m in methods}}
     if unknown or "factorvae" not in names:
-        parser.error(f"variants must include factorvae and come from {list(VARIANTS)}")
+        parser.error(
+            f"variants must include factorvae and come from {list(VARIANTS)} or "
+            f"config:{{{','.join(methods)}}}; unknown: {sorted(unknown)}"
+        )
 
     model, disc = dsprites_vae(), FactorDiscriminator()
     mesh = make_mesh()
@@ -64,16 +74,23 @@ def main() -> None:
     optimizer = dis.factor_vae_optimizer()
 
     steps, states, compile_s = {}, {}, {}
+    batches = {}
     for name in names:
-        update = dis.factor_vae_update_fn(model, disc, optimizer, gamma=40.0, **VARIANTS[name])
+        batches[name] = batch
+        if name.startswith("config:"):  # the experiment's own step, as the runs train it
+            config = get_config(name.split(":", 1)[1])
+            _, state, update, keys = dd.build(config, 1)
+            batches[name] = shard_batch(make_batch_fn(0, args.batch, keys=keys)(0), mesh)
+        else:
+            update = dis.factor_vae_update_fn(model, disc, optimizer, gamma=40.0, **VARIANTS[name])
+            state = create_state(init(jax.random.key(1)), optimizer)
         steps[name] = jit_step(update, mesh, seed=0)
-        state = create_state(init(jax.random.key(1)), optimizer)
         t0 = time.perf_counter()
-        state, m = steps[name](state, batch)
+        state, m = steps[name](state, batches[name])
         jax.block_until_ready(m)
         compile_s[name] = time.perf_counter() - t0
         for _ in range(args.warmup):
-            state, m = steps[name](state, batch)
+            state, m = steps[name](state, batches[name])
         jax.block_until_ready(m)
         states[name] = state
 
@@ -83,7 +100,7 @@ def main() -> None:
             state = states[name]
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                state, m = steps[name](state, batch)
+                state, m = steps[name](state, batches[name])
             jax.block_until_ready((state, m))
             rounds[name].append(args.steps / (time.perf_counter() - t0))
             states[name] = state

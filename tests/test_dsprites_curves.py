@@ -131,3 +131,47 @@ def test_compare_writes_tables_and_figure(tmp_path):
         curves_lib.compare({"x": tmp_path}, tmp_path / "out2")
     with pytest.raises(ValueError, match="label=workdir"):
         curves_lib.parse_runs(["factorvae"])
+
+
+def _events(folder, points, monkeypatch):
+    """Write one event file of (step, wall time) scalar points, the wall times as given."""
+    from vae_xai import metric_writer as mw
+
+    clock = iter([points[0][1]] * 2 + [w for _, w in points])  # file name, header, each point
+    monkeypatch.setattr(mw.time, "time", lambda: next(clock))
+    with mw.MetricWriter(folder) as w:
+        for step, _ in points:
+            w.write_scalars(step, {"loss": 1.0})
+    monkeypatch.undo()
+
+
+def test_step_seconds_from_event_files_by_hand(tmp_path, monkeypatch):
+    seed = tmp_path / "seed_0"
+    # first process: 100-step stretches of 20 s, 30 s, 25 s, then a 600 s pause (SIGSTOP)
+    _events(seed, [(100, 1000.0), (200, 1020.0), (300, 1050.0), (400, 1075.0), (500, 1675.0)],
+            monkeypatch)  # fmt: skip
+    # a second file (a resumed process): its gap to the first is no stretch
+    _events(seed, [(400, 9000.0), (500, 9022.0)], monkeypatch)
+    got = curves_lib.step_seconds(seed)
+    rates = [0.20, 0.30, 0.25, 6.00, 0.22]  # seconds per step of each stretch, by hand
+    assert got["stretches"] == 5 and got["steps"] == 500
+    np.testing.assert_allclose(got["median"], 0.25)
+    np.testing.assert_allclose([got["p10"], got["p90"]], np.percentile(rates, [10, 90]))
+    assert curves_lib.step_seconds(tmp_path / "nothing") is None
+
+    # compare() reports them per seed and the ratio of the pair
+    for name, method, per_step in (("fv", "factorvae", 100.0), ("ad", "ad_factorvae", 110.0)):
+        run = tmp_path / name
+        (run).mkdir()
+        (run / "curve.json").write_text(json.dumps(_curve(method, [(10, [0.5, 0.6])])))
+        for s in (0, 1):
+            k = per_step * (1 + s)  # seconds per 100 steps; seed 1 twice as slow
+            _events(run / f"seed_{s}", [(0, 0.0), (100, k), (300, 3 * k)], monkeypatch)
+    out = curves_lib.compare({"factorvae": tmp_path / "fv", "ad_factorvae": tmp_path / "ad"},
+                             tmp_path / "out")  # fmt: skip
+    t = out["step_seconds"]
+    np.testing.assert_allclose(t["factorvae"]["per_seed"]["1"]["median"], 2.0)
+    np.testing.assert_allclose(t["factorvae"]["mean_of_medians"], 1.5)
+    np.testing.assert_allclose(t["ratio"]["value"], 1.1)
+    md = (tmp_path / "out" / "curves.md").read_text()
+    assert "ad_factorvae / factorvae seconds per step: 1.100" in md

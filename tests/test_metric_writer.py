@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +166,29 @@ def test_evaluation_writes_its_numbers_and_figures(tmp_path):
     assert scalars(acc) == {(3, "metrics/recon/auroc"): 0.5}
     assert images(acc) == {(3, "figures/roc.png"): (6, 4, roc)}
     assert not list(tmp_path.glob("events.out.tfevents.*"))  # event files are not linked
+
+
+def test_read_scalars_matches_tensorboards_reader(tmp_path):
+    with mw.MetricWriter(tmp_path) as w:
+        for step in (10, 20, 30):
+            w.write_scalars(step, {"loss": step / 10, "kl": -step})
+        w.write_images(30, {"fig.png": png((3, 4, 3))})
+    path = next(tmp_path.glob("events.out.tfevents.*"))
+    got = mw.read_scalars(path)
+    reference = [
+        (e.step, e.wall_time, {v.tag: v.simple_value for v in e.summary.value})
+        for e in raw_events(path)
+        if any(v.HasField("simple_value") for v in e.summary.value)
+    ]
+    assert got == reference and [g[0] for g in got] == [10, 20, 30]
+    assert got[1][2] == {"loss": 2.0, "kl": -20.0}
+    # a record cut short by a killed process ends the list; a foreign file is named
+    with mw.MetricWriter(tmp_path / "scalars") as w:
+        for step in (10, 20, 30):
+            w.write_scalars(step, {"loss": step / 10})
+    data = next((tmp_path / "scalars").glob("events.out.tfevents.*")).read_bytes()
+    (tmp_path / "cut").write_bytes(data[:-7])
+    assert [g[0] for g in mw.read_scalars(tmp_path / "cut")] == [10, 20]
+    (tmp_path / "bad").write_bytes(struct.pack("<Q", 3) + b"\0" * 4 + b"\xff\xff\xff" + b"\0" * 4)
+    with pytest.raises(ValueError, match="no TensorBoard event at byte 0"):
+        mw.read_scalars(tmp_path / "bad")

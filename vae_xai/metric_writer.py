@@ -36,6 +36,7 @@ import json
 import os
 import pathlib
 import socket
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -46,7 +47,7 @@ from tensorboardX import RecordWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 
-__all__ = ["MetricWriter", "flatten_numbers"]
+__all__ = ["MetricWriter", "flatten_numbers", "read_scalars"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,6 +76,41 @@ def flatten_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
         return out
     for key, value in items:
         out.update(flatten_numbers(value, f"{prefix}{key}/"))
+    return out
+
+
+def read_scalars(path: str | os.PathLike[str]) -> list[tuple[int, float, dict[str, float]]]:
+    """The scalar events of one event file: ``(step, wall_time, {tag: value})`` in file order.
+
+    Reads the TFRecord framing (8-byte length, 4-byte CRC, payload, 4-byte CRC; the CRCs are
+    not checked) and parses each payload as an ``Event``. A record cut short at the end of
+    the file (a process killed while writing) ends the list.
+
+    Args:
+      path: an ``events.out.tfevents.*`` file.
+
+    Returns:
+      One entry per event that holds scalar (``simple_value``) summaries.
+
+    Raises:
+      ValueError: a record that does not parse as an ``Event`` (names the file and offset).
+    """
+    data = pathlib.Path(path).read_bytes()
+    out: list[tuple[int, float, dict[str, float]]] = []
+    i = 0
+    while i + 12 <= len(data):
+        (n,) = struct.unpack("<Q", data[i : i + 8])
+        if i + 12 + n + 4 > len(data):
+            break  # cut short
+        event = Event()
+        try:
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+        except Exception as err:  # protobuf's DecodeError
+            raise ValueError(f"{path}: no TensorBoard event at byte {i} ({err})") from err
+        i += 12 + n + 4
+        values = {v.tag: v.simple_value for v in event.summary.value if v.HasField("simple_value")}
+        if values:
+            out.append((int(event.step), float(event.wall_time), values))
     return out
 
 

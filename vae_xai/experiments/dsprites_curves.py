@@ -23,8 +23,9 @@ from scipy import stats
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import dsprites_disentanglement as ds
 from vae_xai.experiments import paper
+from vae_xai.metric_writer import read_scalars
 
-__all__ = ["compare", "load_curve", "paired_difference", "table_markdown"]
+__all__ = ["compare", "load_curve", "paired_difference", "step_seconds", "table_markdown"]
 
 METRICS = ("factor_vae_score", "beta_vae_score", "mig")
 
@@ -52,6 +53,41 @@ def load_curve(workdir: str | pathlib.Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); rerun the scoring command") from err
+
+
+def step_seconds(run_dir: str | pathlib.Path) -> dict[str, Any] | None:
+    """Training seconds per step of one seed's run, from its TensorBoard event files.
+
+    Every logged step carries its wall time; each pair of consecutive logged steps in one event
+    file (one process) gives ``seconds / steps`` of that stretch. The median over the
+    stretches is robust to what ``train_wall.json`` misses or inflates: processes killed
+    without saving their time, pauses, compilation (before the first logged step of each
+    process, never inside a stretch).
+
+    Args:
+      run_dir: the seed's folder (``workdir/seed_N``, its ``events.out.tfevents.*``).
+
+    Returns:
+      ``{"median", "p10", "p90", "stretches", "steps"}`` (seconds per step; the number of
+      stretches and the steps they cover), or ``None`` without two logged steps in a file.
+    """
+    rates, steps = [], 0
+    for path in sorted(pathlib.Path(run_dir).glob("events.out.tfevents.*")):
+        points = [(step, wall) for step, wall, _ in read_scalars(path)]
+        for (s0, w0), (s1, w1) in zip(points, points[1:], strict=False):
+            if s1 > s0:
+                rates.append((w1 - w0) / (s1 - s0))
+                steps += s1 - s0
+    if not rates:
+        return None
+    r = np.asarray(rates)
+    return {
+        "median": float(np.median(r)),
+        "p10": float(np.percentile(r, 10)),
+        "p90": float(np.percentile(r, 90)),
+        "stretches": len(rates),
+        "steps": int(steps),
+    }
 
 
 def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, Any] | None:
@@ -137,12 +173,24 @@ def compare(
         for label, c in curves.items()
         if c.get("train_s_per_step")
     }
+    timing: dict[str, Any] = {}
+    for label, c in curves.items():
+        seeds = sorted({s for row in c["curve"] for s in row["per_seed"]}, key=int)
+        per_seed = {s: step_seconds(pathlib.Path(runs[label]) / f"seed_{s}") for s in seeds}
+        per_seed = {s: v for s, v in per_seed.items() if v is not None}
+        if per_seed:
+            medians = [v["median"] for v in per_seed.values()]
+            timing[label] = {"per_seed": per_seed, "mean_of_medians": float(np.mean(medians))}
+    if pair is not None and all(p in timing for p in pair):
+        a_s, b_s = (timing[p]["mean_of_medians"] for p in pair)
+        timing["ratio"] = {"pair": list(pair), "value": a_s / b_s}
     out = {
         "runs": {label: str(pathlib.Path(p).absolute()) for label, p in runs.items()},
         "curves": curves,
         "pair": list(pair) if pair else None,
         "paired_difference": paired,
         "train_s_per_step": cost,
+        "step_seconds": timing,
         "paper": dict(paper.TABLE3_FACTOR_VAE_SCORE),
         "independent": paper.TABLE3_INDEPENDENT_CURVES,
     }
@@ -204,9 +252,32 @@ def table_markdown(out: Mapping[str, Any]) -> str:
             lines.append(
                 f"| {row['step']} | " + " | ".join(_diff_cell(row[m]) for m in METRICS) + " |"
             )
-    if out.get("train_s_per_step"):
-        lines += ["", "| method | training s/step (mean over seeds) |", "|---|---|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in out["train_s_per_step"].items()]
+    timing = out.get("step_seconds") or {}
+    labels = [k for k in out["curves"] if k in timing or k in out.get("train_s_per_step", {})]
+    if labels:
+        lines += [
+            "",
+            "Training seconds per step: the median over the logged stretches of each seed's event "
+            "files (mean over seeds; per seed: median [p10, p90]), and `train_wall.json`'s total "
+            "over the steps trained (misses processes killed without saving their time).",
+            "",
+            "| method | s/step (median) | per seed | train_wall.json s/step |",
+            "|---|---|---|---|",
+        ]
+        for k in labels:
+            t = timing.get(k)
+            median = f"{t['mean_of_medians']:.3f}" if t else "-"
+            seeds = ", ".join(
+                f"{s}: {v['median']:.3f} [{v['p10']:.3f}, {v['p90']:.3f}]"
+                for s, v in (t["per_seed"].items() if t else [])
+            )
+            wall = out.get("train_s_per_step", {}).get(k)
+            lines.append(
+                f"| {k} | {median} | {seeds or '-'} | {'-' if wall is None else f'{wall:.3f}'} |"
+            )
+        if "ratio" in timing:
+            a, b = timing["ratio"]["pair"]
+            lines += ["", f"{a} / {b} seconds per step: {timing['ratio']['value']:.3f}"]
     return "\n".join(lines) + "\n"
 
 
