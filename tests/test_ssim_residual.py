@@ -180,6 +180,7 @@ def test_a_nan_image_is_named_before_any_map(tiny):
         lambda: maps_lib.encoder_statistics(model, variables, bad),
     ):
         with pytest.raises(
-            ValueError, match=r"NaN or inf values in 2 of 5 images \(first: index 3, 4\)"
+            ValueError,
+            match=r"images hold NaN or inf values in 2 of 5 images \(first indices: 3, 4\)",
         ):
             fn()

@@ -239,6 +239,44 @@ def test_each_evaluation_has_its_own_folder_and_the_newest_is_linked(tmp_path):
     )
 
 
+def test_saved_results_only_for_this_checkpoint_seed_and_a_readable_file(tmp_path, caplog):
+    run = start(tmp_path, config())
+    # a step without checksums: never reused (its folder name cannot tell a retrained step)
+    bare = run.evaluation(run.eval_config(config()), step=5)
+    fake_checkpoint(tmp_path, 5)
+    bare.save_results({"auroc": 0.5})
+    assert bare.checkpoint is None and bare.saved_results(seed=0) is None
+
+    step = tmp_path / "checkpoints" / "10"
+    step.mkdir(parents=True)
+    (step / wd.CHECKSUMS_FILE).write_text(json.dumps({"files": {"a": [1, "ff"]}}))
+    ev = run.evaluation(run.eval_config(config()), step=10)
+    assert ev.checkpoint is not None and ev.saved_results(seed=0) is None  # nothing written yet
+    written = ev.save_results({"auroc": 0.6})
+    again = run.evaluation(run.eval_config(config()), step=10)
+    assert again.saved_results(seed=0) == written
+    assert again.saved_results(seed=3) is None  # another seed's results
+    # the file written for another checkpoint of this step (its header names that one)
+    doc = json.loads(ev.results_path.read_text())
+    header = doc["evaluation"]
+    ev.results_path.write_text(
+        json.dumps({**doc, "evaluation": {**header, "checkpoint": "0123456789"}})
+    )
+    assert again.saved_results(seed=0) is None
+    ev.results_path.write_text(json.dumps({**doc, "evaluation": "odd"}))
+    assert again.saved_results(seed=0) is None
+    ev.results_path.write_text(json.dumps({k: v for k, v in doc.items() if k != "schema"}))
+    with caplog.at_level("WARNING"):
+        assert again.saved_results(seed=0) is None
+    assert "evaluating again" in caplog.text
+    # written by another commit: reused, with a warning naming it
+    ev.results_path.write_text(json.dumps({**doc, "evaluation": {**header, "git": "feedbee"}}))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert again.saved_results(seed=0)["per_seed"]["0"]["auroc"] == 0.6
+    assert "written by commit feedbee" in caplog.text
+
+
 def test_write_json_atomic_replaces_whole_files(tmp_path):
     path = tmp_path / "a" / "x.json"
     wd.write_json_atomic(path, {"a": (1, 2), "p": pathlib.Path("/q")})

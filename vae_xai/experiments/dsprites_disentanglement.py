@@ -376,7 +376,7 @@ def evaluate(
       progress: a progress bar while every image is encoded (``eval.tabulate``).
 
     Metrics that :func:`tabulated_metrics` names read their draws from a table of all
-    737,280 encoded images (the same scores, a third of the time at standard sizes).
+    737,280 encoded images (the same scores; about a quarter of the time at standard sizes).
 
     Returns:
       ``{metric: result, "attention_overlap", "eval_wall_s": {metric or "table_<batch>":
@@ -397,7 +397,8 @@ def evaluate(
     by_metric = {}  # metric -> (table ground truth, table lookup)
     for batch, names in tabulated_metrics(config, gt).items():
         t = time.time()
-        table = tabulated.tabulate(gt, rep, batch_size=batch, progress=progress)
+        bar = progress and jax.process_index() == 0
+        table = tabulated.tabulate(gt, rep, batch_size=batch, progress=bar)
         by_metric.update({n: table for n in names})
         timings[f"table_{batch}"] = time.time() - t
         logging.info(

@@ -35,7 +35,7 @@ from typing import Any
 
 from vae_xai import seeds as seeds_lib
 from vae_xai import workdir as workdir_lib
-from vae_xai.workdir import Evaluation, Fields, Run, flatten
+from vae_xai.workdir import Evaluation, Fields, Run
 
 __all__ = ["Experiment", "Inputs", "Trained", "run"]
 
@@ -145,7 +145,7 @@ def _run_one(
         {**run_.eval_config(config), **inputs.eval_identity}, step=int(trained.step)
     )
     if experiment.reuse_results:
-        saved = evaluation.saved_results(seed=flatten(config).get("seed", 0))
+        saved = evaluation.saved_results(seed=workdir_lib.config_dict(config).get("seed", 0))
         if saved is not None:  # this model, evaluated this way: read back, not recomputed
             logging.info("%s: reusing the evaluation in %s", run_.workdir, evaluation.dir)
             evaluation.publish()

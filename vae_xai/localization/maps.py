@@ -72,16 +72,16 @@ def _padded(x: np.ndarray, start: int, stop: int, batch_size: int) -> np.ndarray
     return chunk
 
 
-def _check_images(images: ArrayLike) -> np.ndarray:
+def _check_images(images: ArrayLike, name: str = "images") -> np.ndarray:
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"images must be a non-empty (N, H, W, C) array; got {images.shape}")
+        raise ValueError(f"{name} must be a non-empty (N, H, W, C) array; got {images.shape}")
     finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(
-            f"images hold NaN or inf values in {len(bad)} of {len(images)} images (first: "
-            f"index {', '.join(map(str, bad[:5].tolist()))}); every map would be NaN there"
+            f"{name} hold NaN or inf values in {len(bad)} of {len(images)} images (first "
+            f"indices: {', '.join(map(str, bad[:5].tolist()))}); every map would be NaN there"
         )
     return images
 

@@ -1032,7 +1032,7 @@ def _range_on(ctx: Context, producer: Any, normalize_on: str, max_images: int):
     """``(lo, hi)`` of a producer's maps over the test set or the first training images."""
     if normalize_on == "test":
         return set_range(ctx.map_of(producer))
-    train = _check_images(ctx.train_images)[:max_images]
+    train = _check_images(ctx.train_images, "training images")[:max_images]
     sub = dataclasses.replace(ctx, test_images=train, masks=None, labels=None, groups=None)
     sub._produced, sub._seconds, sub._borrowed = {}, {}, [0.0]
     return set_range(producer.produce(sub))

@@ -242,13 +242,22 @@ class Evaluation:
             return None
         try:
             doc = results_lib.read(self.results_path)
+            results_lib.check(doc)
         except ValueError as err:
             logging.warning("evaluating again: %s", err)
             return None
         if seed is not None and str(seed) not in doc["per_seed"]:
             return None
-        if doc.get("evaluation", {}).get("checkpoint") != self.checkpoint:
+        header = doc.get("evaluation")
+        if not isinstance(header, dict) or header.get("checkpoint") != self.checkpoint:
             return None
+        written_by, now = header.get("git"), _git_commit()
+        if written_by != now:
+            logging.warning(
+                "reusing %s, written by commit %s (this is %s); move the folder aside to "
+                "evaluate with this code",
+                self.results_path, written_by, now,
+            )  # fmt: skip
         return {**doc, "results_path": str(self.results_path)}
 
     def save_results(

@@ -101,8 +101,14 @@ def check_factor_classes(
         )
     if f.dtype.kind not in "iu":
         raise TypeError(f"factors must be integer classes; got dtype {f.dtype}")
-    if f.size and (f.min() < 0 or np.any(f >= np.asarray(factor_sizes))):
-        raise ValueError(f"factor classes out of range; sizes are {tuple(factor_sizes)}")
+    bad = (f < 0) | (f >= np.asarray(factor_sizes))
+    if f.size and bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        which = names[col] if col < len(names) else f"factor {col}"
+        raise ValueError(
+            f"factor classes out of range: {which} = {int(f[row, col])} in row {row} (its "
+            f"classes are 0..{int(factor_sizes[col]) - 1}); sizes are {tuple(factor_sizes)}"
+        )
     return f
 
 
