@@ -270,7 +270,8 @@ def test_saved_results_only_for_this_checkpoint_seed_and_a_readable_file(tmp_pat
         assert again.saved_results(seed=0) is None
     assert "evaluating again" in caplog.text
     # written by another commit: reused, with a warning naming it
-    ev.results_path.write_text(json.dumps({**doc, "evaluation": {**header, "git": "feedbee"}}))
+    other = {"commit": "feedbee", "dirty": False}
+    ev.results_path.write_text(json.dumps({**doc, "evaluation": {**header, "git": other}}))
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert again.saved_results(seed=0)["per_seed"]["0"]["auroc"] == 0.6

@@ -131,6 +131,11 @@ def replace_link(
     return True
 
 
+def _commit_of(git: Any) -> Any:
+    """The commit of a provenance ``git`` entry (``{"commit", ...}``), else the entry."""
+    return git.get("commit") if isinstance(git, dict) else git
+
+
 def _short_hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -251,7 +256,7 @@ class Evaluation:
         header = doc.get("evaluation")
         if not isinstance(header, dict) or header.get("checkpoint") != self.checkpoint:
             return None
-        written_by, now = header.get("git"), _git_commit()
+        written_by, now = _commit_of(header.get("git")), _commit_of(_git_commit())
         if written_by != now:
             logging.warning(
                 "reusing %s, written by commit %s (this is %s); move the folder aside to "
