@@ -16,6 +16,7 @@ step exits 128 + the signal's number. ``VAE_XAI_TRACEBACK=1`` shows the tracebac
 
 from __future__ import annotations
 
+import logging as std_logging
 import math
 import os
 import re
@@ -221,6 +222,9 @@ def _fail(message: str, code: int) -> NoReturn:
     # raises while the interpreter shuts down is not news
     sys.unraisablehook = lambda unraisable: None
     threading.excepthook = lambda args: None
+    # ... nor what asyncio logs of orbax's failed write tasks when they are collected ("Task
+    # exception was never retrieved"; printed or not depending on when the GC runs)
+    std_logging.getLogger("asyncio").disabled = True
     sys.exit(code)
 
 
