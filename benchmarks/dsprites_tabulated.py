@@ -26,6 +26,7 @@ from data_pipelines.dsprites_gt import DSpritesGroundTruth
 from experiments.configs.dsprites_disentanglement import get_config
 from vae_xai import disentangle as dis
 from vae_xai.experiments import dsprites_disentanglement as dd
+from vae_xai.metric_writer import flatten_numbers
 from vae_xai.metrics import disentanglement as metrics
 from vae_xai.metrics.disentanglement import tabulated
 from vae_xai.train import restore_params
@@ -37,19 +38,8 @@ METRICS = {
 }
 
 
-def _numbers(tree, prefix=""):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _numbers(v, f"{prefix}{k}.")
-    elif isinstance(tree, list | tuple | np.ndarray):
-        for i, v in enumerate(np.asarray(tree).ravel().tolist()):
-            yield f"{prefix}{i}", v
-    elif isinstance(tree, int | float | np.number):
-        yield prefix.rstrip("."), float(tree)
-
-
 def _max_diff(a, b) -> float:
-    da, db = dict(_numbers(a)), dict(_numbers(b))
+    da, db = flatten_numbers(a), flatten_numbers(b)
     if da.keys() != db.keys():
         return float("inf")
     return max((abs(da[k] - db[k]) for k in da), default=0.0)

@@ -39,6 +39,7 @@ from vae_xai.metrics.disentanglement.ground_truth import (
     RepresentationFn,
     _check_positive_int,
     _maybe_tqdm,
+    _num_factors,
     check_factor_classes,
 )
 
@@ -61,10 +62,8 @@ def num_combinations(gt: GroundTruthData) -> int:
     Raises:
       ValueError: ``gt`` has no factors or a factor size below 1.
     """
-    sizes = [int(s) for s in getattr(gt, "factor_sizes", ())]
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"ground truth needs factor sizes >= 1; got {sizes}")
-    return math.prod(sizes)
+    _num_factors(gt)  # the metrics' own check of the sizes
+    return math.prod(int(s) for s in gt.factor_sizes)
 
 
 def planned_encodings(metric: str, settings: dict[str, Any]) -> int:
