@@ -6,6 +6,14 @@ Usage (each workdir trained with ``--config.train.keep_every=K`` and scored with
     python -m experiments.dsprites_curves --out=results/dsprites_curves \
         --runs=factorvae=workdirs/fv,ad_factorvae=workdirs/ad,beta_vae=workdirs/bvae
 
+A label given twice collects the seeds of both workdirs into one curve (seeds of one method
+trained in two workdirs, e.g. on two machines or sessions; their training configs must match,
+:func:`vae_xai.experiments.dsprites_curves.merge_curves`); a copy of a workdir without its
+``checkpoints`` folders is enough::
+
+    python -m experiments.dsprites_curves --out=results/dsprites_curves \
+        --runs=factorvae=archive/fv,factorvae=workdirs/fv_seed2,ad_factorvae=workdirs/ad
+
 Writes ``curves.json``, ``curves.md`` (scores per step, mean +- std over seeds; the paired
 difference AD-FactorVAE - FactorVAE per seed with a 95% t-interval; training s/step) and
 ``curves.png`` (:func:`vae_xai.experiments.dsprites_curves.compare`).
@@ -24,7 +32,10 @@ from vae_xai.experiments import dsprites_curves as lib
 
 def define_flags() -> None:
     """Define this launcher's flags (only when it runs as a script)."""
-    flags.DEFINE_list("runs", None, "label=workdir entries, comma-separated.")
+    flags.DEFINE_list(
+        "runs", None, "label=workdir entries, comma-separated; a label given twice merges the "
+        "seeds of its workdirs."
+    )  # fmt: skip
     flags.DEFINE_string("out", None, "Output folder (curves.json, curves.md, curves.png).")
     flags.DEFINE_list(
         "pair", None, "Two labels a,b for the paired difference a - b (default: "

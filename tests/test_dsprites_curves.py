@@ -175,3 +175,77 @@ def test_step_seconds_from_event_files_by_hand(tmp_path, monkeypatch):
     np.testing.assert_allclose(t["ratio"]["value"], 1.1)
     md = (tmp_path / "out" / "curves.md").read_text()
     assert "ad_factorvae / factorvae seconds per step: 1.100" in md
+
+
+def _seed_workdir(path, method, scores_by_seed, *, steps=(10, 20), lr=1e-4, log_every=100):
+    """A scored workdir (curve.json) whose seeds each have a run.json, as a trained one has."""
+    path.mkdir(parents=True)
+    record = {
+        "method": method,
+        "variant": "full",
+        "num_steps": steps[-1],
+        "steps": list(steps),
+        "curve": [
+            {
+                "step": step,
+                "per_seed": {s: {"factor_vae_score": v[i]} for s, v in scores_by_seed.items()},
+                "summary": {},
+            }
+            for i, step in enumerate(steps)
+        ],
+        "train_s_per_step": {s: 0.1 * (int(s) + 1) for s in scores_by_seed},
+    }
+    (path / "curve.json").write_text(json.dumps(record))
+    for s in scores_by_seed:
+        (path / f"seed_{s}").mkdir()
+        config = {"seed": int(s), "method": method, "optim": {"vae_lr": lr},
+                  "train": {"num_steps": steps[-1], "log_every": log_every}}  # fmt: skip
+        run = {"config": config, "git": {"commit": f"c{s}"},
+               "fields": {"schedule": ["train.log_every"]}}  # fmt: skip
+        (path / f"seed_{s}" / "run.json").write_text(json.dumps(run))
+    return path
+
+
+def test_a_label_given_twice_merges_the_seeds_of_its_workdirs(tmp_path):
+    a = _seed_workdir(tmp_path / "a", "factorvae", {"0": [0.5, 0.7], "1": [0.6, 0.8]})
+    # seed 2 trained elsewhere, logging at another period (not the model's config)
+    b = _seed_workdir(tmp_path / "b", "factorvae", {"2": [0.4, 0.9]}, log_every=50)
+    ad = _seed_workdir(tmp_path / "ad", "ad_factorvae", {"0": [0.6, 0.8], "2": [0.5, 0.8]})
+    runs = curves_lib.parse_runs([f"factorvae={a}", f"ad_factorvae={ad}", f"factorvae={b}"])
+    assert runs == {"factorvae": [str(a), str(b)], "ad_factorvae": [str(ad)]}
+    out = curves_lib.compare(runs, tmp_path / "out")
+    fv = out["curves"]["factorvae"]
+    assert fv["sources"] == {"0": str(a), "1": str(a), "2": str(b)}
+    assert fv["commits"] == {"0": "c0", "1": "c1", "2": "c2"}
+    step20 = fv["curve"][1]["summary"]["factor_vae_score"]
+    np.testing.assert_allclose(step20["values"], [0.7, 0.8, 0.9])
+    np.testing.assert_allclose([step20["mean"], step20["std"]], [0.8, np.std([0.7, 0.8, 0.9])])
+    # the pair: seeds 0 and 2 (1 has no AD-FactorVAE run), AD - FV = +0.1 and -0.1 at step 20
+    d = out["paired_difference"][1]["factor_vae_score"]
+    assert d["seeds"] == [0, 2]
+    np.testing.assert_allclose(d["differences"], [0.1, -0.1])
+    md = (tmp_path / "out" / "curves.md").read_text()
+    assert "| factorvae | 20 | 0.800 +- 0.082 (n=3) |" in md
+    assert out["runs"]["factorvae"] == [str(a.absolute()), str(b.absolute())]
+
+
+def test_merging_refuses_what_is_not_one_method_s_seeds(tmp_path):
+    a = _seed_workdir(tmp_path / "a", "factorvae", {"0": [0.5, 0.7]})
+    with pytest.raises(ValueError, match=r"seed 0 is in both .*a and .*again"):
+        curves_lib.merge_curves([a, _seed_workdir(tmp_path / "again", "factorvae", {"0": [1, 1]})])
+    with pytest.raises(ValueError, match=r"optim.vae_lr: 0.0001 vs 0.001"):
+        curves_lib.merge_curves([a, _seed_workdir(tmp_path / "lr", "factorvae", {"1": [1, 1]},
+                                                  lr=1e-3)])  # fmt: skip
+    with pytest.raises(ValueError, match="method differs"):
+        curves_lib.merge_curves([a, _seed_workdir(tmp_path / "ad", "ad_factorvae", {"1": [1, 1]})])
+    with pytest.raises(ValueError, match="cannot merge .*: steps differs"):
+        curves_lib.merge_curves([a, _seed_workdir(tmp_path / "s", "factorvae", {"1": [1, 1]},
+                                                  steps=(5, 20))])  # fmt: skip
+    no_run = _seed_workdir(tmp_path / "norun", "factorvae", {"1": [1, 1]})
+    (no_run / "seed_1" / "run.json").unlink()
+    with pytest.raises(ValueError, match=r"seed_1/run.json: cannot read the seed's config"):
+        curves_lib.merge_curves([a, no_run])
+    with pytest.raises(ValueError, match="given twice"):
+        curves_lib.parse_runs([f"factorvae={a}", f"factorvae={a}"])
+    with pytest.raises(ValueError, match="no workdir"):
+        curves_lib.merge_curves([])

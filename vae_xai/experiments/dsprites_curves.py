@@ -25,7 +25,15 @@ from vae_xai.experiments import dsprites_disentanglement as ds
 from vae_xai.experiments import paper
 from vae_xai.metric_writer import read_scalars
 
-__all__ = ["compare", "load_curve", "paired_difference", "step_seconds", "table_markdown"]
+__all__ = [
+    "compare",
+    "load_curve",
+    "merge_curves",
+    "paired_difference",
+    "parse_runs",
+    "step_seconds",
+    "table_markdown",
+]
 
 METRICS = ("factor_vae_score", "beta_vae_score", "mig")
 
@@ -53,6 +61,109 @@ def load_curve(workdir: str | pathlib.Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); rerun the scoring command") from err
+
+
+def _seed_config(workdir: pathlib.Path, seed: str) -> tuple[dict[str, Any], str | None]:
+    """A seed's training config without ``seed`` and its schedule fields, and its commit."""
+    path = workdir / f"seed_{seed}" / "run.json"
+    try:
+        run = json.loads(path.read_text())
+        config = dict(run["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{path}: cannot read the seed's config ({err}); merging workdirs needs each seed's "
+            "run.json (copy the workdir with it, without the checkpoints)"
+        ) from err
+    config.pop("seed", None)
+    schedule = (run.get("fields") or {}).get("schedule") or []
+    for dotted in schedule:  # when checkpoints were written / kept / logged: not the model
+        section, _, key = dotted.partition(".")
+        if key and isinstance(config.get(section), dict):
+            config[section] = {k: v for k, v in config[section].items() if k != key}
+    commit = (run.get("git") or {}).get("commit")
+    return config, commit
+
+
+def merge_curves(workdirs: Sequence[str | pathlib.Path]) -> dict[str, Any]:
+    """One method's curve over the seeds of several workdirs.
+
+    For seeds of one method trained in different workdirs (another session or machine): each
+    seed's training config (``seed_N/run.json``, without the seed and the checkpoint schedule)
+    must be the same, the seeds disjoint and the curves scored at the same steps. A copy of a
+    workdir without its ``checkpoints`` folders is enough (``curve.json``, ``seed_N/run.json``
+    and the event files).
+
+    Args:
+      workdirs: dSprites workdirs scored with ``--curve_every``; one is returned as loaded.
+
+    Returns:
+      The curve record (:func:`vae_xai.experiments.dsprites_disentanglement.curve_record`)
+      over all seeds, with ``sources`` (seed -> workdir) and ``commits`` (seed -> the commit
+      that trained it).
+
+    Raises:
+      ValueError: no workdir, a seed in two workdirs, another method / variant / schedule of
+        steps, a training config that differs (the message names the keys), or an unreadable
+        ``run.json``.
+    """
+    if not workdirs:
+        raise ValueError("merge_curves: no workdir given")
+    paths = [pathlib.Path(w) for w in workdirs]
+    records = [load_curve(p) for p in paths]
+    first, first_path = records[0], paths[0]
+    sources: dict[str, str] = {}
+    for path, record in zip(paths, records, strict=True):
+        for key in ("method", "variant", "num_steps", "steps"):
+            if record.get(key) != first.get(key):
+                raise ValueError(
+                    f"cannot merge {path} with {first_path}: {key} differs "
+                    f"({record.get(key)!r} vs {first.get(key)!r})"
+                )
+        seeds = sorted({s for row in record["curve"] for s in row["per_seed"]}, key=int)
+        for seed in seeds:
+            if seed in sources:
+                raise ValueError(f"seed {seed} is in both {sources[seed]} and {path}")
+            sources[seed] = str(path)
+    if len(paths) == 1:
+        return {**first, "sources": sources}
+    reference: tuple[str, dict[str, Any]] | None = None
+    commits: dict[str, str | None] = {}
+    for seed, path in sorted(sources.items(), key=lambda kv: int(kv[0])):
+        config, commits[seed] = _seed_config(pathlib.Path(path), seed)
+        if reference is None:
+            reference = (seed, config)
+        elif config != reference[1]:
+            diff = _config_diff(reference[1], config)
+            raise ValueError(
+                f"seed {seed} ({path}) was trained with another config than seed "
+                f"{reference[0]} ({sources[reference[0]]}): {', '.join(diff)}"
+            )
+    rows = []
+    for step in first["steps"]:
+        per_seed: dict[str, Any] = {}
+        for record in records:
+            for row in record["curve"]:
+                if row["step"] == step:
+                    per_seed.update(row["per_seed"])
+        per_seed = dict(sorted(per_seed.items(), key=lambda kv: int(kv[0])))
+        rows.append({"step": step, "per_seed": per_seed, "summary": ds._summary(per_seed)})
+    wall: dict[str, float] = {}
+    for record in records:
+        wall.update(record.get("train_s_per_step") or {})
+    return {**first, "curve": rows, "train_s_per_step": wall, "sources": sources,
+            "commits": commits}  # fmt: skip
+
+
+def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested configs."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} vs {vb!r}")
+    return out
 
 
 def step_seconds(run_dir: str | pathlib.Path) -> dict[str, Any] | None:
@@ -132,8 +243,14 @@ def _per_seed(record: Mapping[str, Any], step: int, metric: str) -> dict[str, fl
     return {}
 
 
+def _workdirs(value: str | pathlib.Path | Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
+    if isinstance(value, (str, pathlib.Path)):
+        return [pathlib.Path(value)]
+    return [pathlib.Path(v) for v in value]
+
+
 def compare(
-    runs: Mapping[str, str | pathlib.Path],
+    runs: Mapping[str, str | pathlib.Path | Sequence[str | pathlib.Path]],
     out_dir: str | pathlib.Path,
     *,
     pair: tuple[str, str] | None = None,
@@ -142,7 +259,8 @@ def compare(
     ``curves.md`` (the tables) and ``curves.png`` (score against step).
 
     Args:
-      runs: label -> dSprites workdir with a ``curve.json``.
+      runs: label -> dSprites workdir with a ``curve.json``, or a list of workdirs whose
+        seeds make up that label's curve (:func:`merge_curves`).
       out_dir: created if missing; its three files are replaced.
       pair: ``(a, b)`` labels for the paired comparison ``a - b``; default
         ``("ad_factorvae", "factorvae")`` when both labels are present.
@@ -153,7 +271,7 @@ def compare(
     """
     if not runs:
         raise ValueError("name at least one run (label=workdir)")
-    curves = {label: load_curve(path) for label, path in runs.items()}
+    curves = {label: merge_curves(_workdirs(path)) for label, path in runs.items()}
     if pair is None and {"ad_factorvae", "factorvae"} <= set(curves):
         pair = ("ad_factorvae", "factorvae")
     if pair is not None:
@@ -176,7 +294,7 @@ def compare(
     timing: dict[str, Any] = {}
     for label, c in curves.items():
         seeds = sorted({s for row in c["curve"] for s in row["per_seed"]}, key=int)
-        per_seed = {s: step_seconds(pathlib.Path(runs[label]) / f"seed_{s}") for s in seeds}
+        per_seed = {s: step_seconds(pathlib.Path(c["sources"][s]) / f"seed_{s}") for s in seeds}
         per_seed = {s: v for s, v in per_seed.items() if v is not None}
         if per_seed:
             medians = [v["median"] for v in per_seed.values()]
@@ -185,7 +303,7 @@ def compare(
         a_s, b_s = (timing[p]["mean_of_medians"] for p in pair)
         timing["ratio"] = {"pair": list(pair), "value": a_s / b_s}
     out = {
-        "runs": {label: str(pathlib.Path(p).absolute()) for label, p in runs.items()},
+        "runs": {label: [str(w.absolute()) for w in _workdirs(p)] for label, p in runs.items()},
         "curves": curves,
         "pair": list(pair) if pair else None,
         "paired_difference": paired,
@@ -281,24 +399,27 @@ def table_markdown(out: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_runs(values: Sequence[str]) -> dict[str, str]:
-    """``["label=workdir", ...]`` -> ``{label: workdir}``.
+def parse_runs(values: Sequence[str]) -> dict[str, list[str]]:
+    """``["label=workdir", ...]`` -> ``{label: [workdir, ...]}``.
+
+    A label given more than once collects its workdirs: one method's seeds trained in several
+    workdirs (:func:`merge_curves`).
 
     Args:
       values: the ``--runs`` entries.
 
     Returns:
-      ``{label: workdir}``, in order.
+      ``{label: [workdir, ...]}``, labels in order of first appearance.
 
     Raises:
-      ValueError: an entry without ``=`` or a label given twice.
+      ValueError: an entry without ``=``, or one workdir given twice for a label.
     """
-    runs: dict[str, str] = {}
+    runs: dict[str, list[str]] = {}
     for v in values:
         label, sep, path = v.partition("=")
         if not sep or not label or not path:
             raise ValueError(f"--runs entries are label=workdir; got {v!r}")
-        if label in runs:
-            raise ValueError(f"--runs: label {label!r} given twice")
-        runs[label] = path
+        if path in runs.get(label, []):
+            raise ValueError(f"--runs: {label}={path} given twice")
+        runs.setdefault(label, []).append(path)
     return runs
