@@ -7,7 +7,8 @@ Usage (each workdir trained with ``--config.train.keep_every=K`` and scored with
         --runs=factorvae=workdirs/fv,ad_factorvae=workdirs/ad,beta_vae=workdirs/bvae
 
 A label given twice collects the seeds of both workdirs into one curve (seeds of one method
-trained in two workdirs, e.g. on two machines or sessions; their training configs must match,
+trained in two workdirs, e.g. on two machines or sessions; trained with the same config on the
+same data and scored with the same evaluation config,
 :func:`vae_xai.experiments.dsprites_curves.merge_curves`); a copy of a workdir without its
 ``checkpoints`` folders is enough::
 

@@ -177,8 +177,21 @@ def test_step_seconds_from_event_files_by_hand(tmp_path, monkeypatch):
     assert "ad_factorvae / factorvae seconds per step: 1.100" in md
 
 
-def _seed_workdir(path, method, scores_by_seed, *, steps=(10, 20), lr=1e-4, log_every=100):
-    """A scored workdir (curve.json) whose seeds each have a run.json, as a trained one has."""
+def _seed_workdir(
+    path,
+    method,
+    scores_by_seed,
+    *,
+    steps=(10, 20),
+    lr=1e-4,
+    log_every=100,
+    first_num_steps=None,
+    eval_size=10_000,
+    scored_size=10_000,
+    data="renderer",
+):
+    """A scored workdir (curve.json) whose seeds each have the run.json and final results.json
+    a trained one has (``first_num_steps``: the run was first started for fewer steps)."""
     path.mkdir(parents=True)
     record = {
         "method": method,
@@ -198,18 +211,38 @@ def _seed_workdir(path, method, scores_by_seed, *, steps=(10, 20), lr=1e-4, log_
     (path / "curve.json").write_text(json.dumps(record))
     for s in scores_by_seed:
         (path / f"seed_{s}").mkdir()
-        config = {"seed": int(s), "method": method, "optim": {"vae_lr": lr},
-                  "train": {"num_steps": steps[-1], "log_every": log_every}}  # fmt: skip
-        run = {"config": config, "git": {"commit": f"c{s}"},
-               "fields": {"schedule": ["train.log_every"]}}  # fmt: skip
+
+        def config(num_steps, s=s):
+            return {"seed": int(s), "method": method, "variant": "full",
+                    "optim": {"vae_lr": lr}, "eval": {"factor_vae_size": eval_size},
+                    "train": {"num_steps": num_steps, "log_every": log_every}}  # fmt: skip
+
+        run = {
+            "config": config(first_num_steps or steps[-1]),
+            "last_config": config(steps[-1]),
+            "data": {"source": data},
+            "git": {"commit": f"c{s}"},
+            "fields": {
+                "num_steps": "train.num_steps",
+                "eval": ["eval"],
+                "schedule": ["train.log_every"],
+                "labels": ["variant"],
+            },  # fmt: skip
+        }
         (path / f"seed_{s}" / "run.json").write_text(json.dumps(run))
+        final = {"evaluation": {"config": {"eval": {"factor_vae_size": scored_size}}}}
+        (path / f"seed_{s}" / "results.json").write_text(json.dumps(final))
     return path
 
 
-def test_a_label_given_twice_merges_the_seeds_of_its_workdirs(tmp_path):
+def test_a_label_given_twice_merges_the_seeds_of_its_workdirs(tmp_path, monkeypatch):
     a = _seed_workdir(tmp_path / "a", "factorvae", {"0": [0.5, 0.7], "1": [0.6, 0.8]})
-    # seed 2 trained elsewhere, logging at another period (not the model's config)
-    b = _seed_workdir(tmp_path / "b", "factorvae", {"2": [0.4, 0.9]}, log_every=50)
+    # seed 2 trained elsewhere: logged at another period and first started for 10 steps (not
+    # the model's config), and its run config names other metric sizes than it was scored
+    # with at the end (the evaluation compared is the one that scored it)
+    b = _seed_workdir(tmp_path / "b", "factorvae", {"2": [0.4, 0.9]}, log_every=50,
+                      first_num_steps=10, eval_size=500)  # fmt: skip
+    _events(b / "seed_2", [(0, 0.0), (100, 30.0), (200, 60.0)], monkeypatch)
     ad = _seed_workdir(tmp_path / "ad", "ad_factorvae", {"0": [0.6, 0.8], "2": [0.5, 0.8]})
     runs = curves_lib.parse_runs([f"factorvae={a}", f"ad_factorvae={ad}", f"factorvae={b}"])
     assert runs == {"factorvae": [str(a), str(b)], "ad_factorvae": [str(ad)]}
@@ -217,6 +250,7 @@ def test_a_label_given_twice_merges_the_seeds_of_its_workdirs(tmp_path):
     fv = out["curves"]["factorvae"]
     assert fv["sources"] == {"0": str(a), "1": str(a), "2": str(b)}
     assert fv["commits"] == {"0": "c0", "1": "c1", "2": "c2"}
+    assert out["curves"]["ad_factorvae"]["commits"] == {"0": "c0", "2": "c2"}
     step20 = fv["curve"][1]["summary"]["factor_vae_score"]
     np.testing.assert_allclose(step20["values"], [0.7, 0.8, 0.9])
     np.testing.assert_allclose([step20["mean"], step20["std"]], [0.8, np.std([0.7, 0.8, 0.9])])
@@ -227,25 +261,46 @@ def test_a_label_given_twice_merges_the_seeds_of_its_workdirs(tmp_path):
     md = (tmp_path / "out" / "curves.md").read_text()
     assert "| factorvae | 20 | 0.800 +- 0.082 (n=3) |" in md
     assert out["runs"]["factorvae"] == [str(a.absolute()), str(b.absolute())]
+    # seed 2's timing is read from its own workdir (b), the only one with event files
+    assert list(out["step_seconds"]["factorvae"]["per_seed"]) == ["2"]
+    np.testing.assert_allclose(out["step_seconds"]["factorvae"]["per_seed"]["2"]["median"], 0.3)
 
 
 def test_merging_refuses_what_is_not_one_method_s_seeds(tmp_path):
     a = _seed_workdir(tmp_path / "a", "factorvae", {"0": [0.5, 0.7]})
+
+    def other(name, **kw):
+        return _seed_workdir(tmp_path / name, kw.pop("method", "factorvae"), {"1": [1, 1]}, **kw)
+
     with pytest.raises(ValueError, match=r"seed 0 is in both .*a and .*again"):
         curves_lib.merge_curves([a, _seed_workdir(tmp_path / "again", "factorvae", {"0": [1, 1]})])
-    with pytest.raises(ValueError, match=r"optim.vae_lr: 0.0001 vs 0.001"):
-        curves_lib.merge_curves([a, _seed_workdir(tmp_path / "lr", "factorvae", {"1": [1, 1]},
-                                                  lr=1e-3)])  # fmt: skip
-    with pytest.raises(ValueError, match="method differs"):
-        curves_lib.merge_curves([a, _seed_workdir(tmp_path / "ad", "ad_factorvae", {"1": [1, 1]})])
+    with pytest.raises(ValueError, match=r"another config .*optim.vae_lr: 0.0001 vs 0.001"):
+        curves_lib.merge_curves([a, other("lr", lr=1e-3)])
+    with pytest.raises(ValueError, match=r"other data .*: source: 'renderer' vs 'npz'"):
+        curves_lib.merge_curves([a, other("data", data="npz")])
+    with pytest.raises(
+        ValueError, match=r"another evaluation config .*factor_vae_size: 10000 vs 500"
+    ):
+        curves_lib.merge_curves([a, other("scored", scored_size=500)])
+    with pytest.raises(ValueError, match="cannot merge .*: method differs"):
+        curves_lib.merge_curves([a, other("ad", method="ad_factorvae")])
+    with pytest.raises(ValueError, match="cannot merge .*: num_steps differs"):
+        curves_lib.merge_curves([a, other("n", steps=(10, 30))])
     with pytest.raises(ValueError, match="cannot merge .*: steps differs"):
-        curves_lib.merge_curves([a, _seed_workdir(tmp_path / "s", "factorvae", {"1": [1, 1]},
-                                                  steps=(5, 20))])  # fmt: skip
-    no_run = _seed_workdir(tmp_path / "norun", "factorvae", {"1": [1, 1]})
+        curves_lib.merge_curves([a, other("s", steps=(5, 20))])
+    no_run = other("norun")
     (no_run / "seed_1" / "run.json").unlink()
-    with pytest.raises(ValueError, match=r"seed_1/run.json: cannot read the seed's config"):
+    with pytest.raises(ValueError, match=r"seed_1/run.json: cannot read the seed's run record"):
         curves_lib.merge_curves([a, no_run])
+    no_results = other("noresults")
+    (no_results / "seed_1" / "results.json").unlink()
+    with pytest.raises(ValueError, match=r"seed_1/results.json: cannot read the seed's final"):
+        curves_lib.merge_curves([a, no_results])
+    with pytest.raises(ValueError, match=r"workdir .*again/\.\./a given twice"):
+        curves_lib.merge_curves([a, tmp_path / "again" / ".." / "a"])
     with pytest.raises(ValueError, match="given twice"):
         curves_lib.parse_runs([f"factorvae={a}", f"factorvae={a}"])
     with pytest.raises(ValueError, match="no workdir"):
         curves_lib.merge_curves([])
+    # a key on one side only is named, not left out of the message
+    assert curves_lib._config_diff({"x": None}, {}) == ["x: None vs <missing>"]

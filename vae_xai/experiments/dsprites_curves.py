@@ -3,7 +3,8 @@
 The library side of ``python -m experiments.dsprites_curves`` (usage there). Each run is a
 ``dsprites_disentanglement`` workdir trained with ``--config.train.keep_every`` and scored with
 ``--curve_every`` (its ``curve.json``, :func:`vae_xai.experiments.dsprites_disentanglement.
-curve_record`). This module puts them in one table (mean +- std over seeds at each step),
+curve_record`), or several such workdirs holding one method's seeds (:func:`merge_curves`).
+This module puts them in one table (mean +- std over seeds at each step),
 one figure (score against step, the paper's values and the independent reproduction's
 plateau as reference lines), and a paired comparison of two methods over the seeds they
 share: per step, the per-seed differences, their mean, and a 95% t-interval.
@@ -63,35 +64,55 @@ def load_curve(workdir: str | pathlib.Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({err}); rerun the scoring command") from err
 
 
-def _seed_config(workdir: pathlib.Path, seed: str) -> tuple[dict[str, Any], str | None]:
-    """A seed's training config without ``seed`` and its schedule fields, and its commit."""
-    path = workdir / f"seed_{seed}" / "run.json"
+_MISSING = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+
+def _seed_identity(workdir: pathlib.Path, seed: str) -> dict[str, Any]:
+    """What makes a seed's scores comparable with another seed's of the same method.
+
+    ``train``: the config fields that change the trained model (the workdir record's kind
+    ``"train"``, of the latest start, without the seed), ``data``: the data record,
+    ``scoring``: the final evaluation's config (metric sizes, the images scored), and
+    ``commit``: the commit that started the run.
+    """
+    folder = workdir / f"seed_{seed}"
     try:
-        run = json.loads(path.read_text())
-        config = dict(run["config"])
+        run = json.loads((folder / workdir_lib.RUN_FILE).read_text())
+        fields = workdir_lib.Fields(**run["fields"])
+        config = workdir_lib.flatten(run.get("last_config", run["config"]))
+        data = workdir_lib.flatten(run["data"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(
-            f"{path}: cannot read the seed's config ({err}); merging workdirs needs each seed's "
-            "run.json (copy the workdir with it, without the checkpoints)"
+            f"{folder / workdir_lib.RUN_FILE}: cannot read the seed's run record ({err}); "
+            "merging workdirs needs each seed's run.json (copy the workdir with it, without "
+            "the checkpoints)"
         ) from err
-    config.pop("seed", None)
-    schedule = (run.get("fields") or {}).get("schedule") or []
-    for dotted in schedule:  # when checkpoints were written / kept / logged: not the model
-        section, _, key = dotted.partition(".")
-        if key and isinstance(config.get(section), dict):
-            config[section] = {k: v for k, v in config[section].items() if k != key}
-    commit = (run.get("git") or {}).get("commit")
-    return config, commit
+    try:
+        scoring = json.loads((folder / "results.json").read_text())["evaluation"]["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{folder / 'results.json'}: cannot read the seed's final evaluation ({err}); "
+            "merging workdirs needs it (copy the workdir with it, without the checkpoints)"
+        ) from err
+    train = {k: v for k, v in config.items() if fields.kind(k) == "train" and k != "seed"}
+    return {
+        "train": train,
+        "data": data,
+        "scoring": workdir_lib.flatten(scoring),
+        "commit": (run.get("git") or {}).get("commit"),
+    }
 
 
 def merge_curves(workdirs: Sequence[str | pathlib.Path]) -> dict[str, Any]:
     """One method's curve over the seeds of several workdirs.
 
-    For seeds of one method trained in different workdirs (another session or machine): each
-    seed's training config (``seed_N/run.json``, without the seed and the checkpoint schedule)
-    must be the same, the seeds disjoint and the curves scored at the same steps. A copy of a
-    workdir without its ``checkpoints`` folders is enough (``curve.json``, ``seed_N/run.json``
-    and the event files).
+    For seeds of one method trained in different workdirs (another session or machine), the
+    seeds must be disjoint, the curves scored at the same steps, and each seed trained with
+    the same config (the fields that change the trained model, as the workdir record compares
+    them: not the seed, the checkpoint / log schedule or the evaluation fields) on the same
+    data, and scored with the same evaluation config (its final ``results.json``). A copy of
+    a workdir without its ``checkpoints`` folders is enough (``curve.json``, each seed's
+    ``run.json``, ``results.json`` and event files).
 
     Args:
       workdirs: dSprites workdirs scored with ``--curve_every``; one is returned as loaded.
@@ -102,18 +123,24 @@ def merge_curves(workdirs: Sequence[str | pathlib.Path]) -> dict[str, Any]:
       that trained it).
 
     Raises:
-      ValueError: no workdir, a seed in two workdirs, another method / variant / schedule of
-        steps, a training config that differs (the message names the keys), or an unreadable
-        ``run.json``.
+      ValueError: no workdir, one workdir twice, a seed in two workdirs, another method /
+        number of steps / steps scored, a training config, data or scoring config that
+        differs (the message names the fields), or an unreadable ``run.json`` /
+        ``results.json``.
     """
     if not workdirs:
         raise ValueError("merge_curves: no workdir given")
     paths = [pathlib.Path(w) for w in workdirs]
+    seen: dict[pathlib.Path, pathlib.Path] = {}
+    for path in paths:
+        if path.resolve() in seen:
+            raise ValueError(f"workdir {path} given twice (also as {seen[path.resolve()]})")
+        seen[path.resolve()] = path
     records = [load_curve(p) for p in paths]
     first, first_path = records[0], paths[0]
     sources: dict[str, str] = {}
     for path, record in zip(paths, records, strict=True):
-        for key in ("method", "variant", "num_steps", "steps"):
+        for key in ("method", "num_steps", "steps"):
             if record.get(key) != first.get(key):
                 raise ValueError(
                     f"cannot merge {path} with {first_path}: {key} differs "
@@ -125,19 +152,24 @@ def merge_curves(workdirs: Sequence[str | pathlib.Path]) -> dict[str, Any]:
                 raise ValueError(f"seed {seed} is in both {sources[seed]} and {path}")
             sources[seed] = str(path)
     if len(paths) == 1:
-        return {**first, "sources": sources}
-    reference: tuple[str, dict[str, Any]] | None = None
-    commits: dict[str, str | None] = {}
-    for seed, path in sorted(sources.items(), key=lambda kv: int(kv[0])):
-        config, commits[seed] = _seed_config(pathlib.Path(path), seed)
-        if reference is None:
-            reference = (seed, config)
-        elif config != reference[1]:
-            diff = _config_diff(reference[1], config)
-            raise ValueError(
-                f"seed {seed} ({path}) was trained with another config than seed "
-                f"{reference[0]} ({sources[reference[0]]}): {', '.join(diff)}"
-            )
+        commits = {seed: _commit(paths[0], seed) for seed in sources}
+        return {**first, "sources": sources, "commits": commits}
+    identities = {
+        seed: _seed_identity(pathlib.Path(path), seed)
+        for seed, path in sorted(sources.items(), key=lambda kv: int(kv[0]))
+    }
+    commits = {seed: ident["commit"] for seed, ident in identities.items()}
+    ref_seed, ref = next(iter(identities.items()))
+    for seed, ident in identities.items():
+        for part, what in (("train", "trained with another config"),
+                           ("data", "trained on other data"),
+                           ("scoring", "scored with another evaluation config")):  # fmt: skip
+            if ident[part] != ref[part]:
+                diff = _config_diff(ref[part], ident[part])
+                raise ValueError(
+                    f"seed {seed} ({sources[seed]}) was {what} than seed {ref_seed} "
+                    f"({sources[ref_seed]}): {', '.join(diff)}"
+                )
     rows = []
     for step in first["steps"]:
         per_seed: dict[str, Any] = {}
@@ -154,16 +186,22 @@ def merge_curves(workdirs: Sequence[str | pathlib.Path]) -> dict[str, Any]:
             "commits": commits}  # fmt: skip
 
 
-def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two nested configs."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: {va!r} vs {vb!r}")
-    return out
+def _commit(workdir: pathlib.Path, seed: str) -> str | None:
+    """The commit that started a seed's run, or ``None`` when its run.json is not readable."""
+    try:
+        run = json.loads((workdir / f"seed_{seed}" / workdir_lib.RUN_FILE).read_text())
+        return (run.get("git") or {}).get("commit")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """``key: a -> b`` for each key of two flat configs whose values differ."""
+    return [
+        f"{k}: {a.get(k, _MISSING)!r} vs {b.get(k, _MISSING)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, _MISSING) != b.get(k, _MISSING)
+    ]
 
 
 def step_seconds(run_dir: str | pathlib.Path) -> dict[str, Any] | None:
