@@ -197,11 +197,7 @@ def _commit(workdir: pathlib.Path, seed: str) -> str | None:
 
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """``key: a -> b`` for each key of two flat configs whose values differ."""
-    return [
-        f"{k}: {a.get(k, _MISSING)!r} vs {b.get(k, _MISSING)!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, _MISSING) != b.get(k, _MISSING)
-    ]
+    return [f"{k}: {x!r} vs {y!r}" for k, x, y in workdir_lib.diff_flat(a, b, missing=_MISSING)]
 
 
 def step_seconds(run_dir: str | pathlib.Path) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ The package, one job a module (everything below is importable from ``vae_xai.wor
 * :mod:`~vae_xai.workdir.evaluations`: evaluation folders (:class:`Evaluation`), the links
   to the newest outputs and the copies a ``cp -rL`` made of them.
 * :mod:`~vae_xai.workdir.fields`: the config as the record sees it (:class:`Fields`,
-  :func:`flatten`, :func:`config_dict`, :func:`check_values`).
+  :func:`flatten`, :func:`diff_flat`, :func:`config_dict`, :func:`check_values`).
 * :mod:`~vae_xai.workdir.fingerprint`: the data identity (:func:`fingerprint_files`).
 * :mod:`~vae_xai.workdir.checkpoints`: the trained step and a checkpoint's checksums.
 * :mod:`~vae_xai.workdir.locking`: one writer per workdir (:func:`lock`).
@@ -50,7 +50,14 @@ from vae_xai.provenance import provenance, write_json_atomic
 from vae_xai.workdir.checkpoints import CHECKSUMS_FILE, checkpoint_digest, trained_step
 from vae_xai.workdir.errors import WorkdirError
 from vae_xai.workdir.evaluations import EVALUATIONS, Evaluation, copied_outputs, replace_link
-from vae_xai.workdir.fields import SEED_LIMIT, Fields, check_values, config_dict, flatten
+from vae_xai.workdir.fields import (
+    SEED_LIMIT,
+    Fields,
+    check_values,
+    config_dict,
+    diff_flat,
+    flatten,
+)
 from vae_xai.workdir.fingerprint import (
     CONTENT_HASH_LIMIT,
     DATA_FILES,
@@ -87,6 +94,7 @@ __all__ = [
     "config_dict",
     "copied_outputs",
     "fingerprint_files",
+    "diff_flat",
     "flatten",
     "open_trained",
     "provenance",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from vae_xai.validation import ConfigError
@@ -93,6 +93,31 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def diff_flat(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    missing: Any,
+    keep: Callable[[str], bool] | None = None,
+) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for each key of two flat configs whose values differ.
+
+    Args:
+      old: a flattened config (:func:`flatten`).
+      new: another.
+      missing: the value reported for a key that one side lacks.
+      keep: only keys for which this is true (default: all).
+
+    Returns:
+      The differences, by key.
+    """
+    return [
+        (k, old.get(k, missing), new.get(k, missing))
+        for k in sorted(set(old) | set(new))
+        if (keep is None or keep(k)) and old.get(k, missing) != new.get(k, missing)
+    ]
 
 
 def select(tree: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from vae_xai.provenance import write_json_atomic
 from vae_xai.workdir.checkpoints import checkpoint_digest, trained_step
 from vae_xai.workdir.errors import WorkdirError
 from vae_xai.workdir.evaluations import EVALUATIONS, Evaluation, copied_outputs, folder_name
-from vae_xai.workdir.fields import Fields, check_values, config_dict, flatten, select
+from vae_xai.workdir.fields import Fields, check_values, config_dict, diff_flat, flatten, select
 from vae_xai.workdir.fingerprint import DATA_FILES, changed_files, split_listings
 from vae_xai.workdir.locking import LOCK_FILE, lock, release
 from vae_xai.workdir.state_files import StateFileError, read_state_json
@@ -152,16 +152,12 @@ def _check(
             "Use another --workdir."
         )
     flat_old = flatten(record["config"])
-    diffs = [
-        (k, flat_old.get(k, _MISSING), flat_new.get(k, _MISSING))
-        for k in sorted(set(flat_old) | set(flat_new))
-        if fields.kind(k) == "train" and flat_old.get(k, _MISSING) != flat_new.get(k, _MISSING)
-    ]
-    flat_data_old, flat_data_new = flatten(record["data"]), flatten(new_data)
+    diffs = diff_flat(
+        flat_old, flat_new, missing=_MISSING, keep=lambda k: fields.kind(k) == "train"
+    )
     diffs += [
-        (f"data.{k}", flat_data_old.get(k, _MISSING), flat_data_new.get(k, _MISSING))
-        for k in sorted(set(flat_data_old) | set(flat_data_new))
-        if flat_data_old.get(k, _MISSING) != flat_data_new.get(k, _MISSING)
+        (f"data.{k}", old, new)
+        for k, old, new in diff_flat(flatten(record["data"]), flatten(new_data), missing=_MISSING)
     ]
     if diffs:
         files = ""
@@ -427,10 +423,13 @@ def _start_locked(
     last = record["starts"][-1] if record.get("starts") else {}
     previous = flatten(record.get("last_config", record["config"]))
     changed = {
-        k: [previous.get(k, _MISSING), flat_new.get(k, _MISSING)]
-        for k in sorted(set(previous) | set(flat_new))
-        if fields.kind(k) in ("num_steps", "schedule", "label")
-        and previous.get(k, _MISSING) != flat_new.get(k, _MISSING)
+        k: [old, new]
+        for k, old, new in diff_flat(
+            previous,
+            flat_new,
+            missing=_MISSING,
+            keep=lambda k: fields.kind(k) in ("num_steps", "schedule", "label"),
+        )
     }
     if changed:
         entry["changed"] = changed
