@@ -229,6 +229,40 @@ def test_dsprites_disentanglement_end_to_end_and_resume(tmp_path):
     )
     assert pairs.stat().st_size > 0 and (seed_dir / "attention_pairs.png").exists()
 
+    # where the two top maps lie: recorded by the evaluation, recomputed from the checkpoint
+    # with the run's own config and seed by the launcher, and from the maps with the top pair
+    # picked per image in a plain loop
+    import numpy as np
+
+    from vae_xai.train import restore_params
+
+    overlap = seed["attention_overlap"]
+    assert 0.0 <= overlap["blank_fraction"] <= 1.0 and 0.0 < overlap["sprite_area"] < 1.0
+    stats = tmp_path / "stats" / "a.json"
+    proc = run(
+        "experiments.dsprites_attention_stats",
+        f"--run_dirs={tmp_path / 'ad' / 'seed_0'}", "--steps=2", f"--out={stats}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(stats.read_text())
+    assert row["method"] == "ad_factorvae" and row["seed"] == 0 and row["step"] == 2
+    assert row["attention_overlap"] == overlap
+    again = run(
+        "experiments.dsprites_attention_stats",
+        f"--run_dirs={tmp_path / 'ad' / 'seed_0'}", "--steps=2", f"--out={stats}",
+    )  # fmt: skip
+    assert again.returncode != 0 and "exists" in again.stderr
+    with pytest.raises(ValueError, match="seed_N"):
+        dd.checkpoint_attention_stats(tmp_path / "ad", 2)
+    config = _tiny_dsprites_config("ad_factorvae")
+    model, state, _, _ = dd.build(config, 0)
+    params = dd.vae_params_of(restore_params(tmp_path / "ad" / "seed_0", state, step=2))
+    x = dd._inputs(config.eval.overlap_batch, 20_000)
+    maps, top, _ = (np.asarray(a) for a in dd._maps_and_pairs(config, model, params, x))
+    picked = np.stack([[maps[i, top[i, r]] for r in range(2)] for i in range(len(top))])
+    for key, value in dd.attention_mass_stats(picked, np.asarray(x)[..., 0] > 0.5).items():
+        assert overlap[key] == (None if value is None else pytest.approx(value, rel=1e-4)), key
+
     # issue 10: another method or another latent size on this workdir is refused in seconds,
     # before training, and changes nothing (the old launcher rewrote config.json first and
     # left a config for a model that was never trained)

@@ -486,7 +486,7 @@ def _maps_and_pairs(config, model, vae_params, x):
     return maps, pairs, l_ad
 
 
-def attention_overlap(config, model, vae_params, seed: int) -> dict[str, float]:
+def attention_overlap(config, model, vae_params, seed: int) -> dict[str, Any]:
     """Mean / std over images of L_AD between the two top latent dims (lower = separated).
 
     Args:
@@ -496,12 +496,107 @@ def attention_overlap(config, model, vae_params, seed: int) -> dict[str, float]:
       seed: the seed (offsets the inputs' stream).
 
     Returns:
-      ``{"mean", "std", "num_images"}``.
+      ``{"mean", "std", "num_images"}`` and where the two maps lie
+      (:func:`attention_mass_stats`: ``blank_fraction``, ``on_sprite_top1``,
+      ``on_sprite_top2``, ``sprite_area``).
     """
     x = _inputs(config.eval.overlap_batch, 20_000 + seed)
-    _, _, l_ad = jax.jit(lambda p, x: _maps_and_pairs(config, model, p, x))(vae_params, x)
+    maps, pairs, l_ad = jax.jit(lambda p, x: _maps_and_pairs(config, model, p, x))(vae_params, x)
     l_ad = np.asarray(l_ad)
-    return {"mean": float(l_ad.mean()), "std": float(l_ad.std()), "num_images": int(l_ad.size)}
+    pair_maps = np.take_along_axis(np.asarray(maps), np.asarray(pairs)[:, :, None, None], axis=1)
+    return {
+        "mean": float(l_ad.mean()),
+        "std": float(l_ad.std()),
+        "num_images": int(l_ad.size),
+        **attention_mass_stats(pair_maps, np.asarray(x)[..., 0] > 0.5),
+    }
+
+
+def attention_mass_stats(
+    pair_maps: np.ndarray, masks: np.ndarray, blank_tol: float = 1e-6
+) -> dict[str, float | None]:
+    """Where the attention of the two top latents lies: on the sprite, beside it, or nowhere.
+
+    L_AD (the overlap of the two maps) is also small when one map is blank (all zero after the
+    ReLU) or when the maps sit on the background beside the sprite, so its value alone does not
+    say the two latents attend to different parts of the object. This says which it is.
+
+    Args:
+      pair_maps: ``(N, 2, H, W)`` non-negative maps of each image's two top latent dims.
+      masks: ``(N, H, W)`` booleans, True on the sprite.
+      blank_tol: a map whose total is at most ``blank_tol`` times the larger total of its pair
+        (or exactly zero) counts as blank.
+
+    Returns:
+      ``blank_fraction`` (images with a blank map in their pair), ``on_sprite_top1`` /
+      ``on_sprite_top2`` (the share of a map's total that lies on the sprite, mean over the
+      images where that map is not blank; None when it is blank on every image) and
+      ``sprite_area`` (the mean share of pixels on the sprite: what a map spread evenly would
+      put there).
+
+    Raises:
+      ValueError: shapes that do not match, or negative maps.
+    """
+    pair_maps = np.asarray(pair_maps, np.float64)
+    masks = np.asarray(masks, bool)
+    if pair_maps.ndim != 4 or pair_maps.shape[1] != 2:
+        raise ValueError(f"pair_maps must be (N, 2, H, W); got {pair_maps.shape}")
+    want = (pair_maps.shape[0], *pair_maps.shape[2:])
+    if masks.shape != want:
+        raise ValueError(f"masks must be (N, H, W) = {want}; got {masks.shape}")
+    if (pair_maps < 0).any():
+        raise ValueError("pair_maps must be non-negative (rectified attention maps)")
+    total = pair_maps.sum(axis=(2, 3))  # (N, 2)
+    blank = (total <= blank_tol * total.max(axis=1, keepdims=True)) | (total == 0)
+    on = (pair_maps * masks[:, None]).sum(axis=(2, 3)) / np.where(blank, 1.0, total)
+    out = {"blank_fraction": float(blank.any(axis=1).mean())}
+    for rank in range(2):
+        keep = ~blank[:, rank]
+        out[f"on_sprite_top{rank + 1}"] = float(on[keep, rank].mean()) if keep.any() else None
+    out["sprite_area"] = float(masks.mean())
+    return out
+
+
+def checkpoint_attention_stats(run_dir: str | pathlib.Path, step: int) -> dict[str, Any]:
+    """:func:`attention_overlap` of one seed's checkpoint, with that run's own config and seed.
+
+    For kept checkpoints scored before :func:`attention_mass_stats` existed; a new evaluation
+    records the same numbers under ``attention_overlap``.
+
+    Args:
+      run_dir: one seed's folder of a dSprites workdir (``WORKDIR/seed_N``: ``run.json`` and
+        ``checkpoints/``).
+      step: the checkpoint step (a kept one).
+
+    Returns:
+      ``{"run_dir", "method", "seed", "step", "attention_overlap": {...}}``.
+
+    Raises:
+      FileNotFoundError: no ``run.json`` in ``run_dir``.
+      ValueError: ``run_dir`` is not named ``seed_N``, or is not a dSprites run.
+    """
+    run_dir = pathlib.Path(run_dir)
+    name = run_dir.resolve().name
+    if not (name.startswith("seed_") and name[5:].isdigit()):
+        raise ValueError(f"{run_dir}: expected one seed's folder of a workdir (WORKDIR/seed_N)")
+    record = run_dir / workdir_lib.RUN_FILE
+    if not record.is_file():
+        raise FileNotFoundError(f"{record}: no such file")
+    doc = json.loads(record.read_text())
+    if doc.get("experiment") != "dsprites_disentanglement":
+        kind = doc.get("experiment")
+        raise ValueError(f"{record}: not a dsprites_disentanglement run ({kind!r})")
+    config = ml_collections.ConfigDict(doc["config"])
+    seed = int(name[5:])
+    model, state, _, _ = build(config, seed)
+    state = restore_params(run_dir, state, step=int(step))
+    return {
+        "run_dir": str(run_dir),
+        "method": config.method,
+        "seed": seed,
+        "step": int(step),
+        "attention_overlap": attention_overlap(config, model, vae_params_of(state), seed),
+    }
 
 
 def save_traversal(path: pathlib.Path, config, model, vae_params) -> None:
