@@ -58,6 +58,7 @@ def test_a_pair_of_zero_maps_is_blank_and_tolerance_is_relative():
         (np.zeros((2, 3, 4, 4)), _masks(), r"\(N, 2, H, W\)"),
         (np.zeros((2, 2, 4, 4)), np.zeros((2, 4, 5), bool), "masks must be"),
         (-np.ones((2, 2, 4, 4)), _masks(), "non-negative"),
+        (np.full((2, 2, 4, 4), np.nan), _masks(), "NaN"),
     ],
 )
 def test_bad_inputs_are_named(maps, masks, match):

@@ -535,7 +535,7 @@ def attention_mass_stats(
       put there).
 
     Raises:
-      ValueError: shapes that do not match, or negative maps.
+      ValueError: shapes that do not match, non-finite or negative maps.
     """
     pair_maps = np.asarray(pair_maps, np.float64)
     masks = np.asarray(masks, bool)
@@ -544,6 +544,8 @@ def attention_mass_stats(
     want = (pair_maps.shape[0], *pair_maps.shape[2:])
     if masks.shape != want:
         raise ValueError(f"masks must be (N, H, W) = {want}; got {masks.shape}")
+    if not np.isfinite(pair_maps).all():
+        raise ValueError("pair_maps has NaN or infinite values")
     if (pair_maps < 0).any():
         raise ValueError("pair_maps must be non-negative (rectified attention maps)")
     total = pair_maps.sum(axis=(2, 3))  # (N, 2)
