@@ -87,6 +87,47 @@ def test_paired_difference_matches_scipy_paired_t_test():
     assert curves_lib.paired_difference({"0": 0.9}, {"1": 0.5}) is None
 
 
+@pytest.mark.parametrize("n", [3, 5])
+def test_detectable_difference_has_the_asked_power_in_simulated_paired_t_tests(n):
+    # independent reference: draw n normal differences with the returned mean and sd, run
+    # scipy's one-sample t-test (= the paired test on differences), count rejections
+    sd = 0.07
+    delta = curves_lib.detectable_difference(sd, n)
+    rng = np.random.default_rng(0)
+    draws = rng.normal(delta, sd, size=(200_000, n))
+    p = stats.ttest_1samp(draws, 0.0, axis=1).pvalue
+    rate = float(np.mean(p < 0.05))
+    assert abs(rate - 0.8) < 0.005, rate  # MC standard error ~0.0009
+    # and a smaller true difference is detected less often than asked
+    draws = rng.normal(0.8 * delta, sd, size=(200_000, n))
+    assert float(np.mean(stats.ttest_1samp(draws, 0.0, axis=1).pvalue < 0.05)) < 0.75
+
+
+def test_detectable_difference_limits_and_errors():
+    # large n: the normal approximation (z_0.975 + z_0.8) * sd / sqrt(n)
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)  # 1.95996 + 0.84162
+    np.testing.assert_allclose(curves_lib.detectable_difference(1.0, 40_000), z / 200, rtol=2e-4)
+    # linear in sd; fewer seeds need a larger effect
+    d3 = curves_lib.detectable_difference(0.05, 3)
+    np.testing.assert_allclose(curves_lib.detectable_difference(0.10, 3), 2 * d3, rtol=1e-9)
+    assert (
+        curves_lib.detectable_difference(0.05, 2) > d3 > curves_lib.detectable_difference(0.05, 4)
+    )
+    assert curves_lib.detectable_difference(0.0, 3) == 0.0
+    assert curves_lib.detectable_difference(0.05, 1) is None
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="sd must be finite"):
+            curves_lib.detectable_difference(bad, 3)
+    with pytest.raises(ValueError, match="alpha < power"):
+        curves_lib.detectable_difference(0.1, 3, power=0.01)
+    # paired_difference reports it for its own spread
+    d = curves_lib.paired_difference({"0": 0.71, "1": 0.80, "2": 0.64}, {"0": 0.69, "1": 0.73,
+                                                                        "2": 0.66})  # fmt: skip
+    np.testing.assert_allclose(
+        d["detectable80"], curves_lib.detectable_difference(d["std"], 3), rtol=1e-12
+    )
+
+
 def _curve(method, rows):
     return {
         "method": method,

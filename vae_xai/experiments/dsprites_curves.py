@@ -7,7 +7,8 @@ curve_record`), or several such workdirs holding one method's seeds (:func:`merg
 This module puts them in one table (mean +- std over seeds at each step),
 one figure (score against step, the paper's values and the independent reproduction's
 plateau as reference lines), and a paired comparison of two methods over the seeds they
-share: per step, the per-seed differences, their mean, and a 95% t-interval.
+share: per step, the per-seed differences, their mean, a 95% t-interval, and the smallest
+true difference that many seeds would detect (:func:`detectable_difference`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import dsprites_disentanglement as ds
@@ -28,6 +29,7 @@ from vae_xai.metric_writer import read_scalars
 
 __all__ = [
     "compare",
+    "detectable_difference",
     "load_curve",
     "merge_curves",
     "paired_difference",
@@ -235,6 +237,55 @@ def step_seconds(run_dir: str | pathlib.Path) -> dict[str, Any] | None:
     }
 
 
+def detectable_difference(
+    sd: float, n: int, *, power: float = 0.8, alpha: float = 0.05
+) -> float | None:
+    """The smallest true mean difference a two-sided paired t-test over ``n`` seeds detects
+    with probability ``power`` at level ``alpha``, if the per-seed differences spread by ``sd``.
+
+    Solves the exact power of the t-test (noncentral t with ``n - 1`` degrees of freedom,
+    noncentrality ``delta * sqrt(n) / sd``) for ``delta``. Fed the observed ``sd``, as
+    :func:`paired_difference` does, it says what effect sizes the comparison could have told
+    from zero; with few seeds that ``sd`` is itself rough (2 degrees of freedom at ``n = 3``).
+
+    Args:
+      sd: standard deviation of the per-seed differences (ddof=1), >= 0.
+      n: number of paired seeds.
+      power: the detection probability wanted, in (alpha, 1).
+      alpha: the test's two-sided level, in (0, 1).
+
+    Returns:
+      ``delta >= 0`` (0 when ``sd == 0``), or ``None`` for ``n < 2`` (no test).
+
+    Raises:
+      ValueError: a negative or non-finite ``sd``, or ``power``/``alpha`` out of range.
+    """
+    if not (math.isfinite(sd) and sd >= 0):
+        raise ValueError(f"sd must be finite and >= 0, got {sd!r}")
+    if not 0 < alpha < 1 or not alpha < power < 1:
+        raise ValueError(f"need 0 < alpha < power < 1, got alpha={alpha!r}, power={power!r}")
+    if n < 2:
+        return None
+    if sd == 0:
+        return 0.0
+    df = n - 1
+    t_crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def shortfall(nc: float) -> float:
+        # P(T > t) + P(T < -t) under noncentrality nc; the lower tail as the upper tail at -nc
+        # (the same number: scipy 1.17's nct.cdf returns NaN deep in that tail, sf does not)
+        reject = stats.nct.sf(t_crit, df, nc) + stats.nct.sf(t_crit, df, -nc)
+        if not math.isfinite(reject):
+            raise FloatingPointError(f"noncentral t power is {reject} at df={df}, nc={nc}")
+        return float(reject) - power
+
+    hi = t_crit + 1.0
+    while shortfall(hi) < 0:
+        hi *= 2
+    nc = optimize.brentq(shortfall, 0.0, hi, xtol=1e-12, rtol=1e-12)
+    return float(nc * sd / math.sqrt(n))
+
+
 def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, Any] | None:
     """``a - b`` over the seeds both have, with a 95% t-interval of the mean difference.
 
@@ -247,8 +298,9 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> dict[st
 
     Returns:
       ``{"n", "seeds", "differences", "mean"}`` and, with two or more shared seeds,
-      ``"std"`` (ddof=1), ``"se"``, ``"ci95"`` (Student t, n-1 dof) and ``"verdict"``;
-      ``None`` without a shared seed.
+      ``"std"`` (ddof=1), ``"se"``, ``"ci95"`` (Student t, n-1 dof), ``"verdict"`` and
+      ``"detectable80"`` (:func:`detectable_difference` at 80% power, two-sided 5%, of the
+      observed ``std``); ``None`` without a shared seed.
     """
     seeds = sorted(set(a) & set(b), key=int)
     if not seeds:
@@ -267,6 +319,7 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> dict[st
         out.update(std=sd, se=se, ci95=[out["mean"] - half, out["mean"] + half])
         lo, hi = out["ci95"]
         out["verdict"] = "higher" if lo > 0 else "lower" if hi < 0 else "no measurable difference"
+        out["detectable80"] = detectable_difference(sd, len(d))
     return out
 
 
@@ -369,11 +422,17 @@ def _diff_cell(d: Mapping[str, Any] | None) -> str:
     return f"{d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={d['n']})"
 
 
+def _detectable_cell(d: Mapping[str, Any] | None) -> str:
+    if not d or d.get("detectable80") is None:
+        return "-"
+    return f"{d['detectable80']:.3f} (n={d['n']})"
+
+
 def table_markdown(out: Mapping[str, Any]) -> str:
     """The Markdown tables of :func:`compare`'s result.
 
     Scores per step and method (mean +- std over seeds, ddof=0), the paired differences with
-    95% t-intervals, and the training cost per step.
+    95% t-intervals and the difference detectable at 80% power, and the training cost per step.
 
     Args:
       out: :func:`compare`'s result.
@@ -404,6 +463,23 @@ def table_markdown(out: Mapping[str, Any]) -> str:
             lines.append(
                 f"| {row['step']} | " + " | ".join(_diff_cell(row[m]) for m in METRICS) + " |"
             )
+        if any((row[m] or {}).get("detectable80") is not None
+               for row in out["paired_difference"] for m in METRICS):  # fmt: skip
+            lines += [
+                "",
+                "Smallest true difference these seeds would detect (two-sided 5% paired t-test, "
+                "80% power), given the per-seed differences' observed spread: a true effect "
+                "smaller than this could well have given no measurable difference",
+                "",
+                "| step | FactorVAE score | beta-VAE score | MIG |",
+                "|---|---|---|---|",
+            ]
+            for row in out["paired_difference"]:
+                lines.append(
+                    f"| {row['step']} | "
+                    + " | ".join(_detectable_cell(row[m]) for m in METRICS)
+                    + " |"
+                )
     timing = out.get("step_seconds") or {}
     labels = [k for k in out["curves"] if k in timing or k in out.get("train_s_per_step", {})]
     if labels:
