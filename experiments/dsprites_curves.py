@@ -16,8 +16,10 @@ same data and scored with the same evaluation config,
         --runs=factorvae=archive/fv,factorvae=workdirs/fv_seed2,ad_factorvae=workdirs/ad
 
 Writes ``curves.json``, ``curves.md`` (scores per step, mean +- std over seeds; the paired
-difference AD-FactorVAE - FactorVAE per seed with a 95% t-interval; training s/step) and
-``curves.png`` (:func:`vae_xai.experiments.dsprites_curves.compare`).
+difference AD-FactorVAE - FactorVAE per seed with a 95% t-interval and the smallest difference
+those seeds would detect at 80% power; training s/step), ``curves.png`` and, for the pair,
+``paired.png`` (each seed's difference against step)
+(:func:`vae_xai.experiments.dsprites_curves.compare`).
 """
 
 from __future__ import annotations

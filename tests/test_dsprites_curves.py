@@ -150,7 +150,7 @@ def _curve(method, rows):
     }
 
 
-def test_compare_writes_tables_and_figure(tmp_path):
+def test_compare_writes_tables_and_figures(tmp_path, monkeypatch):
     for name, rows in {
         "fv": ("factorvae", [(10, [0.5, 0.6]), (20, [0.7, 0.8])]),
         "ad": ("ad_factorvae", [(10, [0.6, 0.6]), (20, [0.75, 0.9])]),
@@ -168,6 +168,29 @@ def test_compare_writes_tables_and_figure(tmp_path):
     md = (tmp_path / "out" / "curves.md").read_text()
     assert "| ad_factorvae | 20 | 0.825 +- 0.075 (n=2) |" in md
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    assert (tmp_path / "out" / "paired.png").stat().st_size > 0
+    # what the paired figure draws: each seed's difference, the mean with its t-interval,
+    # zero and the paper's AD - FactorVAE difference (0.93 - 0.82)
+    drawn = {}
+    monkeypatch.setattr(curves_lib.plots, "save_curves", lambda path, panels, **kw: drawn.update(
+        panels=panels, **kw))  # fmt: skip
+    curves_lib.save_paired_figure(tmp_path / "unused.png", out)
+    fv = drawn["panels"]["FactorVAE score"]
+    x, y, lo, hi = fv["mean, 95% t-interval (n=2)"]
+    assert x == [10, 20]
+    np.testing.assert_allclose(y, [0.05, 0.075])
+    np.testing.assert_allclose([lo[1], hi[1]], step20["factor_vae_score"]["ci95"])
+    np.testing.assert_allclose(fv["seed 0"][1], [0.1, 0.05])  # seed 0: 0.6-0.5, 0.75-0.7
+    np.testing.assert_allclose(fv["seed 1"][1], [0.0, 0.1])
+    assert "beta-VAE score" not in drawn["panels"]  # never scored
+    refs = drawn["hlines"]["FactorVAE score"]
+    assert refs[0][0] == 0.0 and abs(refs[1][0] - 0.11) < 1e-12
+    none_shared = {**out, "paired_difference": [{"step": 10, **dict.fromkeys(curves_lib.METRICS)}]}
+    with pytest.raises(ValueError, match="share no scored seed"):
+        curves_lib.save_paired_figure(tmp_path / "unused.png", none_shared)
+    # a later comparison without a pair into the same folder leaves no stale paired figure
+    curves_lib.compare({"factorvae": tmp_path / "fv"}, tmp_path / "out")
+    assert not (tmp_path / "out" / "paired.png").exists()
     with pytest.raises(FileNotFoundError, match="curve.json not found"):
         curves_lib.compare({"x": tmp_path}, tmp_path / "out2")
     with pytest.raises(ValueError, match="label=workdir"):

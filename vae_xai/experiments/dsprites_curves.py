@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from vae_xai import plots
 from vae_xai import workdir as workdir_lib
 from vae_xai.experiments import dsprites_disentanglement as ds
 from vae_xai.experiments import paper
@@ -34,6 +35,7 @@ __all__ = [
     "merge_curves",
     "paired_difference",
     "parse_runs",
+    "save_paired_figure",
     "step_seconds",
     "table_markdown",
 ]
@@ -343,12 +345,14 @@ def compare(
     pair: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Combine the curves of ``runs`` (label -> workdir) into ``out_dir``: ``curves.json``,
-    ``curves.md`` (the tables) and ``curves.png`` (score against step).
+    ``curves.md`` (the tables), ``curves.png`` (score against step) and, with a pair,
+    ``paired.png`` (:func:`save_paired_figure`).
 
     Args:
       runs: label -> dSprites workdir with a ``curve.json``, or a list of workdirs whose
         seeds make up that label's curve (:func:`merge_curves`).
-      out_dir: created if missing; its three files are replaced.
+      out_dir: created if missing; its files are replaced (a ``paired.png`` of an earlier
+        comparison is removed when this one has no pair).
       pair: ``(a, b)`` labels for the paired comparison ``a - b``; default
         ``("ad_factorvae", "factorvae")`` when both labels are present.
 
@@ -404,7 +408,63 @@ def compare(
     workdir_lib.write_json_atomic(out_dir / "curves.json", out)
     (out_dir / "curves.md").write_text(table_markdown(out))
     ds.save_curve_figure(out_dir / "curves.png", curves)
+    if any(row[m] for row in paired for m in METRICS):  # some seed scored by both methods
+        save_paired_figure(out_dir / "paired.png", out)
+    else:
+        (out_dir / "paired.png").unlink(missing_ok=True)
     return out
+
+
+def save_paired_figure(path: str | pathlib.Path, out: Mapping[str, Any]) -> pathlib.Path:
+    """The paired difference against step, one panel per metric: each seed's difference, and
+    their mean with its 95% t-interval as the band; zero and, on the FactorVAE score, the
+    paper's difference (Table 3) as reference lines.
+
+    Args:
+      path: the PNG.
+      out: :func:`compare`'s result, with a ``pair``.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      ValueError: the two methods share no scored seed.
+    """
+    a, b = out["pair"]
+    if not any(row[m] for row in out["paired_difference"] for m in METRICS):
+        raise ValueError(f"{a} and {b} share no scored seed: no paired difference to draw")
+    panels: dict[str, dict[str, tuple]] = {}
+    for m, title in ds.CURVE_METRICS.items():
+        rows = [(r["step"], r[m]) for r in out["paired_difference"] if r.get(m)]
+        if not rows:
+            continue
+        steps = [s for s, _ in rows]
+        means = [d["mean"] for _, d in rows]
+        lines = {
+            f"mean, 95% t-interval (n={max(d['n'] for _, d in rows)})": (
+                steps,
+                means,
+                [d.get("ci95", (d["mean"],) * 2)[0] for _, d in rows],
+                [d.get("ci95", (d["mean"],) * 2)[1] for _, d in rows],
+            )
+        }
+        for seed in sorted({x for _, d in rows for x in d["seeds"]}):
+            pts = [(s, d["differences"][d["seeds"].index(seed)]) for s, d in rows
+                   if seed in d["seeds"]]  # fmt: skip
+            ys = [y for _, y in pts]
+            lines[f"seed {seed}"] = ([s for s, _ in pts], ys, ys, ys)
+        panels[title] = lines
+    hlines: dict[str, list[tuple]] = {t: [(0.0, "no difference")] for t in panels}
+    pa, pb = (out.get("paper", {}).get(out["curves"][k]["method"]) for k in (a, b))
+    first = ds.CURVE_METRICS["factor_vae_score"]
+    if pa is not None and pb is not None and first in hlines:
+        hlines[first].append((pa - pb, f"paper {pa} - {pb} = {pa - pb:+.2f}"))
+    return plots.save_curves(
+        path,
+        panels,
+        hlines=hlines,
+        title=f"Paired difference {a} - {b} per seed (band: 95% t-interval of the mean)",
+    )
 
 
 def _cell(summary: Mapping[str, Any] | None) -> str:
