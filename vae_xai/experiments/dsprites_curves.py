@@ -408,11 +408,16 @@ def compare(
     workdir_lib.write_json_atomic(out_dir / "curves.json", out)
     (out_dir / "curves.md").write_text(table_markdown(out))
     ds.save_curve_figure(out_dir / "curves.png", curves)
-    if any(row[m] for row in paired for m in METRICS):  # some seed scored by both methods
+    if _any_shared_seed(paired):
         save_paired_figure(out_dir / "paired.png", out)
     else:
         (out_dir / "paired.png").unlink(missing_ok=True)
     return out
+
+
+def _any_shared_seed(paired: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a step of :func:`compare`'s ``paired_difference`` has a seed both methods scored."""
+    return any(row[m] for row in paired for m in METRICS)
 
 
 def save_paired_figure(path: str | pathlib.Path, out: Mapping[str, Any]) -> pathlib.Path:
@@ -431,21 +436,20 @@ def save_paired_figure(path: str | pathlib.Path, out: Mapping[str, Any]) -> path
       ValueError: the two methods share no scored seed.
     """
     a, b = out["pair"]
-    if not any(row[m] for row in out["paired_difference"] for m in METRICS):
+    if not _any_shared_seed(out["paired_difference"]):
         raise ValueError(f"{a} and {b} share no scored seed: no paired difference to draw")
     panels: dict[str, dict[str, tuple]] = {}
     for m, title in ds.CURVE_METRICS.items():
         rows = [(r["step"], r[m]) for r in out["paired_difference"] if r.get(m)]
         if not rows:
             continue
-        steps = [s for s, _ in rows]
-        means = [d["mean"] for _, d in rows]
+        bounds = [d.get("ci95", (d["mean"], d["mean"])) for _, d in rows]  # n=1: no interval
         lines = {
             f"mean, 95% t-interval (n={max(d['n'] for _, d in rows)})": (
-                steps,
-                means,
-                [d.get("ci95", (d["mean"],) * 2)[0] for _, d in rows],
-                [d.get("ci95", (d["mean"],) * 2)[1] for _, d in rows],
+                [s for s, _ in rows],
+                [d["mean"] for _, d in rows],
+                [lo for lo, _ in bounds],
+                [hi for _, hi in bounds],
             )
         }
         for seed in sorted({x for _, d in rows for x in d["seeds"]}):
