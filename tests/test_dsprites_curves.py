@@ -197,6 +197,26 @@ def test_compare_writes_tables_and_figures(tmp_path, monkeypatch):
         curves_lib.parse_runs(["factorvae"])
 
 
+def test_curve_figure_draws_each_methods_paper_value_once(tmp_path, monkeypatch):
+    # an ablation: three labels of one method (its weight varied) and FactorVAE
+    curves = {
+        "factorvae": _curve("factorvae", [(10, [0.5])]),
+        "ad_factorvae": _curve("ad_factorvae", [(10, [0.6])]),
+        "ad_lambda10": _curve("ad_factorvae", [(10, [0.7])]),
+        "ad_lambda40": _curve("ad_factorvae", [(10, [0.4])]),
+    }
+    drawn = {}
+    monkeypatch.setattr(ds.plots, "save_curves", lambda path, panels, **kw: drawn.update(
+        panels=panels, **kw))  # fmt: skip
+    ds.save_curve_figure(tmp_path / "unused.png", curves)
+    assert len(drawn["panels"]["FactorVAE score"]) == 4  # every label is drawn
+    # Table 3: FactorVAE 0.82, AD-FactorVAE 0.93, each once, beside its first label
+    assert sorted(drawn["hlines"]["FactorVAE score"]) == [
+        (0.82, "paper factorvae 0.82", "factorvae (n="),
+        (0.93, "paper ad_factorvae 0.93", "ad_factorvae (n="),
+    ]
+
+
 def _events(folder, points, monkeypatch):
     """Write one event file of (step, wall time) scalar points, the wall times as given."""
     from vae_xai import metric_writer as mw

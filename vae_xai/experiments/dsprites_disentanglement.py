@@ -863,15 +863,19 @@ def save_curve_figure(path: pathlib.Path, curves: Mapping[str, Mapping[str, Any]
                     [max(v) for _, v in pts],
                 )
     first = CURVE_METRICS["factor_vae_score"]
-    methods = [r["method"] for r in curves.values()]
+    # one reference line per method, in the colour of its first label (several labels of one
+    # method, e.g. an ablation of its weights, would otherwise draw the same line again)
+    first_label: dict[str, str] = {}
+    for label, record in curves.items():
+        first_label.setdefault(record["method"], label)
     lo, hi = paper.TABLE3_INDEPENDENT_CURVES["factorvae"]["plateau"]
     plots.save_curves(
         path,
         panels,
         hlines={
             first: [
-                (score, f"paper {m} {score}", label)
-                for label, m in zip(curves, methods, strict=True)
+                (score, f"paper {m} {score}", f"{label} (n=")  # that label's line only
+                for m, label in first_label.items()
                 if (score := paper.TABLE3_FACTOR_VAE_SCORE.get(m)) is not None
             ]
         },
