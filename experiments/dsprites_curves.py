@@ -15,6 +15,12 @@ same data and scored with the same evaluation config,
     python -m experiments.dsprites_curves --out=results/dsprites_curves \
         --runs=factorvae=archive/fv,factorvae=workdirs/fv_seed2,ad_factorvae=workdirs/ad
 
+Labels are free: an ablation gets one label per setting (here AD-FactorVAE's weight, trained
+with ``--config.ad.weight=10`` and ``=40``; each method's paper value is drawn once)::
+
+    python -m experiments.dsprites_curves --out=results/dsprites_curves/ad_weight \
+        --runs=factorvae=workdirs/fv,ad_factorvae=workdirs/ad,ad_lambda10=workdirs/ad10,ad_lambda40=workdirs/ad40
+
 Writes ``curves.json``, ``curves.md`` (scores per step, mean +- std over seeds; the paired
 difference AD-FactorVAE - FactorVAE per seed with a 95% t-interval and the smallest difference
 those seeds would detect at 80% power; training s/step), ``curves.png`` and, for the pair,
